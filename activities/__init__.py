@@ -1,0 +1,1 @@
+"""Every side effect of Reclaim: AWS calls, database writes. Thin, idempotent activities."""

@@ -1,0 +1,180 @@
+"""The contract every action kind implements, and the registry that finds it by name.
+
+A kind is one class in one module of this package, decorated with `@register`.
+It converges rather than scripts: `apply` and `revert` look at the live resource
+and do the next missing step (or nothing), raising `InProgress` while AWS is
+still transitioning, so a retried or re-run activity never changes twice.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar, Generic, TypeVar
+
+from botocore.exceptions import ClientError
+from pydantic import ValidationError
+
+from activities.aws import SessionFactory
+from activities.errors import Refused, client_error_code
+from domain.base import StrictModel
+from domain.execution import BackupRecord, Observation, StepResult
+from domain.policy import ActionTraits, RiskLevel
+from domain.recommendation import Recommendation
+
+P = TypeVar("P", bound=StrictModel)
+
+BACKUP_TAG = "reclaim:execution-id"
+"""Tag carried by every backup Reclaim creates: how a retried backup finds the first one."""
+
+
+class Action(ABC, Generic[P]):
+    """One action kind. Subclasses set the class attributes and implement the steps."""
+
+    kind: ClassVar[str]
+    resource_type: ClassVar[str]
+    params_model: ClassVar[type[StrictModel]]
+    reversible: ClassVar[bool]
+    base_risk: ClassVar[RiskLevel]
+    destroys_data: ClassVar[bool] = False
+    permissions: ClassVar[tuple[str, ...]]
+
+    def __init__(self, sessions: SessionFactory, recommendation: Recommendation, execution_id: str) -> None:
+        self.sessions = sessions
+        self.rec = recommendation
+        self.execution_id = execution_id
+        self.params: P = self.parse_params(recommendation.params)  # type: ignore[assignment]
+
+    @classmethod
+    def parse_params(cls, params: dict[str, Any]) -> StrictModel:
+        try:
+            return cls.params_model.model_validate(params)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"params.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            )
+            raise Refused(f"invalid params for {cls.kind}: {problems}") from None
+
+    @classmethod
+    def traits(cls) -> ActionTraits:
+        return ActionTraits(
+            kind=cls.kind,
+            resource_type=cls.resource_type,
+            reversible=cls.reversible,
+            base_risk=cls.base_risk,
+            destroys_data=cls.destroys_data,
+        )
+
+    def client(self, service: str) -> Any:
+        return self.sessions.client(self.rec.account_id, self.rec.region, service)
+
+    # ---- the steps -------------------------------------------------------------------
+
+    @abstractmethod
+    def inspect(self) -> Observation:
+        """Read the live resource. Raise Refused when it does not exist."""
+
+    @abstractmethod
+    def refusal(self, seen: Observation) -> str | None:
+        """Why the change must not go ahead (wrong state, drift from the recommendation)."""
+
+    @abstractmethod
+    def plan(self, seen: Observation) -> list[str]:
+        """Human-readable steps the change would take: the dry-run report."""
+
+    @abstractmethod
+    def check_permissions(self, seen: Observation) -> list[str]:
+        """Prove the mutating calls are allowed with `DryRun=True`; return the calls checked."""
+
+    def backup(self, seen: Observation) -> BackupRecord:
+        """Save what is needed to revert. Must find-or-create (by BACKUP_TAG) when it creates."""
+        return BackupRecord(kind=self.kind, resource_id=self.rec.resource_id, data=dict(seen.state))
+
+    @abstractmethod
+    def apply(self, seen: Observation, backup: BackupRecord) -> StepResult:
+        """Do the next missing step toward the target; nothing when already there."""
+
+    @abstractmethod
+    def verify(self, seen: Observation, backup: BackupRecord) -> StepResult:
+        """Confirm the target state; InProgress while transitioning, VerificationFailed if never."""
+
+    @abstractmethod
+    def revert(self, seen: Observation, backup: BackupRecord) -> StepResult:
+        """Converge back to the state recorded before the change."""
+
+    def cleanup(self, backup: BackupRecord) -> StepResult:
+        """Delete backups once the rollback window has passed."""
+        return StepResult(changed=False, message="nothing to clean up")
+
+    def estimate_monthly_savings(self, seen: Observation) -> float:
+        return self.rec.estimated_monthly_savings
+
+    # ---- helpers for subclasses -------------------------------------------------------
+
+    def dry_run(self, call: Callable[..., Any], label: str, **kwargs: Any) -> str:
+        """Make an EC2-style call with DryRun=True; success is the DryRunOperation error."""
+        try:
+            call(DryRun=True, **kwargs)
+        except ClientError as exc:
+            if client_error_code(exc) == "DryRunOperation":
+                return label
+            raise
+        return label
+
+    def backup_tags(self) -> list[dict[str, str]]:
+        return [
+            {"Key": BACKUP_TAG, "Value": self.execution_id},
+            {"Key": "reclaim:resource-id", "Value": self.rec.resource_id},
+            {"Key": "reclaim:kind", "Value": self.kind},
+        ]
+
+
+def tags_of(items: list[dict[str, str]] | None) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in items or []}
+
+
+# ---- registry ----------------------------------------------------------------------------
+
+_REGISTRY: dict[str, type[Action[Any]]] = {}
+_REQUIRED = ("kind", "resource_type", "params_model", "reversible", "base_risk", "permissions")
+
+A = TypeVar("A", bound=type[Action[Any]])
+
+
+def register(cls: A) -> A:
+    missing = [name for name in _REQUIRED if not hasattr(cls, name)]
+    if missing:
+        raise TypeError(f"{cls.__name__} does not declare {', '.join(missing)}")
+    if cls.kind in _REGISTRY and _REGISTRY[cls.kind] is not cls:
+        raise TypeError(f"action kind {cls.kind} registered twice")
+    _REGISTRY[cls.kind] = cls
+    return cls
+
+
+class UnknownAction(LookupError):
+    pass
+
+
+def _load_all() -> None:
+    package = importlib.import_module("activities.actions")
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name != "base" and not info.name.startswith("_"):
+            importlib.import_module(f"activities.actions.{info.name}")
+
+
+def registry() -> dict[str, type[Action[Any]]]:
+    if not _REGISTRY:
+        _load_all()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def action_class(kind: str) -> type[Action[Any]]:
+    kinds = registry()
+    try:
+        return kinds[kind]
+    except KeyError:
+        raise UnknownAction(
+            f"unknown action kind {kind!r}; known kinds: {', '.join(kinds)}"
+        ) from None

@@ -1,0 +1,101 @@
+"""ec2.stop: stop an idle instance; revert starts it again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from activities.actions._ec2 import describe_instance, observe_instance, stoppability_refusal
+from activities.actions.base import Action, register
+from activities.errors import InProgress, RevertImpossible, VerificationFailed
+from domain.base import StrictModel
+from domain.execution import BackupRecord, Observation, StepResult
+from domain.policy import RiskLevel
+
+
+class StopParams(StrictModel):
+    expected_instance_type: str | None = Field(
+        default=None, description="Refuse when the instance is no longer of this type (drift)."
+    )
+
+
+@register
+class Ec2Stop(Action[StopParams]):
+    """Stop an idle EC2 instance. EBS volumes and the private IP are kept; compute billing stops.
+
+    Example recommendation::
+
+        {"id": "rec-stop-1", "customer_id": "acme", "account_id": "123456789012",
+         "region": "us-east-1", "kind": "ec2.stop", "resource_id": "i-0123456789abcdef0",
+         "params": {"expected_instance_type": "m5.large"}, "estimated_monthly_savings": 70.08}
+    """
+
+    kind = "ec2.stop"
+    resource_type = "AWS::EC2::Instance"
+    params_model = StopParams
+    reversible = True
+    base_risk = RiskLevel.LOW
+    permissions = ("ec2:DescribeInstances", "ec2:StopInstances", "ec2:StartInstances")
+
+    @property
+    def ec2(self) -> Any:
+        return self.client("ec2")
+
+    def inspect(self) -> Observation:
+        return observe_instance(self.ec2, self.rec.resource_id)
+
+    def refusal(self, seen: Observation) -> str | None:
+        expected = self.params.expected_instance_type
+        if expected and seen.state["instance_type"] != expected:
+            return (
+                f"drift: instance type is {seen.state['instance_type']}, "
+                f"the recommendation assumed {expected}"
+            )
+        if seen.state["state"] != "running":
+            return f"instance is {seen.state['state']}, not running"
+        return stoppability_refusal(seen)
+
+    def plan(self, seen: Observation) -> list[str]:
+        return [f"stop {self.rec.resource_id} ({seen.state['instance_type']}, running)"]
+
+    def check_permissions(self, seen: Observation) -> list[str]:
+        ids = [self.rec.resource_id]
+        return [
+            self.dry_run(self.ec2.stop_instances, "ec2:StopInstances", InstanceIds=ids),
+            self.dry_run(self.ec2.start_instances, "ec2:StartInstances", InstanceIds=ids),
+        ]
+
+    def _state(self) -> str | None:
+        instance = describe_instance(self.ec2, self.rec.resource_id)
+        return None if instance is None else str(instance["State"]["Name"])
+
+    def apply(self, seen: Observation, backup: BackupRecord) -> StepResult:
+        state = self._state()
+        if state in ("stopped", "stopping"):
+            return StepResult(changed=False, message=f"already {state}")
+        if state == "pending":
+            raise InProgress("instance is starting; will stop it once it is running")
+        if state is None:
+            raise VerificationFailed(f"instance {self.rec.resource_id} disappeared")
+        self.ec2.stop_instances(InstanceIds=[self.rec.resource_id])
+        return StepResult(changed=True, message=f"stop requested for {self.rec.resource_id}")
+
+    def verify(self, seen: Observation, backup: BackupRecord) -> StepResult:
+        state = self._state()
+        if state == "stopped":
+            return StepResult(changed=False, message="instance is stopped")
+        if state == "stopping":
+            raise InProgress("instance is stopping")
+        raise VerificationFailed(f"instance is {state or 'gone'}, expected stopped")
+
+    def revert(self, seen: Observation, backup: BackupRecord) -> StepResult:
+        state = self._state()
+        if state == "running":
+            return StepResult(changed=False, message="instance is running")
+        if state in ("pending", "stopping"):
+            raise InProgress(f"instance is {state}")
+        if state is None:
+            raise RevertImpossible(f"instance {self.rec.resource_id} no longer exists")
+        self.ec2.start_instances(InstanceIds=[self.rec.resource_id])
+        raise InProgress("start requested; waiting for running")

@@ -1,0 +1,27 @@
+"""Read-model writes: the SQL view of executions and approvals that the CLI and API list.
+
+Temporal's history stays the source of truth; these writes are idempotent
+(newest `sequence` wins), so retries and out-of-order delivery are harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from temporalio import activity
+
+from domain.execution import ExecutionView
+from store.repository import Store
+
+
+class RecordActivities:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @activity.defn(name="record_execution")
+    async def record_execution(self, view: ExecutionView) -> bool:
+        return await self.store.upsert_execution(view)
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.record_execution]

@@ -1,0 +1,178 @@
+"""Inputs, outputs and messages of one execution (workflow, activities, signals, updates, query)."""
+
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any
+
+from pydantic import Field
+
+from domain.base import StrictModel
+from domain.policy import ActionTraits, Policy, RiskLevel, Role
+from domain.recommendation import Recommendation
+from domain.status import ExecutionStatus
+
+TASK_QUEUE = "reclaim"
+
+
+def execution_id_for(recommendation_id: str) -> str:
+    """One recommendation, one execution: a duplicate submission finds the same workflow."""
+    return f"exec-{recommendation_id}"
+
+
+def lease_id_for(account_id: str, region: str, resource_id: str) -> str:
+    """The per-resource mutex: at most one running lease workflow with this id."""
+    return f"lease-{account_id}-{region}-{resource_id}"
+
+
+class ExecutionOptions(StrictModel):
+    dry_run: bool = False
+    auto_approve: bool = Field(
+        default=True, description="Allow the policy to auto-approve; False always asks a human."
+    )
+    approval_timeout: timedelta = Field(default=timedelta(hours=24), gt=timedelta(0))
+    rollback_window: timedelta = Field(default=timedelta(days=7), ge=timedelta(0))
+    verify_timeout: timedelta = Field(default=timedelta(minutes=10), gt=timedelta(0))
+    not_before: datetime | None = Field(
+        default=None, description="Start of the maintenance window; the change waits for it."
+    )
+    retain_backups: bool = Field(
+        default=False, description="Keep backups after the rollback window instead of cleaning them up."
+    )
+
+
+class ExecutionRequest(StrictModel):
+    """The single input of ExecutionWorkflow. Carries no credentials, ever."""
+
+    recommendation: Recommendation
+    options: ExecutionOptions = Field(default_factory=ExecutionOptions)
+    requested_by: str = Field(min_length=1, max_length=128)
+    policy: Policy = Field(default_factory=Policy)
+
+
+class Decision(str, Enum):
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
+class ApprovalInput(StrictModel):
+    """Payload of the `approve` / `reject` signal and update.
+
+    Example for the stock CLI:
+    `temporal workflow signal --workflow-id exec-rec-1 --name approve
+     --input '{"actor": "bob", "role": "approver", "comment": "ok"}'`
+    """
+
+    actor: str = Field(min_length=1, max_length=128)
+    role: Role = Role.APPROVER
+    comment: str = Field(default="", max_length=2000)
+
+
+class ApprovalRecord(StrictModel):
+    """One decision attempt, accepted or refused: the approvals audit trail."""
+
+    id: str
+    execution_id: str
+    actor: str
+    role: Role
+    decision: Decision
+    comment: str
+    at: datetime
+    accepted: bool
+    refusal: str | None = None
+    via: str = "signal"
+
+
+class RollbackInput(StrictModel):
+    actor: str = Field(min_length=1, max_length=128)
+    reason: str = Field(default="", max_length=2000)
+
+
+class StepLogEntry(StrictModel):
+    at: datetime
+    status: ExecutionStatus
+    message: str
+
+
+class BackupRecord(StrictModel):
+    """What a kind saved before mutating, enough to revert and to clean up."""
+
+    kind: str
+    resource_id: str
+    backup_id: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Observation(StrictModel):
+    """What a kind's `inspect` saw of the live resource."""
+
+    state: dict[str, Any] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class ValidateInput(StrictModel):
+    execution_id: str
+    recommendation: Recommendation
+
+
+class ActionStepInput(StrictModel):
+    """Input of every per-kind step activity (permissions, backup, apply, verify, revert, cleanup)."""
+
+    execution_id: str
+    recommendation: Recommendation
+    observed: Observation
+    backup: BackupRecord | None = None
+
+
+class Assessment(StrictModel):
+    """Result of validation: the live facts and, when invalid, why."""
+
+    valid: bool
+    reason: str | None = None
+    traits: ActionTraits | None = None
+    observed: Observation = Field(default_factory=Observation)
+    estimated_monthly_savings: float = 0.0
+    plan: list[str] = Field(default_factory=list)
+
+
+class PermissionReport(StrictModel):
+    allowed: bool
+    checked: list[str]
+    denied: list[str] = Field(default_factory=list)
+    plan: list[str] = Field(default_factory=list, description="What the execution would do, step by step.")
+
+
+class StepResult(StrictModel):
+    changed: bool
+    message: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExecutionView(StrictModel):
+    """What the `status` query returns, and what the read model stores."""
+
+    execution_id: str
+    recommendation_id: str
+    customer_id: str
+    account_id: str
+    region: str
+    kind: str
+    resource_id: str
+    requested_by: str
+    status: ExecutionStatus
+    step: str
+    progress_percent: int
+    reason: str | None = None
+    risk: RiskLevel | None = None
+    risk_reasons: list[str] = Field(default_factory=list)
+    approval_reasons: list[str] = Field(default_factory=list)
+    dry_run: bool = False
+    estimated_monthly_savings: float = 0.0
+    approvals: list[ApprovalRecord] = Field(default_factory=list)
+    backups: list[BackupRecord] = Field(default_factory=list)
+    permission_report: PermissionReport | None = None
+    rollback_available_until: datetime | None = None
+    started_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+    log: list[StepLogEntry] = Field(default_factory=list)
+    sequence: int = Field(default=0, description="Grows with every change; the read model keeps the newest.")

@@ -1,0 +1,159 @@
+"""Risk scoring and the approval policy: pure functions, run inside the workflow.
+
+The policy travels in the workflow input as a snapshot taken at submission, so
+the decision is deterministic on replay and the history shows the rules that
+were applied.
+"""
+
+from enum import Enum
+from fnmatch import fnmatchcase
+
+from pydantic import Field
+
+from domain.base import StrictModel
+
+
+class RiskLevel(str, Enum):
+    LOW = "LOW"
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
+    CRITICAL = "CRITICAL"
+
+
+_ORDER = [RiskLevel.LOW, RiskLevel.MEDIUM, RiskLevel.HIGH, RiskLevel.CRITICAL]
+
+
+def _raise(level: RiskLevel, steps: int = 1) -> RiskLevel:
+    return _ORDER[min(_ORDER.index(level) + steps, len(_ORDER) - 1)]
+
+
+class Role(str, Enum):
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    APPROVER = "approver"
+    ADMIN = "admin"
+
+
+class ActionTraits(StrictModel):
+    """What the workflow needs to know about an action kind to score it (declared by the kind)."""
+
+    kind: str
+    resource_type: str
+    reversible: bool
+    base_risk: RiskLevel
+    destroys_data: bool = Field(description="The apply deletes something; a backup must exist first.")
+
+
+class Policy(StrictModel):
+    """Configurable rules of one deployment (or one customer)."""
+
+    auto_approve_max_monthly_savings: float = Field(default=500.0, ge=0)
+    auto_approve_kinds: list[str] | None = Field(
+        default=None, description="Kinds that may auto-approve; None means every reversible kind."
+    )
+    production_tags: list[str] = Field(
+        default_factory=lambda: ["env=prod*", "environment=prod*", "stage=prod*"],
+        description="`key=value-glob` patterns, case-insensitive, that mark a production resource.",
+    )
+    protect_tag: str = "reclaim:protect"
+    refuse_production: bool = Field(
+        default=True, description="Refuse production resources outright (else: always ask a human)."
+    )
+    approver_roles: list[Role] = Field(default_factory=lambda: [Role.APPROVER, Role.ADMIN])
+
+
+class RiskAssessment(StrictModel):
+    level: RiskLevel
+    reasons: list[str]
+
+
+class ApprovalRequirement(StrictModel):
+    auto_approved: bool
+    reasons: list[str]
+
+
+def is_production(policy: Policy, tags: dict[str, str]) -> bool:
+    lowered = {k.lower(): v.lower() for k, v in tags.items()}
+    for pattern in policy.production_tags:
+        key, _, value_glob = pattern.partition("=")
+        value = lowered.get(key.strip().lower())
+        if value is not None and fnmatchcase(value, (value_glob.strip() or "*").lower()):
+            return True
+    return False
+
+
+def protection_reason(policy: Policy, tags: dict[str, str]) -> str | None:
+    """Why the resource must not be touched at all, or None."""
+    value = tags.get(policy.protect_tag)
+    if value is not None and value.strip().lower() not in ("false", "0", "no", "off"):
+        return f"resource is protected by the tag {policy.protect_tag}={value}"
+    if policy.refuse_production and is_production(policy, tags):
+        return "resource is tagged as production and the policy refuses production resources"
+    return None
+
+
+def assess_risk(
+    policy: Policy, traits: ActionTraits, monthly_savings: float, tags: dict[str, str]
+) -> RiskAssessment:
+    level = traits.base_risk
+    reasons = [f"{traits.kind} has base risk {traits.base_risk.value}"]
+    if not traits.reversible:
+        level = max(level, RiskLevel.HIGH, key=_ORDER.index)
+        reasons.append("the change is not reversible")
+    if traits.destroys_data:
+        level = max(level, RiskLevel.MEDIUM, key=_ORDER.index)
+        reasons.append("the change deletes data (a backup is taken first)")
+    if is_production(policy, tags):
+        level = _raise(level)
+        reasons.append("the resource is tagged as production")
+    if monthly_savings > policy.auto_approve_max_monthly_savings:
+        level = _raise(level)
+        reasons.append(
+            f"savings ${monthly_savings:,.2f}/month exceed the ${policy.auto_approve_max_monthly_savings:,.2f} threshold"
+        )
+    return RiskAssessment(level=level, reasons=reasons)
+
+
+def approval_requirement(
+    policy: Policy,
+    traits: ActionTraits,
+    risk: RiskAssessment,
+    monthly_savings: float,
+    tags: dict[str, str],
+    auto_approve_requested: bool = True,
+) -> ApprovalRequirement:
+    """Auto-approve only low risk, small savings, reversible, non-production, allowed kinds."""
+    reasons: list[str] = []
+    if not auto_approve_requested:
+        reasons.append("the requester asked for a human approval")
+    if risk.level is not RiskLevel.LOW:
+        reasons.append(f"risk is {risk.level.value}")
+    if monthly_savings > policy.auto_approve_max_monthly_savings:
+        reasons.append("savings exceed the auto-approval threshold")
+    if not traits.reversible:
+        reasons.append("irreversible changes always need a human")
+    if is_production(policy, tags):
+        reasons.append("production resources always need a human")
+    allowed = policy.auto_approve_kinds
+    if allowed is not None and traits.kind not in allowed:
+        reasons.append(f"{traits.kind} is not in the policy's auto-approvable kinds")
+    if reasons:
+        return ApprovalRequirement(auto_approved=False, reasons=reasons)
+    return ApprovalRequirement(auto_approved=True, reasons=["low risk within the auto-approval policy"])
+
+
+def approval_refusal(
+    policy: Policy, actor: str, role: Role, requested_by: str, approve: bool = True
+) -> str | None:
+    """Why `actor` may not approve (or reject) this execution, or None when they may.
+
+    Withdrawing one's own request by rejecting it is allowed; approving it is not.
+    """
+    if not actor.strip():
+        return "an approver identity is required"
+    if role not in policy.approver_roles:
+        allowed = ", ".join(r.value for r in policy.approver_roles)
+        return f"{actor} has role {role.value}; deciding needs one of: {allowed}"
+    if approve and actor.strip().lower() == requested_by.strip().lower():
+        return f"{actor} requested this execution and cannot approve it"
+    return None

@@ -1,0 +1,544 @@
+"""ExecutionWorkflow: the whole life of one change to one resource (DESIGN.md, "One execution").
+
+Everything that touches AWS or the database is an activity; this module only
+decides. Compensation (revert) is registered before the step it undoes and runs
+on any failure or cancellation after the first mutation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    FailureError,
+    WorkflowAlreadyStartedError,
+    is_cancelled_exception,
+)
+from temporalio.workflow import ActivityCancellationType, ChildWorkflowCancellationType, ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from domain.execution import (
+        ActionStepInput,
+        ApprovalInput,
+        ApprovalRecord,
+        Assessment,
+        BackupRecord,
+        Decision,
+        ExecutionRequest,
+        ExecutionView,
+        Observation,
+        PermissionReport,
+        RollbackInput,
+        StepLogEntry,
+        StepResult,
+        ValidateInput,
+        lease_id_for,
+    )
+    from domain.policy import (
+        approval_refusal,
+        approval_requirement,
+        assess_risk,
+        protection_reason,
+    )
+    from domain.status import ExecutionStatus, can_transition, progress_percent
+    from workflows import search_attributes as sa
+    from activities.errors import NON_RETRYABLE_TYPES
+    from activities.execution import ExecutionActivities
+    from activities.records import RecordActivities
+    from workflows.lease import LeaseInput, ResourceLeaseWorkflow
+
+S = ExecutionStatus
+
+READ_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=5,
+    non_retryable_error_types=NON_RETRYABLE_TYPES,
+)
+MUTATE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=NON_RETRYABLE_TYPES,
+)
+VERIFY_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500),
+    backoff_coefficient=1.5,
+    maximum_interval=timedelta(seconds=15),
+    non_retryable_error_types=NON_RETRYABLE_TYPES,
+)
+RECORD_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+)
+MUTATE_DEADLINE = timedelta(minutes=30)
+REVERT_DEADLINE = timedelta(hours=6)
+
+
+class _Rejected(Exception):
+    """Ends the execution early with a terminal status and a reason (not a failure)."""
+
+    def __init__(self, status: ExecutionStatus, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def _describe(error: BaseException) -> str:
+    """The innermost useful message, with the AWS error code when there is one."""
+    cause: BaseException | None = error
+    while isinstance(cause, (ActivityError, ChildWorkflowError)) and cause.cause is not None:
+        cause = cause.cause
+    if isinstance(cause, ApplicationError) and cause.type:
+        return f"{cause.type}: {cause.message}"
+    if isinstance(cause, FailureError):
+        return cause.message
+    return str(cause) or type(cause).__name__
+
+
+@workflow.defn(name="ExecutionWorkflow")
+class ExecutionWorkflow:
+    @workflow.init
+    def __init__(self, request: ExecutionRequest) -> None:
+        rec = request.recommendation
+        now = workflow.now()
+        self._request = request
+        self._view = ExecutionView(
+            execution_id=workflow.info().workflow_id,
+            recommendation_id=rec.id,
+            customer_id=rec.customer_id,
+            account_id=rec.account_id,
+            region=rec.region,
+            kind=rec.kind,
+            resource_id=rec.resource_id,
+            requested_by=request.requested_by,
+            status=S.PENDING,
+            step="submitted",
+            progress_percent=0,
+            dry_run=request.options.dry_run,
+            estimated_monthly_savings=rec.estimated_monthly_savings,
+            started_at=now,
+            updated_at=now,
+        )
+        self._decision: Decision | None = None
+        self._rollback: RollbackInput | None = None
+        self._lease: workflow.ChildWorkflowHandle[Any, Any] | None = None
+        self._records: list[Awaitable[Any]] = []
+
+    # ---- run ---------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, request: ExecutionRequest) -> ExecutionView:
+        rec = request.recommendation
+        workflow.upsert_search_attributes(
+            [
+                sa.CUSTOMER_ID.value_set(rec.customer_id),
+                sa.ACCOUNT_ID.value_set(rec.account_id),
+                sa.RESOURCE_ID.value_set(rec.resource_id),
+                sa.ACTION_KIND.value_set(rec.kind),
+            ]
+        )
+        cancelled = False
+        try:
+            await self._execute()
+            if self._view.status is S.COMPLETED:
+                await self._rollback_window()
+        except _Rejected as end:
+            self._transition(end.status, end.reason, reason=end.reason)
+        except BaseException as err:
+            if not is_cancelled_exception(err):
+                raise
+            cancelled = True
+            if self._view.status not in (S.CANCELLED, S.COMPLETED) and can_transition(
+                self._view.status, S.CANCELLED
+            ):
+                self._transition(S.CANCELLED, "cancelled before any change", reason="cancelled")
+        finally:
+            await self._release_lease()
+            await self._drain_records()
+        if cancelled:
+            raise asyncio.CancelledError("execution cancelled")
+        if self._view.status is S.ROLLBACK_FAILED:
+            raise ApplicationError(
+                f"rollback failed: {self._view.reason}", type="RollbackFailed", non_retryable=True
+            )
+        return self._view
+
+    async def _execute(self) -> None:
+        self._transition(S.VALIDATING, "checking the live resource")
+        await self._acquire_lease()
+        assessment = await self._validate()
+        assert assessment.traits is not None
+        opts, policy, rec = self._request.options, self._request.policy, self._request.recommendation
+        risk = assess_risk(policy, assessment.traits, rec.estimated_monthly_savings, assessment.observed.tags)
+        self._view.risk, self._view.risk_reasons = risk.level, risk.reasons
+        workflow.upsert_search_attributes([sa.RISK_LEVEL.value_set(risk.level.value)])
+
+        if opts.dry_run:
+            report: PermissionReport = await workflow.execute_activity_method(
+                ExecutionActivities.check_permissions,
+                self._step_input(assessment),
+                result_type=PermissionReport,
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=READ_RETRY,
+            )
+            report.plan = assessment.plan
+            self._view.permission_report = report
+            if not report.allowed:
+                raise _Rejected(S.REJECTED_BY_VALIDATION, "no permission for: " + ", ".join(report.denied))
+            raise _Rejected(S.PLANNED, "dry run: permissions checked, nothing changed")
+
+        requirement = approval_requirement(
+            policy, assessment.traits, risk, rec.estimated_monthly_savings,
+            assessment.observed.tags, auto_approve_requested=opts.auto_approve,
+        )
+        self._view.approval_reasons = requirement.reasons
+        if not requirement.auto_approved:
+            await self._await_approval()
+            # Hours may have passed: look again before touching anything.
+            assessment = await self._validate(again=True)
+
+        if opts.not_before is not None and opts.not_before > workflow.now():
+            self._transition(S.SCHEDULED, f"waiting for the maintenance window at {opts.not_before.isoformat()}")
+            await workflow.sleep(opts.not_before - workflow.now())
+            assessment = await self._validate(again=True)
+
+        await self._change(assessment)
+
+    async def _validate(self, again: bool = False) -> Assessment:
+        assessment: Assessment = await workflow.execute_local_activity_method(
+            ExecutionActivities.validate,
+            ValidateInput(execution_id=self._view.execution_id, recommendation=self._request.recommendation),
+            result_type=Assessment,
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=READ_RETRY,
+        )
+        prefix = "changed while waiting: " if again else ""
+        if not assessment.valid:
+            raise _Rejected(S.REJECTED_BY_VALIDATION, prefix + (assessment.reason or "invalid"))
+        protected = protection_reason(self._request.policy, assessment.observed.tags)
+        if protected:
+            raise _Rejected(S.REJECTED_BY_VALIDATION, prefix + protected)
+        self._log(f"validated: {'; '.join(assessment.plan) or 'ok'}")
+        return assessment
+
+    # ---- approval ----------------------------------------------------------------------
+
+    async def _await_approval(self) -> None:
+        timeout = self._request.options.approval_timeout
+        self._transition(S.AWAITING_APPROVAL, "waiting for a human: " + "; ".join(self._view.approval_reasons))
+        try:
+            await workflow.wait_condition(lambda: self._decision is not None, timeout=timeout)
+        except asyncio.TimeoutError:
+            raise _Rejected(S.EXPIRED, f"no decision within {timeout}") from None
+        if self._decision is Decision.REJECT:
+            last = self._view.approvals[-1]
+            raise _Rejected(S.REJECTED, f"rejected by {last.actor}: {last.comment}".rstrip(": "))
+        self._log(f"approved by {self._view.approvals[-1].actor}")
+
+    def _refusal(self, decision: Decision, attempt: ApprovalInput) -> str | None:
+        if self._view.status is not S.AWAITING_APPROVAL or self._decision is not None:
+            return f"execution is {self._view.status.value}, not awaiting approval"
+        return approval_refusal(
+            self._request.policy, attempt.actor, attempt.role, self._request.requested_by,
+            approve=decision is Decision.APPROVE,
+        )
+
+    def _decide(self, decision: Decision, attempt: ApprovalInput, via: str) -> ApprovalRecord:
+        refusal = self._refusal(decision, attempt)
+        record = ApprovalRecord(
+            id=str(workflow.uuid4()),
+            execution_id=self._view.execution_id,
+            actor=attempt.actor,
+            role=attempt.role,
+            decision=decision,
+            comment=attempt.comment,
+            at=workflow.now(),
+            accepted=refusal is None,
+            refusal=refusal,
+            via=via,
+        )
+        self._view.approvals.append(record)
+        if refusal is None:
+            self._decision = decision
+            self._log(f"{decision.value} by {attempt.actor} via {via}")
+        else:
+            self._log(f"refused {decision.value} by {attempt.actor} via {via}: {refusal}")
+        self._record()
+        return record
+
+    @workflow.signal(name="approve")
+    def approve_signal(self, attempt: ApprovalInput) -> None:
+        self._decide(Decision.APPROVE, attempt, "signal")
+
+    @workflow.signal(name="reject")
+    def reject_signal(self, attempt: ApprovalInput) -> None:
+        self._decide(Decision.REJECT, attempt, "signal")
+
+    @workflow.update(name="approve")
+    def approve_update(self, attempt: ApprovalInput) -> ApprovalRecord:
+        return self._decide(Decision.APPROVE, attempt, "update")
+
+    @approve_update.validator
+    def _validate_approve(self, attempt: ApprovalInput) -> None:
+        refusal = self._refusal(Decision.APPROVE, attempt)
+        if refusal:
+            raise ValueError(refusal)
+
+    @workflow.update(name="reject")
+    def reject_update(self, attempt: ApprovalInput) -> ApprovalRecord:
+        return self._decide(Decision.REJECT, attempt, "update")
+
+    @reject_update.validator
+    def _validate_reject(self, attempt: ApprovalInput) -> None:
+        refusal = self._refusal(Decision.REJECT, attempt)
+        if refusal:
+            raise ValueError(refusal)
+
+    # ---- the change and its compensation -----------------------------------------------
+
+    async def _change(self, assessment: Assessment) -> None:
+        step = self._step_input(assessment)
+        self._transition(S.BACKING_UP, "saving what is needed to undo the change")
+        try:
+            backup: BackupRecord = await workflow.execute_activity_method(
+                ExecutionActivities.backup, step, result_type=BackupRecord,
+                start_to_close_timeout=timedelta(minutes=5), schedule_to_close_timeout=MUTATE_DEADLINE,
+                retry_policy=MUTATE_RETRY, cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+        except BaseException as err:
+            if is_cancelled_exception(err):
+                self._transition(S.CANCELLED, "cancelled before any change", reason="cancelled")
+                raise
+            raise _Rejected(S.FAILED, f"backup failed, nothing was changed: {_describe(err)}") from None
+        self._view.backups.append(backup)
+        step.backup = backup
+        self._log(f"backup ready{': ' + backup.backup_id if backup.backup_id else ''}")
+
+        compensations: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
+        try:
+            self._transition(S.APPLYING, "changing the resource")
+            # Registered before the forward step: a half-done apply is undone too.
+            compensations.append(("revert", lambda: self._revert(step)))
+            result: StepResult = await workflow.execute_activity_method(
+                ExecutionActivities.apply, step, result_type=StepResult,
+                start_to_close_timeout=timedelta(minutes=5), schedule_to_close_timeout=MUTATE_DEADLINE,
+                retry_policy=MUTATE_RETRY, cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+            self._log(f"applied: {result.message}")
+            self._transition(S.VERIFYING, "waiting for the resource to reach the target state")
+            verified: StepResult = await workflow.execute_activity_method(
+                ExecutionActivities.verify, step, result_type=StepResult,
+                start_to_close_timeout=timedelta(minutes=2),
+                schedule_to_close_timeout=self._request.options.verify_timeout,
+                retry_policy=VERIFY_RETRY,
+            )
+            self._view.rollback_available_until = workflow.now() + self._request.options.rollback_window
+            self._transition(S.COMPLETED, f"verified: {verified.message}")
+        except BaseException as err:
+            cancelled = is_cancelled_exception(err)
+            cause = "cancelled" if cancelled else _describe(err)
+            await asyncio.shield(asyncio.ensure_future(self._compensate(compensations, cause, cancelled)))
+            if cancelled:
+                raise
+
+    async def _compensate(
+        self, compensations: list[tuple[str, Callable[[], Awaitable[Any]]]], cause: str, cancelled: bool
+    ) -> None:
+        self._transition(S.ROLLING_BACK, f"undoing the change after: {cause}", reason=cause)
+        for name, undo in reversed(compensations):
+            try:
+                await undo()
+            except BaseException as err:
+                self._transition(S.ROLLBACK_FAILED, f"{name} failed: {_describe(err)}",
+                                 reason=f"{cause}; {name} failed: {_describe(err)}")
+                return
+        if cancelled:
+            self._transition(S.CANCELLED, "cancelled; the change was undone", reason="cancelled")
+        else:
+            self._transition(S.ROLLED_BACK, f"the change was undone after: {cause}", reason=cause)
+
+    async def _revert(self, step: ActionStepInput) -> StepResult:
+        result: StepResult = await workflow.execute_activity_method(
+            ExecutionActivities.revert, step, result_type=StepResult,
+            start_to_close_timeout=timedelta(minutes=5), schedule_to_close_timeout=REVERT_DEADLINE,
+            retry_policy=MUTATE_RETRY,
+        )
+        self._log(f"reverted: {result.message}")
+        if result.data.get("note"):
+            self._log(str(result.data["note"]))
+        return result
+
+    # ---- after completion --------------------------------------------------------------
+
+    async def _rollback_window(self) -> None:
+        await self._release_lease()
+        step = self._step_input(None)
+        step.backup = self._view.backups[-1] if self._view.backups else None
+        window = self._request.options.rollback_window
+        try:
+            while True:
+                await workflow.wait_condition(
+                    lambda: self._rollback is not None, timeout=self._remaining_window()
+                )
+                if await self._try_acquire_lease():
+                    break
+                self._log("rollback refused: another execution is changing the resource; ask again later")
+                self._rollback = None
+                self._record()
+        except asyncio.TimeoutError:
+            pass
+        except BaseException as err:
+            if is_cancelled_exception(err):
+                self._log("rollback window closed early by cancellation; the change stays, backups are kept")
+                self._view.rollback_available_until = None
+                self._record()
+            raise
+        if self._rollback is None:
+            self._view.rollback_available_until = None
+            if self._request.options.retain_backups or not self._view.backups:
+                self._log(f"rollback window of {window} ended; backups kept")
+            else:
+                cleaned: StepResult = await workflow.execute_activity_method(
+                    ExecutionActivities.cleanup, step, result_type=StepResult,
+                    start_to_close_timeout=timedelta(minutes=5), schedule_to_close_timeout=MUTATE_DEADLINE,
+                    retry_policy=MUTATE_RETRY,
+                )
+                self._log(f"rollback window ended; backups cleaned up: {cleaned.message}")
+            self._record()
+            return
+        request = self._rollback
+        cause = f"rollback requested by {request.actor}" + (f": {request.reason}" if request.reason else "")
+        self._view.rollback_available_until = None
+        await asyncio.shield(
+            asyncio.ensure_future(self._compensate([("revert", lambda: self._revert(step))], cause, False))
+        )
+
+    def _remaining_window(self) -> timedelta:
+        until = self._view.rollback_available_until
+        assert until is not None
+        return max(until - workflow.now(), timedelta(0))
+
+    def _rollback_refusal(self, request: RollbackInput) -> str | None:
+        if self._view.status is not S.COMPLETED or self._view.rollback_available_until is None:
+            return f"execution is {self._view.status.value}; only a COMPLETED execution within its rollback window can be rolled back"
+        if self._rollback is not None:
+            return "a rollback was already requested"
+        return None
+
+    @workflow.signal(name="rollback")
+    def rollback_signal(self, request: RollbackInput) -> None:
+        refusal = self._rollback_refusal(request)
+        if refusal:
+            self._log(f"rollback by {request.actor} refused: {refusal}")
+            self._record()
+            return
+        self._rollback = request
+
+    @workflow.update(name="rollback")
+    def rollback_update(self, request: RollbackInput) -> str:
+        self._rollback = request
+        return f"rollback of {self._view.execution_id} requested"
+
+    @rollback_update.validator
+    def _validate_rollback(self, request: RollbackInput) -> None:
+        refusal = self._rollback_refusal(request)
+        if refusal:
+            raise ValueError(refusal)
+
+    @workflow.query(name="status")
+    def status(self) -> ExecutionView:
+        return self._view
+
+    # ---- lease, bookkeeping ------------------------------------------------------------
+
+    async def _acquire_lease(self) -> None:
+        if not await self._try_acquire_lease():
+            rec = self._request.recommendation
+            raise _Rejected(
+                S.REJECTED_BY_VALIDATION,
+                f"resource {rec.resource_id} is busy: another execution is changing it",
+            )
+
+    async def _try_acquire_lease(self) -> bool:
+        rec = self._request.recommendation
+        try:
+            self._lease = await workflow.start_child_workflow(
+                ResourceLeaseWorkflow.run,
+                LeaseInput(holder=self._view.execution_id),
+                id=lease_id_for(rec.account_id, rec.region, rec.resource_id),
+                parent_close_policy=ParentClosePolicy.TERMINATE,
+                cancellation_type=ChildWorkflowCancellationType.ABANDON,
+            )
+        except WorkflowAlreadyStartedError:
+            return False
+        return True
+
+    async def _release_lease(self) -> None:
+        if self._lease is not None:
+            lease, self._lease = self._lease, None
+            await lease.signal(ResourceLeaseWorkflow.release)
+
+    def _step_input(self, assessment: Assessment | None) -> ActionStepInput:
+        return ActionStepInput(
+            execution_id=self._view.execution_id,
+            recommendation=self._request.recommendation,
+            observed=assessment.observed if assessment else Observation(),
+        )
+
+    def _transition(self, status: ExecutionStatus, message: str, reason: str | None = None) -> None:
+        current = self._view.status
+        if status is not current and not can_transition(current, status):
+            raise ApplicationError(
+                f"illegal transition {current.value} -> {status.value}", type="IllegalTransition",
+                non_retryable=True,
+            )
+        now = workflow.now()
+        self._view.status = status
+        self._view.step = message
+        self._view.progress_percent = progress_percent(status)
+        if reason is not None:
+            self._view.reason = reason
+        if status.value in _FINAL_VALUES:
+            self._view.finished_at = now
+        self._view.log.append(StepLogEntry(at=now, status=status, message=message))
+        workflow.upsert_search_attributes([sa.EXECUTION_STATUS.value_set(status.value)])
+        self._record()
+
+    def _log(self, message: str) -> None:
+        self._view.log.append(StepLogEntry(at=workflow.now(), status=self._view.status, message=message))
+        self._view.updated_at = workflow.now()
+
+    def _record(self) -> None:
+        """Write the read model without waiting for it: a database outage must not stall AWS work."""
+        self._view.sequence += 1
+        self._view.updated_at = workflow.now()
+        self._records.append(
+            workflow.start_activity_method(
+                RecordActivities.record_execution,
+                self._view.model_copy(deep=True),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RECORD_RETRY,
+            )
+        )
+
+    async def _drain_records(self) -> None:
+        pending, self._records = self._records, []
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+_FINAL_VALUES = frozenset(
+    s.value for s in (S.REJECTED_BY_VALIDATION, S.PLANNED, S.REJECTED, S.EXPIRED, S.ROLLED_BACK,
+                      S.ROLLBACK_FAILED, S.CANCELLED, S.FAILED, S.COMPLETED)
+)
