@@ -32,6 +32,10 @@ class ExecutionOptions(StrictModel):
     approval_timeout: timedelta = Field(default=timedelta(hours=24), gt=timedelta(0))
     rollback_window: timedelta = Field(default=timedelta(days=7), ge=timedelta(0))
     verify_timeout: timedelta = Field(default=timedelta(minutes=10), gt=timedelta(0))
+    step_timeout: timedelta = Field(
+        default=timedelta(minutes=2), gt=timedelta(0),
+        description="Longest one attempt of a mutating step may take before it is retried elsewhere.",
+    )
     not_before: datetime | None = Field(
         default=None, description="Start of the maintenance window; the change waits for it."
     )

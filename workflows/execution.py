@@ -188,7 +188,6 @@ class ExecutionWorkflow:
             report: PermissionReport = await workflow.execute_activity_method(
                 ExecutionActivities.check_permissions,
                 self._step_input(assessment),
-                result_type=PermissionReport,
                 start_to_close_timeout=timedelta(minutes=2),
                 retry_policy=READ_RETRY,
             )
@@ -219,7 +218,6 @@ class ExecutionWorkflow:
         assessment: Assessment = await workflow.execute_local_activity_method(
             ExecutionActivities.validate,
             ValidateInput(execution_id=self._view.execution_id, recommendation=self._request.recommendation),
-            result_type=Assessment,
             start_to_close_timeout=timedelta(seconds=60),
             retry_policy=READ_RETRY,
         )
@@ -312,8 +310,8 @@ class ExecutionWorkflow:
         self._transition(S.BACKING_UP, "saving what is needed to undo the change")
         try:
             backup: BackupRecord = await workflow.execute_activity_method(
-                ExecutionActivities.backup, step, result_type=BackupRecord,
-                start_to_close_timeout=timedelta(minutes=5), schedule_to_close_timeout=MUTATE_DEADLINE,
+                ExecutionActivities.backup, step,
+                start_to_close_timeout=self._request.options.step_timeout, schedule_to_close_timeout=MUTATE_DEADLINE,
                 retry_policy=MUTATE_RETRY, cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
         except BaseException as err:
@@ -331,14 +329,14 @@ class ExecutionWorkflow:
             # Registered before the forward step: a half-done apply is undone too.
             compensations.append(("revert", lambda: self._revert(step)))
             result: StepResult = await workflow.execute_activity_method(
-                ExecutionActivities.apply, step, result_type=StepResult,
-                start_to_close_timeout=timedelta(minutes=5), schedule_to_close_timeout=MUTATE_DEADLINE,
+                ExecutionActivities.apply, step,
+                start_to_close_timeout=self._request.options.step_timeout, schedule_to_close_timeout=MUTATE_DEADLINE,
                 retry_policy=MUTATE_RETRY, cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
             self._log(f"applied: {result.message}")
             self._transition(S.VERIFYING, "waiting for the resource to reach the target state")
             verified: StepResult = await workflow.execute_activity_method(
-                ExecutionActivities.verify, step, result_type=StepResult,
+                ExecutionActivities.verify, step,
                 start_to_close_timeout=timedelta(minutes=2),
                 schedule_to_close_timeout=self._request.options.verify_timeout,
                 retry_policy=VERIFY_RETRY,
@@ -370,8 +368,8 @@ class ExecutionWorkflow:
 
     async def _revert(self, step: ActionStepInput) -> StepResult:
         result: StepResult = await workflow.execute_activity_method(
-            ExecutionActivities.revert, step, result_type=StepResult,
-            start_to_close_timeout=timedelta(minutes=5), schedule_to_close_timeout=REVERT_DEADLINE,
+            ExecutionActivities.revert, step,
+            start_to_close_timeout=self._request.options.step_timeout, schedule_to_close_timeout=REVERT_DEADLINE,
             retry_policy=MUTATE_RETRY,
         )
         self._log(f"reverted: {result.message}")
@@ -410,8 +408,8 @@ class ExecutionWorkflow:
                 self._log(f"rollback window of {window} ended; backups kept")
             else:
                 cleaned: StepResult = await workflow.execute_activity_method(
-                    ExecutionActivities.cleanup, step, result_type=StepResult,
-                    start_to_close_timeout=timedelta(minutes=5), schedule_to_close_timeout=MUTATE_DEADLINE,
+                    ExecutionActivities.cleanup, step,
+                    start_to_close_timeout=self._request.options.step_timeout, schedule_to_close_timeout=MUTATE_DEADLINE,
                     retry_policy=MUTATE_RETRY,
                 )
                 self._log(f"rollback window ended; backups cleaned up: {cleaned.message}")

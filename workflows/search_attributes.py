@@ -7,6 +7,8 @@ ACCOUNT_ID = SearchAttributeKey.for_keyword("AccountId")
 RESOURCE_ID = SearchAttributeKey.for_keyword("ResourceId")
 ACTION_KIND = SearchAttributeKey.for_keyword("ActionKind")
 RISK_LEVEL = SearchAttributeKey.for_keyword("RiskLevel")
-EXECUTION_STATUS = SearchAttributeKey.for_keyword("ExecutionStatus")
+# "ExecutionStatus" is Temporal's own reserved attribute (the workflow's run status), so ours
+# is named ReclaimStatus.
+EXECUTION_STATUS = SearchAttributeKey.for_keyword("ReclaimStatus")
 
 ALL = (CUSTOMER_ID, ACCOUNT_ID, RESOURCE_ID, ACTION_KIND, RISK_LEVEL, EXECUTION_STATUS)

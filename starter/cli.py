@@ -1,0 +1,360 @@
+"""`reclaim`: launch and steer executions from a terminal.
+
+Every command fails with one clear line and a non-zero exit, never a traceback,
+and leaves the interpreter cleanly (sdk-python#300).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+from temporalio.service import RPCError
+
+from domain.execution import ApprovalInput, ExecutionOptions, ExecutionRequest, ExecutionView, RollbackInput
+from domain.recommendation import Recommendation
+from domain.status import ExecutionStatus
+from starter.executions import Executions, ReclaimError, Refused
+from starter.settings import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Safely act on AWS cost recommendations.")
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+
+class State:
+    settings: Settings
+
+
+state = State()
+
+
+@app.callback()
+def _global(
+    as_user: Annotated[str | None, typer.Option("--as", help="Who is acting (default: RECLAIM_USER or your login).")] = None,
+) -> None:
+    settings = Settings()
+    if as_user:
+        settings.user = as_user
+    state.settings = settings
+
+
+def run(make: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine as a command: clean errors, clean exit."""
+
+    async def _main() -> T:
+        try:
+            return await make()
+        finally:
+            await asyncio.sleep(0.1)  # let the Temporal bridge settle before exit
+
+    try:
+        return asyncio.run(_main())
+    except ReclaimError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    except RPCError as exc:
+        err.print(f"[red]error:[/red] Temporal at {state.settings.temporal_address}: {exc.message}")
+        raise typer.Exit(1) from None
+    except (ConnectionError, OSError, RuntimeError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+@asynccontextmanager
+async def _executions() -> Any:
+    from starter.temporal_client import connect
+
+    try:
+        client = await connect(state.settings)
+    except RuntimeError as exc:
+        raise ReclaimError(f"cannot reach Temporal at {state.settings.temporal_address} ({exc})") from None
+    yield Executions(client, state.settings.task_queue)
+
+
+@asynccontextmanager
+async def _store() -> Any:
+    from store.repository import Store
+
+    store = await Store.open(state.settings.database())
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+# ---- launching -------------------------------------------------------------------------------
+
+
+def _read_recommendations(path: Path) -> list[Recommendation]:
+    try:
+        raw = json.loads(Path(path).read_text()) if str(path) != "-" else json.load(sys.stdin)
+    except FileNotFoundError:
+        raise ReclaimError(f"{path}: no such file") from None
+    except json.JSONDecodeError as exc:
+        raise ReclaimError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    items = raw if isinstance(raw, list) else [raw]
+    recs = []
+    for index, item in enumerate(items):
+        try:
+            recs.append(Recommendation.model_validate(item))
+        except ValidationError as exc:
+            where = f"{path}[{index}]" if isinstance(raw, list) else str(path)
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors())
+            raise ReclaimError(f"{where}: invalid recommendation: {problems}") from None
+    return recs
+
+
+@app.command()
+def execute(
+    file: Annotated[Path, typer.Argument(help="JSON file with one recommendation or a list ('-' for stdin).")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and check permissions; change nothing.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until each execution settles.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    no_auto_approve: Annotated[bool, typer.Option("--no-auto-approve", help="Always ask a human.")] = False,
+) -> None:
+    """Execute recommendations (a duplicate returns the existing execution)."""
+    recs = _read_recommendations(file)
+    settings = state.settings
+
+    async def go() -> list[dict[str, Any]]:
+        from starter.executions import check_recommendation
+
+        for rec in recs:
+            check_recommendation(rec)
+        results = []
+        async with _store() as store, _executions() as executions:
+            await store.save_recommendations(recs)
+            for rec in recs:
+                req = ExecutionRequest(
+                    recommendation=rec,
+                    requested_by=settings.user,
+                    policy=settings.policy(),
+                    options=ExecutionOptions(dry_run=dry_run, auto_approve=not no_auto_approve),
+                )
+                started = await executions.start(req)
+                row: dict[str, Any] = {"execution_id": started.execution_id, "created": started.created}
+                if wait:
+                    view = await executions.wait(started.execution_id)
+                    row |= {"status": view.status.value, "reason": view.reason}
+                results.append(row)
+        return results
+
+    results = run(go)
+    if as_json:
+        out.print_json(data=results)
+        return
+    for row in results:
+        verb = "started" if row["created"] else "already exists:"
+        line = f"{verb} {row['execution_id']}"
+        if "status" in row:
+            line += f"  {row['status']}" + (f"  ({row['reason']})" if row.get("reason") else "")
+        out.print(line)
+
+
+# ---- steering --------------------------------------------------------------------------------
+
+
+def _decide(execution_id: str, approve: bool, comment: str) -> None:
+    settings = state.settings
+    attempt = ApprovalInput(actor=settings.user, role=settings.role, comment=comment)
+
+    async def go() -> str:
+        async with _executions() as executions:
+            try:
+                record = await executions.decide(execution_id, approve, attempt)
+            except Refused as exc:
+                await _record_refusal(execution_id, approve, attempt, str(exc))
+                raise
+        return f"{record.decision.value}d {execution_id} as {record.actor}"
+
+    out.print(run(go))
+
+
+async def _record_refusal(execution_id: str, approve: bool, attempt: ApprovalInput, refusal: str) -> None:
+    """A refused update never reaches history; the audit trail keeps it in the store."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from domain.execution import ApprovalRecord, Decision
+
+    async with _store() as store:
+        await store.record_approval(ApprovalRecord(
+            id=str(uuid.uuid4()), execution_id=execution_id, actor=attempt.actor, role=attempt.role,
+            decision=Decision.APPROVE if approve else Decision.REJECT, comment=attempt.comment,
+            at=datetime.now(UTC), accepted=False, refusal=refusal, via="update",
+        ))
+
+
+@app.command()
+def approve(
+    execution_id: str,
+    comment: Annotated[str, typer.Option("--comment", "-m")] = "",
+) -> None:
+    """Approve an execution that awaits a human (not your own)."""
+    _decide(execution_id, True, comment)
+
+
+@app.command()
+def reject(
+    execution_id: str,
+    reason: Annotated[str, typer.Option("--reason", "-m", help="Why (recorded in the audit trail).")],
+) -> None:
+    """Reject an execution that awaits a human."""
+    _decide(execution_id, False, reason)
+
+
+@app.command()
+def rollback(
+    execution_id: str,
+    reason: Annotated[str, typer.Option("--reason", "-m")] = "",
+) -> None:
+    """Undo a completed change during its rollback window."""
+
+    async def go() -> str:
+        async with _executions() as executions:
+            return await executions.rollback(execution_id, RollbackInput(actor=state.settings.user, reason=reason))
+
+    out.print(run(go))
+
+
+@app.command()
+def cancel(execution_id: str) -> None:
+    """Cancel an execution; whatever it changed is undone."""
+
+    async def go() -> None:
+        async with _executions() as executions:
+            await executions.cancel(execution_id)
+
+    run(go)
+    out.print(f"cancellation requested for {execution_id}")
+
+
+@app.command()
+def status(
+    execution_id: str,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show an execution: status, step, progress and its step log."""
+
+    async def go() -> ExecutionView:
+        async with _executions() as executions:
+            return await executions.status(execution_id)
+
+    view = run(go)
+    if as_json:
+        out.print_json(view.model_dump_json())
+        return
+    out.print(f"[bold]{view.execution_id}[/bold]  {view.kind} {view.resource_id}  "
+              f"[bold]{view.status.value}[/bold] {view.progress_percent}%  risk {view.risk.value if view.risk else '-'}")
+    if view.reason:
+        out.print(f"reason: {view.reason}")
+    if view.rollback_available_until:
+        out.print(f"rollback available until {view.rollback_available_until.isoformat()}")
+    table = Table("at", "status", "step")
+    for entry in view.log:
+        table.add_row(entry.at.strftime("%H:%M:%S"), entry.status.value, entry.message)
+    out.print(table)
+
+
+@app.command("list")
+def list_(
+    customer: Annotated[str | None, typer.Option("--customer")] = None,
+    status_: Annotated[ExecutionStatus | None, typer.Option("--status", case_sensitive=False)] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List executions from the read model, newest first."""
+
+    async def go() -> list[ExecutionView]:
+        async with _store() as store:
+            page = await store.list_executions(customer_id=customer, status=status_, limit=limit)
+            return list(page.executions)
+
+    views = run(go)
+    if as_json:
+        out.print_json(data=[v.model_dump(mode="json", exclude={"log"}) for v in views])
+        return
+    out.print(executions_table(views))
+
+
+def executions_table(views: list[ExecutionView]) -> Table:
+    table = Table("execution", "kind", "resource", "status", "risk", "savings/mo", "reason")
+    for v in views:
+        table.add_row(v.execution_id, v.kind, v.resource_id, v.status.value, v.risk.value if v.risk else "-",
+                      f"${v.estimated_monthly_savings:,.2f}", (v.reason or "")[:60])
+    return table
+
+
+@app.command()
+def actions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The catalogue of action kinds."""
+    from starter.catalogue import catalogue
+
+    entries = catalogue()
+    if as_json:
+        out.print_json(data=entries)
+        return
+    table = Table("kind", "resource", "reversible", "base risk", "permissions")
+    for e in entries:
+        table.add_row(e["kind"], e["resource_type"], "yes" if e["reversible"] else "no", e["base_risk"],
+                      ", ".join(e["permissions"]))
+    out.print(table)
+
+
+# ---- running the stack -------------------------------------------------------------------------
+
+
+@app.command("worker")
+def worker_cmd() -> None:
+    """Run a worker (scale by running more)."""
+    from worker import run_worker
+
+    async def go() -> None:
+        await run_worker()
+
+    run(go)
+
+
+@app.command()
+def dev(
+    port: Annotated[int, typer.Option(help="Temporal frontend port.")] = 7233,
+    ui_port: Annotated[int, typer.Option(help="Web UI port.")] = 8233,
+) -> None:
+    """The embedded stack in the foreground: Temporal dev server + Web UI + worker. Ctrl-C stops it."""
+    from starter.stack import run_dev
+
+    run(lambda: run_dev(state.settings, port=port, ui_port=ui_port))
+
+
+@app.command()
+def demo(
+    exit_: Annotated[bool, typer.Option("--exit", help="Exit when the scenario ends (default when stdin is not a terminal).")] = False,
+    port: Annotated[int, typer.Option(help="Temporal frontend port (0: any free port).")] = 0,
+    ui_port: Annotated[int, typer.Option(help="Web UI port.")] = 8233,
+) -> None:
+    """Run the scripted scenario against a seeded mock AWS account."""
+    from starter.demo import run_demo
+
+    keep_up = not exit_ and sys.stdin.isatty()
+    ok = run(lambda: run_demo(state.settings, port=port, ui_port=ui_port, keep_up=keep_up, console=out))
+    if not ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""`reclaim demo`: the whole story against a seeded mock AWS account.
+
+An in-process moto server plays AWS (so nothing real is touched and nothing is
+downloaded), the embedded stack runs the executions, and each scripted outcome
+is checked: the exit code says whether Reclaim behaved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from rich.console import Console
+
+from activities.aws import SessionFactory
+from activities.faults import FaultInjector, FaultRule
+from domain.execution import ApprovalInput, ExecutionOptions, ExecutionRequest, ExecutionView, RollbackInput
+from domain.policy import Role
+from domain.recommendation import Recommendation
+from domain.status import ExecutionStatus as S
+from starter.devserver import free_port, port_open
+from starter.executions import Executions
+from starter.settings import Settings
+from starter.stack import embedded_stack, wait_for_interrupt
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+
+
+@dataclass
+class Scene:
+    title: str
+    recommendation: Recommendation
+    expected: S
+    dry_run: bool = False
+    steer: Callable[[Executions, str], Awaitable[None]] | None = None
+
+
+class DemoAccount:
+    """A wasteful account: idle, oversized and production instances, forgotten volumes."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=endpoint)
+        self.ami = self.ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+
+    def instance(self, instance_type: str, **tags: str) -> str:
+        return str(self.ec2.run_instances(
+            ImageId=self.ami, MinCount=1, MaxCount=1, InstanceType=instance_type,
+            TagSpecifications=[{"ResourceType": "instance",
+                                "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
+        )["Instances"][0]["InstanceId"])
+
+    def volume(self, size: int, volume_type: str, **tags: str) -> str:
+        return str(self.ec2.create_volume(
+            AvailabilityZone=f"{REGION}a", Size=size, VolumeType=volume_type,
+            TagSpecifications=[{"ResourceType": "volume",
+                                "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
+        )["VolumeId"])
+
+
+def _rec(run: str, name: str, kind: str, resource: str, savings: float, **params: Any) -> Recommendation:
+    return Recommendation(
+        id=f"demo-{run}-{name}", customer_id="acme", account_id=ACCOUNT, region=REGION, kind=kind,
+        resource_id=resource, params=params, estimated_monthly_savings=savings, source="demo",
+    )
+
+
+def _approve(actor: str) -> Callable[[Executions, str], Awaitable[None]]:
+    async def steer(executions: Executions, execution_id: str) -> None:
+        await executions.wait(execution_id)
+        await executions.decide(execution_id, True, ApprovalInput(actor=actor, role=Role.APPROVER,
+                                                                  comment="checked the graphs"))
+    return steer
+
+
+async def _reject(executions: Executions, execution_id: str) -> None:
+    await executions.wait(execution_id)
+    await executions.decide(execution_id, False, ApprovalInput(actor="bob", role=Role.APPROVER,
+                                                               comment="QA still uses this volume"))
+
+
+async def _roll_back(executions: Executions, execution_id: str) -> None:
+    view = await executions.wait(execution_id)
+    if view.status is S.COMPLETED:
+        await executions.rollback(execution_id, RollbackInput(actor="carol", reason="latency went up"))
+
+
+def scenes(account: DemoAccount, run: str) -> tuple[list[Scene], list[FaultRule]]:
+    idle = account.instance("m5.large", Name="idle-batch-runner", env="dev")
+    oversized = account.instance("m5.2xlarge", Name="reporting", env="staging")
+    prod = account.instance("m5.large", Name="checkout", Environment="production")
+    flaky = account.instance("c5.2xlarge", Name="etl", env="staging")
+    spare = account.instance("t3.large", Name="sandbox", env="dev")
+    orphan = account.volume(100, "gp2", Name="old-build-cache")
+    kept = account.volume(50, "gp2", Name="qa-fixtures")
+    gp2 = account.volume(500, "gp2", Name="analytics-scratch")
+    faults = [FaultRule("StartInstances", "InsufficientInstanceCapacity", resource=flaky, times=1,
+                        message="We currently do not have sufficient c5.large capacity (injected by the demo)")]
+    return [
+        Scene("idle instance stopped (auto-approved)",
+              _rec(run, "stop-idle", "ec2.stop", idle, 70.08, expected_instance_type="m5.large"), S.COMPLETED),
+        Scene("oversized instance rightsized after bob approves alice's request",
+              _rec(run, "rightsize", "ec2.rightsize", oversized, 210.24,
+                   expected_instance_type="m5.2xlarge", target_instance_type="m5.large"),
+              S.COMPLETED, steer=_approve("bob")),
+        Scene("unattached volume snapshotted, then deleted after approval",
+              _rec(run, "delete-orphan", "ebs.delete", orphan, 10.0, expected_size_gib=100),
+              S.COMPLETED, steer=_approve("bob")),
+        Scene("volume deletion rejected by bob",
+              _rec(run, "delete-kept", "ebs.delete", kept, 5.0, expected_size_gib=50), S.REJECTED, steer=_reject),
+        Scene("production instance refused by validation",
+              _rec(run, "stop-prod", "ec2.stop", prod, 70.08), S.REJECTED_BY_VALIDATION),
+        Scene("rightsize fails to start (no capacity): compensated back to c5.2xlarge",
+              _rec(run, "rightsize-flaky", "ec2.rightsize", flaky, 180.0,
+                   expected_instance_type="c5.2xlarge", target_instance_type="c5.large"),
+              S.ROLLED_BACK, steer=_approve("bob")),
+        Scene("gp2 -> gp3 completed, then rolled back on carol's request",
+              _rec(run, "gp3", "ebs.gp2_to_gp3", gp2, 10.0), S.ROLLED_BACK, steer=_roll_back),
+        Scene("dry run: permissions checked, nothing changed",
+              _rec(run, "dry-run", "ec2.stop", spare, 60.74), S.PLANNED, dry_run=True),
+    ], faults
+
+
+async def play(executions: Executions, scene: Scene, policy: Any) -> ExecutionView:
+    request = ExecutionRequest(
+        recommendation=scene.recommendation, requested_by="alice", policy=policy,
+        options=ExecutionOptions(dry_run=scene.dry_run),
+    )
+    started = await executions.start(request)
+    if scene.steer is not None:
+        await scene.steer(executions, started.execution_id)
+    final = frozenset({scene.expected}) | (frozenset({S.ROLLBACK_FAILED, S.FAILED, S.REJECTED_BY_VALIDATION,
+                                                     S.EXPIRED, S.REJECTED, S.CANCELLED, S.PLANNED}))
+    return await executions.wait(started.execution_id, until=final, timeout=180)
+
+
+async def run_demo(settings: Settings, *, port: int, ui_port: int, keep_up: bool, console: Console) -> bool:
+    from moto.server import ThreadedMotoServer
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ[key] = "demo"  # moto accepts anything; never the operator's real keys
+    os.environ.pop("AWS_SESSION_TOKEN", None)
+    os.environ.pop("AWS_PROFILE", None)
+    moto_port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
+    moto.start()
+    endpoint = f"http://127.0.0.1:{moto_port}"
+    settings.home = settings.home / "demo"
+    settings.database_url = None
+    if port_open("127.0.0.1", ui_port):
+        ui_port = free_port()
+    run = time.strftime("%Y%m%d%H%M%S")
+    try:
+        account = DemoAccount(endpoint)
+        story, rules = scenes(account, run)
+        sessions = SessionFactory(endpoint_url=endpoint, session_hooks=[FaultInjector(rules).install])
+        async with embedded_stack(settings, port=port, ui_port=ui_port, sessions=sessions) as stack:
+            console.print(f"Temporal Web UI: [bold]{stack.server.ui_url}[/bold]  (mock AWS at {endpoint})")
+            executions = Executions(stack.client, settings.task_queue)
+            policy = settings.policy()
+            views = await asyncio.gather(*(play(executions, scene, policy) for scene in story))
+            ok = _summary(console, story, list(views), stack.server.ui_url)
+            if keep_up:
+                console.print("The stack stays up for exploring; Ctrl-C to stop.")
+                await wait_for_interrupt()
+            return ok
+    finally:
+        moto.stop()
+
+
+def _summary(console: Console, story: list[Scene], views: list[ExecutionView], ui_url: str | None) -> bool:
+    from rich.table import Table
+
+    table = Table("execution", "kind", "resource", "status", "savings/mo", "expected", "scene", title="Reclaim demo")
+    ok = True
+    for scene, view in zip(story, views, strict=True):
+        good = view.status is scene.expected
+        ok &= good
+        table.add_row(view.execution_id, view.kind, view.resource_id,
+                      f"[{'green' if good else 'red'}]{view.status.value}[/]",
+                      f"${view.estimated_monthly_savings:,.2f}", scene.expected.value, scene.title)
+    console.print(table)
+    if ui_url:
+        console.print(f"Every step is in the Temporal Web UI: {ui_url}/namespaces/default/workflows")
+    console.print("[green]all outcomes as expected[/green]" if ok else "[red]unexpected outcomes above[/red]")
+    return ok

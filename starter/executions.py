@@ -1,0 +1,180 @@
+"""Typed steering of executions, shared by the CLI, the API, the demo and tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.actions.base import action_class
+from domain.execution import (
+    ApprovalInput,
+    ApprovalRecord,
+    ExecutionRequest,
+    ExecutionView,
+    RollbackInput,
+    execution_id_for,
+    lease_id_for,
+)
+from domain.recommendation import Recommendation
+from domain.status import TERMINAL, ExecutionStatus
+from workflows.execution import ExecutionWorkflow
+from workflows.lease import ResourceLeaseWorkflow
+
+
+#: Where `--wait` stops: nothing more happens without a person (or the rollback window).
+SETTLED = TERMINAL | {ExecutionStatus.COMPLETED, ExecutionStatus.AWAITING_APPROVAL}
+
+
+class ReclaimError(Exception):
+    """A user-facing refusal: one clear line, no traceback."""
+
+
+class NotFound(ReclaimError):
+    pass
+
+
+class ResourceBusy(ReclaimError):
+    pass
+
+
+class Refused(ReclaimError):
+    pass
+
+
+@dataclass(frozen=True)
+class Started:
+    execution_id: str
+    created: bool
+
+
+def check_recommendation(rec: Recommendation) -> None:
+    """Unknown kinds and bad params are refused before anything starts."""
+    try:
+        kind = action_class(rec.kind)
+    except LookupError as exc:
+        raise ReclaimError(str(exc.args[0])) from None
+    from activities.errors import Refused as ActionRefused
+
+    try:
+        kind.parse_params(rec.params)
+    except ActionRefused as exc:
+        raise ReclaimError(str(exc)) from None
+
+
+class Executions:
+    def __init__(self, client: Client, task_queue: str) -> None:
+        self.client = client
+        self.task_queue = task_queue
+
+    def handle(self, execution_id: str) -> WorkflowHandle[ExecutionWorkflow, ExecutionView]:
+        return self.client.get_workflow_handle_for(ExecutionWorkflow.run, execution_id)
+
+    async def start(self, request: ExecutionRequest) -> Started:
+        """Start, or find the execution this recommendation already has."""
+        check_recommendation(request.recommendation)
+        execution_id = execution_id_for(request.recommendation.id)
+        if await self._exists(execution_id):
+            return Started(execution_id, created=False)
+        rec = request.recommendation
+        holder = await self.lease_holder(rec.account_id, rec.region, rec.resource_id)
+        if holder is not None and holder != execution_id:
+            raise ResourceBusy(f"resource {rec.resource_id} is busy: execution {holder} is changing it")
+        try:
+            await self.client.start_workflow(
+                ExecutionWorkflow.run,
+                request,
+                id=execution_id,
+                task_queue=self.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            )
+        except WorkflowAlreadyStartedError:
+            return Started(execution_id, created=False)
+        return Started(execution_id, created=True)
+
+    async def _exists(self, execution_id: str) -> bool:
+        try:
+            await self.client.get_workflow_handle(execution_id).describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return True
+
+    async def lease_holder(self, account_id: str, region: str, resource_id: str) -> str | None:
+        handle = self.client.get_workflow_handle_for(
+            ResourceLeaseWorkflow.run, lease_id_for(account_id, region, resource_id)
+        )
+        try:
+            description = await handle.describe()
+            if description.status != WorkflowExecutionStatus.RUNNING:
+                return None
+            return await handle.query(ResourceLeaseWorkflow.holder)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise
+
+    async def status(self, execution_id: str) -> ExecutionView:
+        try:
+            return await self.handle(execution_id).query(ExecutionWorkflow.status)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise NotFound(f"no execution {execution_id}") from None
+            raise
+
+    async def wait(
+        self, execution_id: str, until: frozenset[ExecutionStatus] = SETTLED, timeout: float = 600.0
+    ) -> ExecutionView:
+        """Poll the status query until the execution settles (a completed one stays open for rollback)."""
+        delay, deadline = 0.05, time.monotonic() + timeout
+        while True:
+            view = await self.status(execution_id)
+            if view.status in until:
+                return view
+            if time.monotonic() > deadline:
+                raise ReclaimError(f"{execution_id} is still {view.status.value} after {timeout:.0f} s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+
+    async def decide(self, execution_id: str, approve: bool, attempt: ApprovalInput) -> ApprovalRecord:
+        update = ExecutionWorkflow.approve_update if approve else ExecutionWorkflow.reject_update
+        try:
+            return await self.handle(execution_id).execute_update(update, attempt)
+        except WorkflowUpdateFailedError as exc:
+            raise Refused(_cause_message(exc)) from None
+        except RPCError as exc:
+            raise _rpc_error(execution_id, exc) from None
+
+    async def rollback(self, execution_id: str, request: RollbackInput) -> str:
+        try:
+            return await self.handle(execution_id).execute_update(ExecutionWorkflow.rollback_update, request)
+        except WorkflowUpdateFailedError as exc:
+            raise Refused(_cause_message(exc)) from None
+        except RPCError as exc:
+            raise _rpc_error(execution_id, exc) from None
+
+    async def cancel(self, execution_id: str) -> None:
+        try:
+            await self.handle(execution_id).cancel()
+        except RPCError as exc:
+            raise _rpc_error(execution_id, exc) from None
+
+
+def _cause_message(exc: WorkflowUpdateFailedError) -> str:
+    cause = exc.cause
+    if isinstance(cause, ApplicationError):
+        return cause.message
+    return str(cause or exc)
+
+
+def _rpc_error(execution_id: str, exc: RPCError) -> ReclaimError:
+    if exc.status == RPCStatusCode.NOT_FOUND:
+        return NotFound(f"no running execution {execution_id}")
+    return ReclaimError(exc.message)

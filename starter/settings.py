@@ -1,0 +1,70 @@
+"""One settings class for every entry point. Temporal's own variables keep their names."""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from domain.execution import TASK_QUEUE
+from domain.policy import Policy, Role
+
+
+def _default_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return "unknown"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RECLAIM_", extra="ignore", populate_by_name=True)
+
+    temporal_address: str = Field(
+        default="localhost:7233", validation_alias=AliasChoices("TEMPORAL_ADDRESS", "temporal_address")
+    )
+    temporal_namespace: str = Field(
+        default="default", validation_alias=AliasChoices("TEMPORAL_NAMESPACE", "temporal_namespace")
+    )
+    temporal_api_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("TEMPORAL_API_KEY", "temporal_api_key"), repr=False
+    )
+    temporal_tls: bool = Field(default=False, validation_alias=AliasChoices("TEMPORAL_TLS", "temporal_tls"))
+    temporal_tls_client_cert_path: Path | None = Field(
+        default=None, validation_alias=AliasChoices("TEMPORAL_TLS_CLIENT_CERT_PATH", "temporal_tls_client_cert_path")
+    )
+    temporal_tls_client_key_path: Path | None = Field(
+        default=None, validation_alias=AliasChoices("TEMPORAL_TLS_CLIENT_KEY_PATH", "temporal_tls_client_key_path")
+    )
+    task_queue: str = TASK_QUEUE
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "database_url"), repr=False
+    )
+    home: Path = Field(default=Path(".reclaim"), description="Where the embedded databases live.")
+    user: str = Field(default_factory=_default_user, description="Who is acting (--as overrides).")
+    role: Role = Field(default=Role.APPROVER, description="The acting person's role on the CLI path.")
+    role_arn_template: str | None = Field(
+        default=None, description="e.g. arn:aws:iam::{account_id}:role/ReclaimExecutor; unset: default chain."
+    )
+    aws_endpoint_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("AWS_ENDPOINT_URL", "aws_endpoint_url")
+    )
+    web_ui_url: str = Field(default="http://localhost:8233", description="Where operators open the Web UI.")
+    max_concurrent_activities: int = 32
+    auto_approve_max_monthly_savings: float = 500.0
+    production_tags: list[str] = Field(default_factory=lambda: Policy().production_tags)
+    refuse_production: bool = True
+
+    def policy(self) -> Policy:
+        return Policy(
+            auto_approve_max_monthly_savings=self.auto_approve_max_monthly_savings,
+            production_tags=self.production_tags,
+            refuse_production=self.refuse_production,
+        )
+
+    def database(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.home / 'reclaim.db'}"

@@ -1,0 +1,67 @@
+"""`reclaim dev`: the embedded stack in one foreground process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from temporalio.client import Client
+
+from activities.aws import SessionFactory
+from starter.devserver import DevServer, dev_server
+from starter.settings import Settings
+from starter.temporal_client import connect
+from store.repository import Store
+from worker import build_worker
+
+
+@dataclass
+class Embedded:
+    server: DevServer
+    client: Client
+    store: Store
+    settings: Settings
+
+
+@contextlib.asynccontextmanager
+async def embedded_stack(
+    settings: Settings, *, port: int, ui_port: int | None, sessions: SessionFactory | None = None,
+    persistent: bool = True,
+) -> AsyncIterator[Embedded]:
+    """Dev server + store + one worker, torn down in reverse order."""
+    with dev_server(settings.home, port=port or None, ui_port=ui_port, persistent=persistent) as server:
+        settings.temporal_address = server.address
+        if server.ui_url:
+            settings.web_ui_url = server.ui_url
+        client = await connect(settings)
+        store = await Store.open(settings.database())
+        sessions = sessions or SessionFactory(
+            role_arn_template=settings.role_arn_template, endpoint_url=settings.aws_endpoint_url
+        )
+        worker = build_worker(client, task_queue=settings.task_queue, sessions=sessions, store=store,
+                              max_concurrent_activities=settings.max_concurrent_activities)
+        try:
+            async with worker:
+                yield Embedded(server, client, store, settings)
+        finally:
+            await store.close()
+
+
+async def wait_for_interrupt() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def run_dev(settings: Settings, *, port: int, ui_port: int) -> None:
+    async with embedded_stack(settings, port=port, ui_port=ui_port) as stack:
+        print(f"Temporal at {stack.server.address}; Web UI at {stack.server.ui_url}")
+        print(f"worker polling '{settings.task_queue}'; store {stack.store.url}. Ctrl-C to stop.", flush=True)
+        await wait_for_interrupt()
+        print("stopping…", flush=True)

@@ -1,0 +1,24 @@
+"""Connecting to Temporal the same way from the CLI, the worker, the API and tests."""
+
+from __future__ import annotations
+
+from temporalio.client import Client, TLSConfig
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from starter.settings import Settings
+
+
+async def connect(settings: Settings) -> Client:
+    tls: bool | TLSConfig = settings.temporal_tls or bool(settings.temporal_api_key)
+    if settings.temporal_tls_client_cert_path and settings.temporal_tls_client_key_path:
+        tls = TLSConfig(
+            client_cert=settings.temporal_tls_client_cert_path.read_bytes(),
+            client_private_key=settings.temporal_tls_client_key_path.read_bytes(),
+        )
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        api_key=settings.temporal_api_key,
+        tls=tls,
+        data_converter=pydantic_data_converter,
+    )

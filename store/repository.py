@@ -1,0 +1,324 @@
+"""`Store`: the read model's one entry point, for activities, the CLI and the API.
+
+Every write is an idempotent upsert, because the writers are Temporal activities
+that may be retried or delivered out of order: an execution row only moves to a
+higher `sequence`, approvals and recommendations are keyed by their own ids.
+The same statements run on SQLite (local use, tests) and PostgreSQL (deployments).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from domain.base import StrictModel
+from domain.execution import ApprovalRecord, ExecutionView
+from domain.recommendation import Recommendation
+from domain.status import ExecutionStatus
+from store import db
+from store.tables import ApprovalRow, Base, ExecutionRow, RecommendationRow, as_utc
+
+#: Status of a recommendation that no execution has picked up yet.
+NEW = "NEW"
+
+
+class ExecutionPage(StrictModel):
+    """One page of executions, newest first; pass `next_cursor` back for the next one."""
+
+    total: int
+    executions: list[ExecutionView]
+    next_cursor: str | None = None
+
+
+class StoredRecommendation(StrictModel):
+    """A recommendation with where it stands: NEW, or the status of its latest execution."""
+
+    recommendation: Recommendation
+    status: str
+    execution_id: str | None = None
+    updated_at: datetime
+
+
+class Store:
+    """The SQL read model. Open with `await Store.open(url)`, close with `await store.close()`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self.url: str = db.render_url(engine.url)
+
+    @classmethod
+    async def open(cls, url: str | None = None, *, migrate: bool = True) -> Store:
+        """Connect, and by default bring the schema to head (safe from several processes at once)."""
+        engine = db.create_engine(db.normalize_url(url))
+        if migrate:
+            try:
+                await db.migrate(engine)
+            except BaseException:
+                await engine.dispose()
+                raise
+        return cls(engine)
+
+    async def close(self) -> None:
+        """Release the pooled connections (an un-disposed aiosqlite engine can keep the loop alive)."""
+        await self._engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    async def ping(self) -> None:
+        """Raise if the database cannot answer: for readiness checks."""
+        async with self._engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    # -- executions -------------------------------------------------------
+
+    async def upsert_execution(self, view: ExecutionView) -> bool:
+        """Store `view` unless a newer (or the same) sequence is already there; True if it landed.
+
+        The sequence check sits in the statement itself (`ON CONFLICT … DO UPDATE
+        … WHERE stored.sequence < new.sequence`), so concurrent writers cannot race
+        between a read and a write. Approvals carried by the view are inserted if
+        new, whether or not the view itself was stale: they are facts, not state.
+        """
+        row = _execution_values(view)
+        insert = self._insert(ExecutionRow).values(**row)
+        upsert = insert.on_conflict_do_update(
+            index_elements=[ExecutionRow.execution_id],
+            set_={name: insert.excluded[name] for name in row if name != "execution_id"},
+            where=ExecutionRow.sequence < insert.excluded.sequence,
+        ).returning(ExecutionRow.execution_id)  # no row back: the stored one was as new or newer
+        async with self._engine.begin() as conn:
+            changed = (await conn.execute(upsert)).first() is not None
+            await self._insert_approvals(conn, view.approvals)
+        return changed
+
+    async def record_approval(self, record: ApprovalRecord) -> None:
+        """Keep one decision attempt (refused ones never reach a view); a repeat of the same id is a no-op."""
+        async with self._engine.begin() as conn:
+            await self._insert_approvals(conn, [record])
+
+    async def get_execution(self, execution_id: str) -> ExecutionView | None:
+        async with self._engine.connect() as conn:
+            view = await conn.scalar(select(ExecutionRow.view).where(ExecutionRow.execution_id == execution_id))
+        return None if view is None else ExecutionView.model_validate(view)
+
+    async def list_executions(
+        self,
+        *,
+        customer_id: str | None = None,
+        status: ExecutionStatus | str | None = None,
+        kind: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> ExecutionPage:
+        """Newest first by (started_at, execution_id), keyset-paged so pages stay stable while rows arrive.
+
+        Raises ValueError for a limit below 1, an unknown status or a cursor this method did not issue.
+        """
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        filters: list[ColumnElement[bool]] = []
+        if customer_id is not None:
+            filters.append(ExecutionRow.customer_id == customer_id)
+        if status is not None:
+            filters.append(ExecutionRow.status == _execution_status(status))
+        if kind is not None:
+            filters.append(ExecutionRow.kind == kind)
+        page = select(ExecutionRow.view, ExecutionRow.started_at, ExecutionRow.execution_id).where(*filters)
+        if cursor is not None:
+            at, execution_id = decode_cursor(cursor)
+            page = page.where(
+                or_(
+                    ExecutionRow.started_at < at,
+                    and_(ExecutionRow.started_at == at, ExecutionRow.execution_id < execution_id),
+                )
+            )
+        page = page.order_by(ExecutionRow.started_at.desc(), ExecutionRow.execution_id.desc()).limit(limit + 1)
+        count = select(func.count()).select_from(ExecutionRow).where(*filters)
+        async with self._engine.connect() as conn:
+            total = int(await conn.scalar(count) or 0)
+            rows = (await conn.execute(page)).all()
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = encode_cursor(last.started_at, last.execution_id)
+        return ExecutionPage(
+            total=total,
+            executions=[ExecutionView.model_validate(r.view) for r in rows[:limit]],
+            next_cursor=next_cursor,
+        )
+
+    async def list_approvals(self, execution_id: str) -> list[ApprovalRecord]:
+        """The audit trail of one execution, oldest first."""
+        stmt = (
+            select(ApprovalRow.__table__)
+            .where(ApprovalRow.execution_id == execution_id)
+            .order_by(ApprovalRow.at, ApprovalRow.id)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return [ApprovalRecord.model_validate(dict(r)) for r in rows]
+
+    # -- recommendations --------------------------------------------------
+
+    async def save_recommendations(self, recs: list[Recommendation]) -> int:
+        """Insert or replace each recommendation by id; returns how many distinct ids were written.
+
+        `created_at` is the recommender's when it gave one, else the time of the
+        first save; a re-save without one keeps the stored value.
+        """
+        latest = {rec.id: rec for rec in recs}  # a batch may repeat an id: the last one wins
+        if not latest:
+            return 0
+        now = datetime.now(UTC)
+        dated = [_recommendation_values(r, now) for r in latest.values() if r.created_at is not None]
+        undated = [_recommendation_values(r, now) for r in latest.values() if r.created_at is None]
+        async with self._engine.begin() as conn:
+            for rows, keep in ((dated, ()), (undated, ("created_at",))):
+                if not rows:
+                    continue
+                stmt = self._insert(RecommendationRow)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[RecommendationRow.id],
+                    set_={name: stmt.excluded[name] for name in rows[0] if name not in ("id", *keep)},
+                )
+                await conn.execute(stmt, rows)
+        return len(latest)
+
+    async def get_recommendation(self, rec_id: str) -> Recommendation | None:
+        async with self._engine.connect() as conn:
+            payload = await conn.scalar(select(RecommendationRow.payload).where(RecommendationRow.id == rec_id))
+        return None if payload is None else Recommendation.model_validate(payload)
+
+    async def list_recommendations(
+        self, *, customer_id: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[StoredRecommendation]:
+        """Newest `created_at` first; `status` is NEW or an execution status, matched against the latest execution."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        stmt = _recommendations_with_status()
+        if customer_id is not None:
+            stmt = stmt.where(RecommendationRow.customer_id == customer_id)
+        if status is not None:
+            wanted = NEW if status.strip().upper() == NEW else _execution_status(status)
+            stmt = stmt.where(func.coalesce(ExecutionRow.status, NEW) == wanted)
+        stmt = stmt.order_by(RecommendationRow.created_at.desc(), RecommendationRow.id.desc()).limit(limit)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [
+            StoredRecommendation(
+                recommendation=Recommendation.model_validate(r.payload),
+                status=r.status or NEW,
+                execution_id=r.execution_id,
+                updated_at=max(r.rec_updated_at, r.exec_updated_at or r.rec_updated_at),
+            )
+            for r in rows
+        ]
+
+    # -- helpers ----------------------------------------------------------
+
+    def _insert(self, table: type[Base]) -> postgresql.Insert | sqlite.Insert:
+        """The dialect's INSERT, the one that knows ON CONFLICT."""
+        if self._engine.dialect.name == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    async def _insert_approvals(self, conn: AsyncConnection, records: list[ApprovalRecord]) -> None:
+        """Insert-if-absent, in id order so concurrent writers take row locks in the same order."""
+        if not records:
+            return
+        rows = [_approval_values(r) for r in sorted({r.id: r for r in records}.values(), key=lambda r: r.id)]
+        stmt = self._insert(ApprovalRow).on_conflict_do_nothing(index_elements=[ApprovalRow.id])
+        await conn.execute(stmt, rows)
+
+
+def _execution_status(status: ExecutionStatus | str) -> str:
+    if isinstance(status, ExecutionStatus):
+        return status.value
+    return ExecutionStatus(status.strip().upper()).value
+
+
+def _execution_values(view: ExecutionView) -> dict[str, Any]:
+    return {
+        "execution_id": view.execution_id,
+        "recommendation_id": view.recommendation_id,
+        "customer_id": view.customer_id,
+        "account_id": view.account_id,
+        "region": view.region,
+        "kind": view.kind,
+        "resource_id": view.resource_id,
+        "status": view.status.value,
+        "risk": None if view.risk is None else view.risk.value,
+        "requested_by": view.requested_by,
+        "dry_run": view.dry_run,
+        "estimated_monthly_savings": view.estimated_monthly_savings,
+        "sequence": view.sequence,
+        "started_at": view.started_at,
+        "updated_at": view.updated_at,
+        "finished_at": view.finished_at,
+        "view": view.model_dump(mode="json"),
+    }
+
+
+def _approval_values(record: ApprovalRecord) -> dict[str, Any]:
+    values = record.model_dump(mode="python")
+    values["role"] = record.role.value
+    values["decision"] = record.decision.value
+    return values
+
+
+def _recommendation_values(rec: Recommendation, now: datetime) -> dict[str, Any]:
+    return {
+        "id": rec.id,
+        "customer_id": rec.customer_id,
+        "account_id": rec.account_id,
+        "region": rec.region,
+        "kind": rec.kind,
+        "resource_id": rec.resource_id,
+        "estimated_monthly_savings": rec.estimated_monthly_savings,
+        "source": rec.source,
+        "payload": rec.model_dump(mode="json"),
+        "created_at": rec.created_at or now,
+        "updated_at": now,
+    }
+
+
+def _recommendations_with_status() -> Select[Any]:
+    """Each recommendation joined to its latest execution, if any (a re-run makes a second one)."""
+    latest = (
+        select(ExecutionRow.execution_id)
+        .where(ExecutionRow.recommendation_id == RecommendationRow.id)
+        .order_by(ExecutionRow.started_at.desc(), ExecutionRow.execution_id.desc())
+        .limit(1)
+        .correlate(RecommendationRow)
+        .scalar_subquery()
+    )
+    return select(
+        RecommendationRow.payload,
+        RecommendationRow.updated_at.label("rec_updated_at"),
+        ExecutionRow.status,
+        ExecutionRow.execution_id,
+        ExecutionRow.updated_at.label("exec_updated_at"),
+    ).outerjoin(ExecutionRow, ExecutionRow.execution_id == latest)
+
+
+def encode_cursor(started_at: datetime, execution_id: str) -> str:
+    """Opaque to callers; base64 of the last row's sort key, so the next page starts right after it."""
+    raw = json.dumps([as_utc(started_at).isoformat(), execution_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, execution_id = json.loads(raw)
+        return as_utc(datetime.fromisoformat(at)), str(execution_id)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise ValueError(f"invalid cursor {cursor!r}") from exc

@@ -1,0 +1,245 @@
+"""ExecutionWorkflow end to end on the real dev server, a real worker and moto."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+
+from domain.execution import ApprovalInput, RollbackInput
+from domain.policy import Role
+from domain.status import ExecutionStatus as S
+from starter.executions import Refused, ResourceBusy
+from tests.conftest import AwsAccount, Stack
+from tests.helpers import activity_names, recommendation, request
+
+
+async def test_stop_auto_approved_completes_and_is_findable(stack: Stack, aws: AwsAccount) -> None:
+    instance = aws.instance("m5.large")
+    rec = recommendation("ec2.stop", instance, {"expected_instance_type": "m5.large"})
+    started = await stack.executions.start(request(rec))
+    view = await stack.executions.wait(started.execution_id)
+
+    assert view.status is S.COMPLETED, view.reason
+    assert aws.instance_state(instance) == ("stopped", "m5.large")
+    assert view.rollback_available_until is not None
+    assert S.AWAITING_APPROVAL not in {e.status for e in view.log}  # low risk: auto-approved
+    history = await stack.executions.handle(started.execution_id).fetch_history()
+    assert activity_names(history).count("apply") == 1
+    assert activity_names(history).count("backup") == 1
+    # The read model caught up with the status.
+    stored = await stack.store.get_execution(started.execution_id)
+    assert stored is not None and stored.status is S.COMPLETED
+
+
+async def test_production_resource_is_refused_and_nothing_changes(stack: Stack, aws: AwsAccount) -> None:
+    instance = aws.instance(tags={"Environment": "Production"})
+    view = await stack.executions.wait(
+        (await stack.executions.start(request(recommendation("ec2.stop", instance)))).execution_id
+    )
+    assert view.status is S.REJECTED_BY_VALIDATION
+    assert "production" in (view.reason or "")
+    assert aws.instance_state(instance)[0] == "running"
+
+
+async def test_protect_tag_refused(stack: Stack, aws: AwsAccount) -> None:
+    instance = aws.instance(tags={"reclaim:protect": "true"})
+    view = await stack.executions.wait(
+        (await stack.executions.start(request(recommendation("ec2.stop", instance)))).execution_id
+    )
+    assert view.status is S.REJECTED_BY_VALIDATION
+    assert "reclaim:protect" in (view.reason or "")
+    assert aws.instance_state(instance)[0] == "running"
+
+
+async def test_drift_refused(stack: Stack, aws: AwsAccount) -> None:
+    instance = aws.instance("m5.xlarge")
+    rec = recommendation("ec2.stop", instance, {"expected_instance_type": "m5.large"})
+    view = await stack.executions.wait((await stack.executions.start(request(rec))).execution_id)
+    assert view.status is S.REJECTED_BY_VALIDATION
+    assert "drift" in (view.reason or "")
+    assert aws.instance_state(instance) == ("running", "m5.xlarge")
+
+
+async def test_dry_run_checks_permissions_and_changes_nothing(stack: Stack, aws: AwsAccount) -> None:
+    instance = aws.instance()
+    before = aws.describe_instance(instance)
+    view = await stack.executions.wait(
+        (await stack.executions.start(request(recommendation("ec2.stop", instance), dry_run=True))).execution_id
+    )
+    assert view.status is S.PLANNED
+    assert view.permission_report is not None and view.permission_report.allowed
+    assert "ec2:StopInstances" in view.permission_report.checked
+    assert view.permission_report.plan
+    after = aws.describe_instance(instance)
+    assert after["State"] == before["State"] and after["InstanceType"] == before["InstanceType"]
+    history = await stack.executions.handle(view.execution_id).fetch_history()
+    assert not {"backup", "apply", "revert"} & set(activity_names(history))
+
+
+async def test_duplicate_submission_returns_the_same_execution(stack: Stack, aws: AwsAccount) -> None:
+    rec = recommendation("ec2.stop", aws.instance())
+    first = await stack.executions.start(request(rec))
+    second = await stack.executions.start(request(rec))
+    assert first.created and not second.created
+    assert first.execution_id == second.execution_id
+    await stack.executions.wait(first.execution_id)
+    third = await stack.executions.start(request(rec))
+    assert third.execution_id == first.execution_id and not third.created
+
+
+async def test_busy_resource_is_refused(stack: Stack, aws: AwsAccount) -> None:
+    instance = aws.instance()
+    first = await stack.executions.start(request(recommendation("ec2.stop", instance), auto_approve=False))
+    await stack.executions.wait(first.execution_id)  # parked awaiting approval, holding the lease
+    with pytest.raises(ResourceBusy, match=first.execution_id):
+        await stack.executions.start(request(recommendation("ec2.stop", instance)))
+
+
+async def test_busy_resource_refused_inside_the_workflow_too(stack: Stack, aws: AwsAccount) -> None:
+    """Two submissions racing past the client check: the lease workflow id decides."""
+    instance = aws.instance()
+    first = await stack.executions.start(request(recommendation("ec2.stop", instance), auto_approve=False))
+    await stack.executions.wait(first.execution_id)
+    rec = recommendation("ec2.stop", instance)
+    from workflows.execution import ExecutionWorkflow
+
+    handle = await stack.client.start_workflow(
+        ExecutionWorkflow.run, request(rec), id=f"exec-{rec.id}", task_queue=stack.task_queue
+    )
+    view = await stack.executions.wait(handle.id)
+    assert view.status is S.REJECTED_BY_VALIDATION
+    assert "busy" in (view.reason or "")
+
+
+@pytest.mark.parametrize("path", ["signal", "update"])
+async def test_approval_by_a_second_person(stack: Stack, aws: AwsAccount, path: str) -> None:
+    instance = aws.instance()
+    started = await stack.executions.start(request(recommendation("ec2.stop", instance), auto_approve=False))
+    view = await stack.executions.wait(started.execution_id)
+    assert view.status is S.AWAITING_APPROVAL
+    assert aws.instance_state(instance)[0] == "running"
+
+    bob = ApprovalInput(actor="bob", role=Role.APPROVER, comment="looks idle")
+    if path == "signal":
+        from workflows.execution import ExecutionWorkflow
+
+        await stack.executions.handle(started.execution_id).signal(ExecutionWorkflow.approve_signal, bob)
+    else:
+        record = await stack.executions.decide(started.execution_id, True, bob)
+        assert record.accepted
+    view = await stack.executions.wait(started.execution_id, until=frozenset({S.COMPLETED}))
+    assert aws.instance_state(instance)[0] == "stopped"
+    assert [(a.actor, a.accepted, a.via) for a in view.approvals] == [("bob", True, path)]
+
+
+@pytest.mark.parametrize("path", ["signal", "update"])
+async def test_self_approval_and_wrong_role_are_refused_and_recorded(
+    stack: Stack, aws: AwsAccount, path: str
+) -> None:
+    from workflows.execution import ExecutionWorkflow
+
+    instance = aws.instance()
+    started = await stack.executions.start(request(recommendation("ec2.stop", instance), auto_approve=False))
+    await stack.executions.wait(started.execution_id)
+    handle = stack.executions.handle(started.execution_id)
+    attempts = [ApprovalInput(actor="alice", role=Role.APPROVER), ApprovalInput(actor="carol", role=Role.OPERATOR)]
+    for attempt in attempts:
+        if path == "signal":
+            await handle.signal(ExecutionWorkflow.approve_signal, attempt)
+        else:
+            with pytest.raises(Refused, match="cannot approve|role operator"):
+                await stack.executions.decide(started.execution_id, True, attempt)
+    view = await stack.executions.status(started.execution_id)
+    assert view.status is S.AWAITING_APPROVAL
+    assert aws.instance_state(instance)[0] == "running"
+    if path == "signal":
+        assert [(a.actor, a.accepted) for a in view.approvals] == [("alice", False), ("carol", False)]
+        assert "cannot approve" in (view.approvals[0].refusal or "")
+    else:
+        # A rejected update never enters history; the client records the refusal in the store.
+        history = await handle.fetch_history()
+        assert not [e for e in history.events if e.HasField("workflow_execution_update_accepted_event_attributes")]
+    await stack.executions.cancel(started.execution_id)
+
+
+async def test_rejection_ends_without_change(stack: Stack, aws: AwsAccount) -> None:
+    instance = aws.instance()
+    started = await stack.executions.start(request(recommendation("ec2.stop", instance), auto_approve=False))
+    await stack.executions.wait(started.execution_id)
+    await stack.executions.decide(started.execution_id, False, ApprovalInput(actor="bob", comment="needed for QA"))
+    view = await stack.executions.wait(started.execution_id)
+    assert view.status is S.REJECTED
+    assert "needed for QA" in (view.reason or "")
+    assert aws.instance_state(instance)[0] == "running"
+
+
+async def test_approval_timeout_expires(stack: Stack, aws: AwsAccount) -> None:
+    instance = aws.instance()
+    rec = recommendation("ec2.stop", instance)
+    started = await stack.executions.start(
+        request(rec, auto_approve=False, approval_timeout=timedelta(seconds=1))
+    )
+    view = await stack.executions.wait(started.execution_id, until=frozenset({S.EXPIRED}))
+    assert view.status is S.EXPIRED
+    assert aws.instance_state(instance)[0] == "running"
+
+
+async def test_cancel_while_awaiting_approval(stack: Stack, aws: AwsAccount) -> None:
+    instance = aws.instance()
+    started = await stack.executions.start(request(recommendation("ec2.stop", instance), auto_approve=False))
+    await stack.executions.wait(started.execution_id)
+    await stack.executions.cancel(started.execution_id)
+    view = await stack.executions.wait(started.execution_id, until=frozenset({S.CANCELLED}))
+    assert view.status is S.CANCELLED
+    with pytest.raises(WorkflowFailureError):
+        await stack.executions.handle(started.execution_id).result()
+    description = await stack.executions.handle(started.execution_id).describe()
+    assert description.status == WorkflowExecutionStatus.CANCELED
+    assert aws.instance_state(instance)[0] == "running"
+    # The lease is released: a new execution on the resource may start.
+    assert await stack.executions.lease_holder("123456789012", "us-east-1", instance) is None
+
+
+async def test_rollback_after_completion_restores(stack: Stack, aws: AwsAccount) -> None:
+    instance = aws.instance("m5.2xlarge")
+    rec = recommendation("ec2.rightsize", instance,
+                         {"expected_instance_type": "m5.2xlarge", "target_instance_type": "m5.large"})
+    started = await stack.executions.start(request(rec))
+    view = await stack.executions.wait(started.execution_id)
+    assert view.status is S.AWAITING_APPROVAL  # a restart is MEDIUM risk
+    await stack.executions.decide(started.execution_id, True, ApprovalInput(actor="bob"))
+    view = await stack.executions.wait(started.execution_id, until=frozenset({S.COMPLETED}))
+    assert aws.instance_state(instance) == ("running", "m5.large")
+
+    await stack.executions.rollback(started.execution_id, RollbackInput(actor="bob", reason="latency"))
+    view = await stack.executions.wait(started.execution_id, until=frozenset({S.ROLLED_BACK}))
+    assert aws.instance_state(instance) == ("running", "m5.2xlarge")
+    assert "bob" in (view.reason or "")
+    await stack.executions.handle(started.execution_id).result()
+    description = await stack.executions.handle(started.execution_id).describe()
+    assert description.status == WorkflowExecutionStatus.COMPLETED
+
+
+async def test_rollback_refused_when_not_completed(stack: Stack, aws: AwsAccount) -> None:
+    started = await stack.executions.start(request(recommendation("ec2.stop", aws.instance()), auto_approve=False))
+    await stack.executions.wait(started.execution_id)
+    with pytest.raises(Refused, match="AWAITING_APPROVAL"):
+        await stack.executions.rollback(started.execution_id, RollbackInput(actor="bob"))
+    await stack.executions.cancel(started.execution_id)
+
+
+async def test_rollback_window_end_cleans_up_backups(stack: Stack, aws: AwsAccount) -> None:
+    volume = aws.volume(size=20)
+    rec = recommendation("ebs.delete", volume, {"expected_size_gib": 20})
+    started = await stack.executions.start(request(rec, rollback_window=timedelta(seconds=2)))
+    view = await stack.executions.wait(started.execution_id)
+    assert view.status is S.AWAITING_APPROVAL  # deleting data is never auto-approved
+    await stack.executions.decide(started.execution_id, True, ApprovalInput(actor="bob"))
+    view = await stack.executions.wait(started.execution_id, until=frozenset({S.COMPLETED}))
+    assert view.status is S.COMPLETED, view.reason
+    assert len(aws.snapshots_for(started.execution_id)) == 1
+    await stack.executions.handle(started.execution_id).result()
+    assert aws.snapshots_for(started.execution_id) == []
+    assert volume not in aws.volumes()

@@ -1,0 +1,101 @@
+"""The Temporal worker: registers every workflow and activity of Reclaim.
+
+Scale by running more of these against the same task queue. Credentials are
+obtained here, at run time, by the activities' session factory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from temporalio.client import Client
+from temporalio.worker import Interceptor, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.aws import SessionFactory
+from activities.execution import ExecutionActivities
+from activities.records import RecordActivities
+from store.repository import Store
+from workflows.execution import ExecutionWorkflow
+from workflows.lease import ResourceLeaseWorkflow
+
+WORKFLOWS = [ExecutionWorkflow, ResourceLeaseWorkflow]
+
+#: Modules the sandbox need not re-import for every workflow run: pure or side-effect free.
+PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "boto3", "botocore", "domain",
+               "activities", "store", "sqlalchemy")
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
+    )
+
+
+def build_worker(
+    client: Client,
+    *,
+    task_queue: str,
+    sessions: SessionFactory,
+    store: Store,
+    max_concurrent_activities: int = 32,
+    interceptors: Sequence[Interceptor] = (),
+    executor: ThreadPoolExecutor | None = None,
+) -> Worker:
+    execution = ExecutionActivities(sessions)
+    records = RecordActivities(store)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=[*execution.all(), *records.all()],
+        activity_executor=executor or ThreadPoolExecutor(max_workers=max_concurrent_activities),
+        max_concurrent_activities=max_concurrent_activities,
+        max_concurrent_local_activities=max_concurrent_activities,
+        workflow_runner=workflow_runner(),
+        interceptors=interceptors,
+    )
+
+
+async def run_worker(stop: asyncio.Event | None = None) -> None:
+    """Run until SIGINT/SIGTERM (or `stop` is set), then drain and shut down cleanly."""
+    from starter.settings import Settings
+    from starter.temporal_client import connect
+
+    settings = Settings()
+    client = await connect(settings)
+    store = await Store.open(settings.database())
+    sessions = SessionFactory(role_arn_template=settings.role_arn_template, endpoint_url=settings.aws_endpoint_url)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    worker = build_worker(client, task_queue=settings.task_queue, sessions=sessions, store=store,
+                          max_concurrent_activities=settings.max_concurrent_activities)
+    try:
+        async with worker:
+            logging.getLogger("reclaim").info("worker polling task queue %s", settings.task_queue)
+            await stop.wait()
+    finally:
+        await store.close()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def _main() -> None:
+        await run_worker()
+        # sdk-python#300: give the Rust bridge a moment before the interpreter exits.
+        await asyncio.sleep(0.1)
+
+    asyncio.run(_main())
+
+
+if __name__ == "__main__":
+    main()
