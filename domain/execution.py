@@ -1,7 +1,7 @@
 """Inputs, outputs and messages of one execution (workflow, activities, signals, updates, query)."""
 
 from datetime import datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import Field
@@ -53,7 +53,7 @@ class ExecutionRequest(StrictModel):
     policy: Policy = Field(default_factory=Policy)
 
 
-class Decision(str, Enum):
+class Decision(StrEnum):
     APPROVE = "approve"
     REJECT = "reject"
 

@@ -5,7 +5,7 @@ the decision is deterministic on replay and the history shows the rules that
 were applied.
 """
 
-from enum import Enum
+from enum import StrEnum
 from fnmatch import fnmatchcase
 
 from pydantic import Field
@@ -13,7 +13,7 @@ from pydantic import Field
 from domain.base import StrictModel
 
 
-class RiskLevel(str, Enum):
+class RiskLevel(StrEnum):
     LOW = "LOW"
     MEDIUM = "MEDIUM"
     HIGH = "HIGH"
@@ -27,7 +27,7 @@ def _raise(level: RiskLevel, steps: int = 1) -> RiskLevel:
     return _ORDER[min(_ORDER.index(level) + steps, len(_ORDER) - 1)]
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     VIEWER = "viewer"
     OPERATOR = "operator"
     APPROVER = "approver"

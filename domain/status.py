@@ -4,10 +4,10 @@ The workflow asks `can_transition` before every status change, so an impossible
 transition is a bug that fails loudly instead of a silently wrong audit trail.
 """
 
-from enum import Enum
+from enum import StrEnum
 
 
-class ExecutionStatus(str, Enum):
+class ExecutionStatus(StrEnum):
     PENDING = "PENDING"
     VALIDATING = "VALIDATING"
     REJECTED_BY_VALIDATION = "REJECTED_BY_VALIDATION"

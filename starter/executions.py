@@ -26,7 +26,6 @@ from domain.status import TERMINAL, ExecutionStatus
 from workflows.execution import ExecutionWorkflow
 from workflows.lease import ResourceLeaseWorkflow
 
-
 #: Where `--wait` stops: nothing more happens without a person (or the rollback window).
 SETTLED = TERMINAL | {ExecutionStatus.COMPLETED, ExecutionStatus.AWAITING_APPROVAL}
 

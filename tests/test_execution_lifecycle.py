@@ -149,7 +149,7 @@ async def test_self_approval_and_wrong_role_are_refused_and_recorded(
         if path == "signal":
             await handle.signal(ExecutionWorkflow.approve_signal, attempt)
         else:
-            with pytest.raises(Refused, match="cannot approve|role operator"):
+            with pytest.raises(Refused, match=r"cannot approve|role operator"):
                 await stack.executions.decide(started.execution_id, True, attempt)
     view = await stack.executions.status(started.execution_id)
     assert view.status is S.AWAITING_APPROVAL

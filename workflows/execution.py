@@ -25,6 +25,9 @@ from temporalio.exceptions import (
 from temporalio.workflow import ActivityCancellationType, ChildWorkflowCancellationType, ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from activities.errors import NON_RETRYABLE_TYPES
+    from activities.execution import ExecutionActivities
+    from activities.records import RecordActivities
     from domain.execution import (
         ActionStepInput,
         ApprovalInput,
@@ -50,9 +53,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.status import ExecutionStatus, can_transition, progress_percent
     from workflows import search_attributes as sa
-    from activities.errors import NON_RETRYABLE_TYPES
-    from activities.execution import ExecutionActivities
-    from activities.records import RecordActivities
     from workflows.lease import LeaseInput, ResourceLeaseWorkflow
 
 S = ExecutionStatus
@@ -237,7 +237,7 @@ class ExecutionWorkflow:
         self._transition(S.AWAITING_APPROVAL, "waiting for a human: " + "; ".join(self._view.approval_reasons))
         try:
             await workflow.wait_condition(lambda: self._decision is not None, timeout=timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise _Rejected(S.EXPIRED, f"no decision within {timeout}") from None
         if self._decision is Decision.REJECT:
             last = self._view.approvals[-1]
@@ -394,7 +394,7 @@ class ExecutionWorkflow:
                 self._log("rollback refused: another execution is changing the resource; ask again later")
                 self._rollback = None
                 self._record()
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         except BaseException as err:
             if is_cancelled_exception(err):

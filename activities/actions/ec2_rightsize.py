@@ -1,0 +1,165 @@
+"""ec2.rightsize: change an instance's type (stop, modify, start); revert changes it back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from activities.actions._ec2 import describe_instance, observe_instance, stoppability_refusal
+from activities.actions.base import Action, register
+from activities.errors import InProgress, Refused, RevertImpossible, VerificationFailed
+from domain.base import StrictModel
+from domain.execution import BackupRecord, Observation, StepResult
+from domain.policy import RiskLevel
+
+
+class RightsizeParams(StrictModel):
+    expected_instance_type: str = Field(
+        min_length=1, description="Refuse when the instance is no longer of this type (drift)."
+    )
+    target_instance_type: str = Field(min_length=1, description="The type to change to.")
+
+    @model_validator(mode="after")
+    def _types_differ(self) -> RightsizeParams:
+        if self.expected_instance_type == self.target_instance_type:
+            raise ValueError("target_instance_type must differ from expected_instance_type")
+        return self
+
+
+@register
+class Ec2Rightsize(Action[RightsizeParams]):
+    """Change an EC2 instance to a smaller type. A running instance is stopped, modified and
+    started again (a short outage; the private IP and EBS volumes are kept).
+
+    Example recommendation::
+
+        {"id": "rec-rightsize-1", "customer_id": "acme", "account_id": "123456789012",
+         "region": "us-east-1", "kind": "ec2.rightsize", "resource_id": "i-0123456789abcdef0",
+         "params": {"expected_instance_type": "m5.2xlarge", "target_instance_type": "m5.large"},
+         "estimated_monthly_savings": 210.24}
+    """
+
+    kind = "ec2.rightsize"
+    resource_type = "AWS::EC2::Instance"
+    params_model = RightsizeParams
+    reversible = True
+    base_risk = RiskLevel.MEDIUM
+    permissions = (
+        "ec2:DescribeInstances",
+        "ec2:StopInstances",
+        "ec2:ModifyInstanceAttribute",
+        "ec2:StartInstances",
+    )
+
+    @property
+    def ec2(self) -> Any:
+        return self.client("ec2")
+
+    def inspect(self) -> Observation:
+        return observe_instance(self.ec2, self.rec.resource_id)
+
+    def refusal(self, seen: Observation) -> str | None:
+        expected = self.params.expected_instance_type
+        if seen.state["instance_type"] != expected:
+            return (
+                f"drift: instance type is {seen.state['instance_type']}, "
+                f"the recommendation assumed {expected}"
+            )
+        if seen.state["state"] not in ("running", "stopped"):
+            return f"instance is {seen.state['state']}, not running or stopped"
+        return stoppability_refusal(seen)
+
+    def plan(self, seen: Observation) -> list[str]:
+        rid, target = self.rec.resource_id, self.params.target_instance_type
+        steps = [f"stop {rid}"] if seen.state["state"] == "running" else []
+        steps.append(f"change {rid} from {seen.state['instance_type']} to {target}")
+        if seen.state["state"] == "running":
+            steps.append(f"start {rid}")
+        return steps
+
+    def check_permissions(self, seen: Observation) -> list[str]:
+        ids = [self.rec.resource_id]
+        return [
+            self.dry_run(self.ec2.stop_instances, "ec2:StopInstances", InstanceIds=ids),
+            self.dry_run(
+                self.ec2.modify_instance_attribute,
+                "ec2:ModifyInstanceAttribute",
+                InstanceId=self.rec.resource_id,
+                InstanceType={"Value": self.params.target_instance_type},
+            ),
+            self.dry_run(self.ec2.start_instances, "ec2:StartInstances", InstanceIds=ids),
+        ]
+
+    def backup(self, seen: Observation) -> BackupRecord:
+        return BackupRecord(
+            kind=self.kind,
+            resource_id=self.rec.resource_id,
+            data={"instance_type": seen.state["instance_type"], "was_running": seen.state["state"] == "running"},
+        )
+
+    def _live(self) -> tuple[str, str] | None:
+        instance = describe_instance(self.ec2, self.rec.resource_id)
+        return None if instance is None else (str(instance["State"]["Name"]), str(instance["InstanceType"]))
+
+    def _converge_type(self, state: str, current: str, wanted: str) -> bool:
+        """Take the instance to `wanted` type; True once modified here, InProgress while stopping."""
+        if current == wanted:
+            return False
+        if state == "running":
+            self.ec2.stop_instances(InstanceIds=[self.rec.resource_id])
+            raise InProgress(f"stop requested; will change the type to {wanted} once stopped")
+        if state in ("pending", "stopping"):
+            raise InProgress(f"instance is {state}; will change the type to {wanted} once stopped")
+        if state != "stopped":
+            raise VerificationFailed(f"instance is {state}; cannot change its type")
+        self.ec2.modify_instance_attribute(InstanceId=self.rec.resource_id, InstanceType={"Value": wanted})
+        return True
+
+    def apply(self, seen: Observation, backup: BackupRecord) -> StepResult:
+        live = self._live()
+        if live is None:
+            raise VerificationFailed(f"instance {self.rec.resource_id} disappeared")
+        state, current = live
+        target, was_running = self.params.target_instance_type, bool(backup.data["was_running"])
+        if not was_running and state in ("running", "pending") and current != target:
+            raise Refused(f"instance was stopped when validated but is now {state}; re-validate")
+        changed = self._converge_type(state, current, target)
+        if changed:
+            state = "stopped"
+        if was_running and state == "stopped":
+            self.ec2.start_instances(InstanceIds=[self.rec.resource_id])
+            return StepResult(changed=True, message=f"changed to {target}; start requested")
+        if changed:
+            return StepResult(changed=True, message=f"changed to {target}; left stopped")
+        return StepResult(changed=False, message=f"already {target} ({state})")
+
+    def verify(self, seen: Observation, backup: BackupRecord) -> StepResult:
+        live = self._live()
+        wanted = "running" if backup.data["was_running"] else "stopped"
+        target = self.params.target_instance_type
+        if live == (wanted, target):
+            return StepResult(changed=False, message=f"instance is {target} and {wanted}")
+        if live is not None and live[0] in ("pending", "stopping"):
+            raise InProgress(f"instance is {live[0]}")
+        shown = f"{live[1]} and {live[0]}" if live else "gone"
+        raise VerificationFailed(f"instance is {shown}, expected {target} and {wanted}")
+
+    def revert(self, seen: Observation, backup: BackupRecord) -> StepResult:
+        live = self._live()
+        if live is None:
+            raise RevertImpossible(f"instance {self.rec.resource_id} no longer exists")
+        state, current = live
+        original, was_running = str(backup.data["instance_type"]), bool(backup.data["was_running"])
+        changed = self._converge_type(state, current, original)
+        if changed:
+            state = "stopped"
+        if state in ("pending", "stopping"):
+            raise InProgress(f"instance is {state}")
+        if was_running and state == "stopped":
+            self.ec2.start_instances(InstanceIds=[self.rec.resource_id])
+            raise InProgress(f"back to {original}; start requested, waiting for running")
+        if not was_running and state == "running":
+            self.ec2.stop_instances(InstanceIds=[self.rec.resource_id])
+            raise InProgress(f"back to {original}; stop requested, waiting for stopped")
+        return StepResult(changed=changed, message=f"instance is {original} and {state}")
