@@ -27,7 +27,8 @@ from starter.executions import Executions, ReclaimError, Refused
 from starter.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Safely act on AWS cost recommendations.")
-out = Console()
+# Piped output (CI logs, `| less`) gets a wide table instead of an 80-column squeeze.
+out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 T = TypeVar("T")
 

@@ -20,6 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Interceptor, Worker
 
 from activities.aws import SessionFactory
+from activities.faults import FaultInjector
 from starter.devserver import dev_server_args, free_port, temporal_binary
 from starter.executions import Executions
 from store.repository import Store
@@ -148,8 +149,14 @@ class Stack:
 
 
 @pytest.fixture
-def sessions(moto_endpoint: str) -> SessionFactory:
-    return SessionFactory(endpoint_url=moto_endpoint)
+def faults() -> FaultInjector:
+    """Rules a test appends are answered by 'AWS' (the boto3 layer) with the given error code."""
+    return FaultInjector([])
+
+
+@pytest.fixture
+def sessions(moto_endpoint: str, faults: FaultInjector) -> SessionFactory:
+    return SessionFactory(endpoint_url=moto_endpoint, session_hooks=[faults.install])
 
 
 @pytest.fixture

@@ -48,3 +48,18 @@ def activity_names(history: WorkflowHistory) -> list[str]:
         for e in history.events
         if e.HasField("activity_task_scheduled_event_attributes")
     ]
+
+
+def attempts_of(history: WorkflowHistory, activity_type: str) -> list[int]:
+    """The attempt number each completed or failed run of an activity reached, in order."""
+    scheduled = {
+        e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    }
+    return [
+        e.activity_task_started_event_attributes.attempt
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+        and scheduled[e.activity_task_started_event_attributes.scheduled_event_id] == activity_type
+    ]

@@ -32,6 +32,7 @@ def ec2(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION}.items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")  # thousands of AMI snapshots otherwise
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     with mock_aws():
@@ -64,8 +65,7 @@ def converge(fn: Callable[..., T], *args: Any, attempts: int = 10) -> T:
 
 def run_instance(ec2: Any, instance_type: str = "m5.large", state: str = "running",
                  tags: dict[str, str] | None = None) -> str:
-    ami = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    spec: dict[str, Any] = {"ImageId": ami, "MinCount": 1, "MaxCount": 1, "InstanceType": instance_type}
+    spec: dict[str, Any] = {"ImageId": "ami-12c6146b", "MinCount": 1, "MaxCount": 1, "InstanceType": instance_type}
     if tags:
         spec["TagSpecifications"] = [{"ResourceType": "instance", "Tags": tag_list(tags)}]
     instance_id = str(ec2.run_instances(**spec)["Instances"][0]["InstanceId"])

@@ -3,7 +3,7 @@
 docker-compose.yml, Dockerfile and .dockerignore are parsed and held to what a
 working deployment needs: every service and dependency present, images pinned,
 Temporal on PostgreSQL, the search attributes the workflows upsert registered,
-the worker and API commands the console script really has, no secrets written
+only `reclaim` subcommands the console script really has, no secrets written
 into the file, nothing the build needs left out of the build context.
 
 `docker compose config -q` is not run: this machine's docker CLI has no compose
@@ -15,6 +15,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import shlex
 import tomllib
 from collections import Counter
 from pathlib import Path, PurePosixPath
@@ -191,7 +192,7 @@ def ignored_by_docker(path: str, patterns: list[str]) -> bool:
 
 
 def test_every_service_of_the_deployment_is_there() -> None:
-    assert {"postgresql", "temporal", INIT, "temporal-ui", "worker", "api"} <= set(SERVICES)
+    assert {"postgresql", "temporal", INIT, "temporal-ui", "worker"} <= set(SERVICES)
 
 
 def test_dependencies_exist_are_acyclic_and_their_conditions_can_be_met() -> None:
@@ -358,19 +359,16 @@ def test_no_system_search_attribute_is_registered() -> None:
         assert name not in SYSTEM_SEARCH_ATTRIBUTES and not name.startswith("Temporal"), name
 
 
-# ---------------------------------------------------------------------------- worker and API
+# ---------------------------------------------------------------------------- worker
 
 
-@pytest.mark.parametrize(("service", "command"), [
-    ("worker", ["reclaim", "worker"]),
-    ("api", ["reclaim", "api", "--host", "0.0.0.0", "--port", "8000"]),
-])
-def test_worker_and_api_run_the_console_script_from_the_image_built_here(service: str, command: list[str]) -> None:
+def test_the_worker_runs_the_console_script_from_the_image_built_here() -> None:
+    service = "worker"
     spec = SERVICES[service]
-    assert spec["command"] == command
+    assert spec["command"] == ["reclaim", "worker"]
     build = spec["build"]
     assert (build if isinstance(build, str) else build.get("context")) == "."
-    assert spec["image"] == SERVICES["worker"]["image"], "one image for both"
+    assert spec["image"], "the image built here gets a name"
     assert spec.get("restart") == "unless-stopped"
     assert {"postgresql", "temporal", INIT} <= set(depends_on(service))
     assert depends_on(service)[INIT] == "service_completed_successfully"
@@ -385,20 +383,34 @@ def test_the_worker_scales_horizontally() -> None:
     assert not published_ports("worker"), "replicas cannot share a host port"
 
 
-def test_the_api_publishes_port_8000_and_reads_its_tokens_from_a_secret() -> None:
-    assert ("0.0.0.0", 8000, "tcp") in published_ports("api")
-    tokens = environment("api")["RECLAIM_API_TOKENS_FILE"]
-    assert tokens is not None and tokens.startswith("/run/secrets/")
-    secret = tokens.removeprefix("/run/secrets/")
-    mounted = [s if isinstance(s, str) else s.get("target", s["source"]) for s in SERVICES["api"]["secrets"]]
-    assert secret in mounted
-    assert secret in COMPOSE["secrets"]
+def reclaim_commands() -> list[tuple[str, list[str]]]:
+    """(service, argv) for every service whose command runs the `reclaim` console script."""
+    found = []
+    for service, spec in SERVICES.items():
+        command = spec.get("command")
+        argv = shlex.split(command) if isinstance(command, str) else list(command or [])
+        if argv and argv[0] == "reclaim":
+            found.append((service, argv))
+    return found
 
 
-@pytest.mark.parametrize("service", ["worker", "api"])
-def test_reclaim_settings_pick_up_the_compose_environment(
-    service: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_every_reclaim_command_in_compose_is_a_real_subcommand() -> None:
+    import typer.main
+
+    from starter.cli import app
+
+    # A Group in click's sense; typer >= 0.29 ships its own copy of click, so no isinstance.
+    subcommands = getattr(typer.main.get_command(app), "commands", None)
+    assert isinstance(subcommands, dict) and subcommands, "starter.cli.app has no subcommands"
+    commands = reclaim_commands()
+    assert commands, "no service runs the reclaim console script"
+    for service, argv in commands:
+        assert len(argv) > 1, f"{service}: `reclaim` without a subcommand only prints its help"
+        assert argv[1] in subcommands, f"{service}: `reclaim {argv[1]}` is not a subcommand of starter.cli.app"
+
+
+def test_reclaim_settings_pick_up_the_compose_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    service = "worker"
     from starter.settings import Settings
     from store.db import normalize_url
 
@@ -422,14 +434,13 @@ def test_reclaim_settings_pick_up_the_compose_environment(
     assert url.database == pg["POSTGRES_DB"]
     assert url.username == pg["POSTGRES_USER"]
     assert url.password == "s3cret"
-    if service == "worker":
-        assert settings.role_arn_template == host["RECLAIM_ROLE_ARN_TEMPLATE"]
-        assert settings.aws_endpoint_url == host["AWS_ENDPOINT_URL"]
+    assert settings.role_arn_template == host["RECLAIM_ROLE_ARN_TEMPLATE"]
+    assert settings.aws_endpoint_url == host["AWS_ENDPOINT_URL"]
 
 
 def test_the_namespace_the_attributes_are_registered_in_is_the_one_reclaim_uses() -> None:
     namespaces = set(re.findall(r"--namespace\s+(\S+)", init_script()))
-    assert namespaces == {environment("worker")["TEMPORAL_NAMESPACE"]} == {environment("api")["TEMPORAL_NAMESPACE"]}
+    assert namespaces == {environment("worker")["TEMPORAL_NAMESPACE"]}
 
 
 def test_the_worker_gets_aws_credentials_from_the_host_only() -> None:
@@ -475,7 +486,7 @@ def test_the_console_script_is_reclaim() -> None:
     target = PYPROJECT["project"]["scripts"]["reclaim"]
     module, _, function = target.partition(":")
     assert callable(getattr(importlib.import_module(module), function))
-    assert SERVICES["worker"]["command"][0] == SERVICES["api"]["command"][0] == "reclaim"
+    assert SERVICES["worker"]["command"][0] == "reclaim"
 
 
 def test_the_dockerfile_installs_the_project_on_python_311_slim_as_a_non_root_user() -> None:
