@@ -24,10 +24,10 @@ class _BeforeVerify(ActivityInboundInterceptor):
         super().__init__(next)
         self.hook = hook
 
-    def execute_activity(self, input: ExecuteActivityInput) -> Any:
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         if activity.info().activity_type == "verify":
             self.hook()
-        return self.next.execute_activity(input)
+        return await self.next.execute_activity(input)
 
 
 class BeforeVerify(Interceptor):
@@ -138,7 +138,12 @@ async def test_unhealable_aws_error_ends_with_its_code_and_is_compensated(
     assert "InsufficientInstanceCapacity" in (view.reason or "")
     assert aws.instance_state(instance) == ("running", "c5.2xlarge")
     history = await stack.executions.handle(view.execution_id).fetch_history()
-    assert attempts_of(history, "apply") == [1]  # not retried: capacity errors end the change
+    failures = [e.activity_task_failed_event_attributes.failure for e in history.events
+                if e.HasField("activity_task_failed_event_attributes")]
+    assert [(f.application_failure_info.type, f.application_failure_info.non_retryable) for f in failures] == [
+        ("InsufficientInstanceCapacity", True)
+    ]
+    assert faults.rules[0].fired == 1  # the capacity error was not retried
     assert activity_names(history).count("revert") == 1
 
 
