@@ -51,16 +51,21 @@ class DemoAccount:
     def instance(self, instance_type: str, **tags: str) -> str:
         return str(self.ec2.run_instances(
             ImageId=self.ami, MinCount=1, MaxCount=1, InstanceType=instance_type,
-            TagSpecifications=[{"ResourceType": "instance",
-                                "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
+            **_tagging("instance", tags),
         )["Instances"][0]["InstanceId"])
 
     def volume(self, size: int, volume_type: str, **tags: str) -> str:
         return str(self.ec2.create_volume(
-            AvailabilityZone=f"{REGION}a", Size=size, VolumeType=volume_type,
-            TagSpecifications=[{"ResourceType": "volume",
-                                "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
+            AvailabilityZone=f"{REGION}a", Size=size, VolumeType=volume_type, **_tagging("volume", tags),
         )["VolumeId"])
+
+
+def _tagging(resource_type: str, tags: dict[str, str]) -> dict[str, Any]:
+    if not tags:
+        return {}
+    return {"TagSpecifications": [
+        {"ResourceType": resource_type, "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+    ]}
 
 
 def _rec(run: str, name: str, kind: str, resource: str, savings: float, **params: Any) -> Recommendation:

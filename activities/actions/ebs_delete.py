@@ -148,7 +148,7 @@ class EbsDelete(Action[DeleteParams]):
         raise VerificationFailed(f"volume {self.rec.resource_id} still exists ({volume['State']})")
 
     def _restored_tags(self, tags: dict[str, str], snapshot_id: str) -> list[dict[str, str]]:
-        return [{"Key": RESTORED_FOR, "Value": self.execution_id},
+        return [*restorable_tags(tags), {"Key": RESTORED_FOR, "Value": self.execution_id},
                 {"Key": "reclaim:restored-from-snapshot", "Value": snapshot_id}]
 
     def revert(self, seen: Observation, backup: BackupRecord) -> StepResult:

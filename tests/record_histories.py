@@ -1,0 +1,113 @@
+"""Record the histories that tests/test_replay.py replays on every run.
+
+`python -m tests.record_histories` runs one execution per path through
+ExecutionWorkflow on a throwaway dev server and moto, and writes their event
+histories to tests/histories/. Re-record only for an intentional, patched change:
+old histories must keep replaying (that is the point).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+
+from moto.server import ThreadedMotoServer
+from temporalio.client import WorkflowFailureError
+
+from activities.aws import SessionFactory
+from activities.faults import FaultInjector, FaultRule
+from domain.execution import ApprovalInput, RollbackInput
+from domain.status import ExecutionStatus as S
+from starter.demo import DemoAccount
+from starter.devserver import free_port
+from starter.executions import Executions
+from starter.settings import Settings
+from starter.stack import embedded_stack
+from tests.helpers import recommendation, request
+
+OUT = Path(__file__).parent / "histories"
+DONE = frozenset({S.COMPLETED, S.ROLLED_BACK, S.REJECTED, S.EXPIRED, S.REJECTED_BY_VALIDATION, S.PLANNED,
+                  S.CANCELLED})
+Steer = Callable[[Executions, str], Awaitable[None]]
+
+
+async def main() -> None:
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    account = DemoAccount(endpoint)
+    flaky = account.instance("c5.2xlarge")
+    faults = FaultInjector([FaultRule("StartInstances", "InsufficientInstanceCapacity", resource=flaky, times=1)])
+    settings = Settings(home=Path(tempfile.mkdtemp()), task_queue="record")
+    short = {"rollback_window": timedelta(seconds=1)}
+
+    async def approve(ex: Executions, eid: str) -> None:
+        await ex.wait(eid)
+        await ex.decide(eid, True, ApprovalInput(actor="bob"))
+
+    async def reject(ex: Executions, eid: str) -> None:
+        await ex.wait(eid)
+        await ex.decide(eid, False, ApprovalInput(actor="bob", comment="no"))
+
+    async def refused_then_approved(ex: Executions, eid: str) -> None:
+        from workflows.execution import ExecutionWorkflow
+
+        await ex.wait(eid)
+        await ex.handle(eid).signal(ExecutionWorkflow.approve_signal, ApprovalInput(actor="alice"))
+        await ex.handle(eid).signal(ExecutionWorkflow.approve_signal, ApprovalInput(actor="bob"))
+
+    async def roll_back(ex: Executions, eid: str) -> None:
+        await ex.wait(eid)
+        await ex.rollback(eid, RollbackInput(actor="carol", reason="latency"))
+
+    async def cancel(ex: Executions, eid: str) -> None:
+        await ex.wait(eid)
+        await ex.cancel(eid)
+
+    scenarios: dict[str, tuple[object, dict[str, object], Steer | None]] = {
+        "stop_completed_window_closed": (
+            recommendation("ec2.stop", account.instance("m5.large")), short, None),
+        "rightsize_approved_by_update": (recommendation(
+            "ec2.rightsize", account.instance("m5.2xlarge"),
+            {"expected_instance_type": "m5.2xlarge", "target_instance_type": "m5.large"}), short, approve),
+        "delete_refused_signal_then_approved": (recommendation(
+            "ebs.delete", account.volume(20, "gp2"), {"expected_size_gib": 20}), short, refused_then_approved),
+        "delete_rejected": (recommendation("ebs.delete", account.volume(20, "gp2")), {}, reject),
+        "approval_expired": (recommendation("ec2.stop", account.instance("m5.large")),
+                             {"auto_approve": False, "approval_timeout": timedelta(seconds=1)}, None),
+        "production_refused": (recommendation("ec2.stop", account.instance("m5.large", env="prod")), {}, None),
+        "dry_run_planned": (recommendation("ec2.stop", account.instance("m5.large")), {"dry_run": True}, None),
+        "capacity_failure_compensated": (recommendation(
+            "ec2.rightsize", flaky, {"expected_instance_type": "c5.2xlarge", "target_instance_type": "c5.large"}),
+            {}, approve),
+        "gp3_rolled_back_on_request": (recommendation("ebs.gp2_to_gp3", account.volume(100, "gp2")), {}, roll_back),
+        "cancelled_awaiting_approval": (recommendation("ec2.stop", account.instance("m5.large")),
+                                        {"auto_approve": False}, cancel),
+    }
+    sessions = SessionFactory(endpoint_url=endpoint, session_hooks=[faults.install])
+    async with embedded_stack(settings, port=0, ui_port=None, sessions=sessions, persistent=False) as stack:
+        ex = Executions(stack.client, settings.task_queue)
+        OUT.mkdir(exist_ok=True)
+        for name, (rec, options, steer) in scenarios.items():
+            started = await ex.start(request(rec, **options))  # type: ignore[arg-type]
+            if steer is not None:
+                await steer(ex, started.execution_id)
+            handle = ex.handle(started.execution_id)
+            try:
+                await handle.result()
+            except WorkflowFailureError:
+                pass
+            history = await handle.fetch_history()
+            (OUT / f"{name}.json").write_text(history.to_json())
+            print(f"recorded {name}: {len(history.events)} events")
+    moto.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
