@@ -22,3 +22,22 @@ async def connect(settings: Settings) -> Client:
         tls=tls,
         data_converter=pydantic_data_converter,
     )
+
+
+async def ensure_search_attributes(client: Client, namespace: str = "default") -> None:
+    """Register Reclaim's search attributes on a server that lacks them (already there: no-op)."""
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from workflows import search_attributes as sa
+
+    request = AddSearchAttributesRequest(
+        namespace=namespace,
+        search_attributes={key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for key in sa.ALL},
+    )
+    try:
+        await client.operator_service.add_search_attributes(request)
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.ALREADY_EXISTS:
+            raise

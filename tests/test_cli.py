@@ -62,7 +62,6 @@ class Cli:
         )
         run = Run(tuple(args), proc.returncode, proc.stdout, proc.stderr)
         assert run.returncode not in CRASH_CODES and run.returncode >= 0, str(run)
-        assert "Traceback" not in run.stderr, str(run)
         return run
 
 
@@ -96,13 +95,71 @@ def write(tmp_path: Path, rec: Recommendation | dict[str, Any] | str, name: str 
     return path
 
 
-def one_error_line(run: Run) -> str:
-    """A refusal: non-zero exit, and exactly one `error: …` line on stderr."""
+class KnownCliBug(AssertionError):
+    """A check that fails because of a CLI bug reported but not fixed yet.
+
+    Tests hitting one are marked `xfail(raises=<that bug's class>, strict=True)`: every
+    other assertion in them still fails the test, and fixing the bug turns them into
+    XPASS (a failure, under strict) so the marker gets removed.
+    """
+
+
+class TracebackOnStderr(KnownCliBug):
+    """`execute` reads the recommendation file outside `run()`: a missing, malformed or invalid file
+    raises ReclaimError uncaught, and Typer prints a rich traceback (exit 1)."""
+
+
+class WrappedError(KnownCliBug):
+    """`cli.err = Console(stderr=True)` has no width: when stderr is not a terminal Rich wraps at
+    80 columns, so a long error becomes several lines."""
+
+
+class AsAfterSubcommand(KnownCliBug):
+    """`--as` is only an option of the top-level callback: `reclaim approve ID --as bob` is a usage
+    error ("No such option: --as", exit 2)."""
+
+
+class RejectWording(KnownCliBug):
+    """`_decide` prints f"{decision.value}d …": `reclaim reject` says "rejectd exec-… as bob"."""
+
+
+def known_bug(ok: bool, bug: type[KnownCliBug], run: Run) -> None:
+    if not ok:
+        raise bug(f"{(bug.__doc__ or '').split('.')[0]}\n{run}")
+
+
+def xfail_for(*bugs: type[KnownCliBug]) -> pytest.MarkDecorator:
+    return pytest.mark.xfail(
+        raises=bugs, strict=True, reason=" / ".join(" ".join((b.__doc__ or "").split()) for b in bugs)
+    )
+
+
+def succeeded(run: Run) -> Run:
+    assert run.returncode == 0, str(run)
+    assert "Traceback" not in run.stderr, str(run)
+    return run
+
+
+def failed(run: Run) -> str:
+    """A refusal's outcome: non-zero exit, nothing on stdout, no crash; returns stderr."""
     assert run.returncode != 0, str(run)
+    assert run.stdout.strip() == "", str(run)
+    return run.stderr
+
+
+def one_error_line(run: Run) -> str:
+    """A refusal, told properly: exactly one `error: …` line on stderr, no traceback."""
+    failed(run)
+    known_bug("Traceback" not in run.stderr, TracebackOnStderr, run)
     lines = [line for line in run.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, str(run)
+    known_bug(len(lines) == 1, WrappedError, run)
     assert lines[0].startswith("error: "), str(run)
     return lines[0]
+
+
+def flat(text: str) -> str:
+    """stderr with Rich's soft wrapping undone, to check content independently of layout."""
+    return " ".join(text.split())
 
 
 async def workflow_exists(stack: Stack, execution_id: str) -> bool:
@@ -130,8 +187,7 @@ async def stored_status(stack: Stack, execution_id: str, want: S, timeout: float
 
 
 async def test_actions_json_lists_the_four_kinds_with_permissions(cli: Cli) -> None:
-    run = await cli("actions", "--json")
-    assert run.returncode == 0, str(run)
+    run = succeeded(await cli("actions", "--json"))
     entries = {e["kind"]: e for e in run.json()}
     assert set(entries) == KINDS
     for entry in entries.values():
@@ -155,18 +211,18 @@ async def test_execute_wait_then_duplicate_status_and_list(
     execution_id = execution_id_for(rec.id)
 
     first = await cli("execute", str(file), "--wait", "--json")
-    assert first.returncode == 0, str(first)
+    succeeded(first)
     assert first.json() == [{"execution_id": execution_id, "created": True, "status": "COMPLETED", "reason": None}]
     assert aws.instance_state(instance) == ("stopped", "m5.large")
     # The CLI saved the recommendation in the read model too.
     assert await stack.store.get_recommendation(rec.id) == rec
 
     again = await cli("execute", str(file), "--json")
-    assert again.returncode == 0, str(again)
+    succeeded(again)
     assert again.json() == [{"execution_id": execution_id, "created": False}]
 
     status = await cli("status", execution_id, "--json")
-    assert status.returncode == 0, str(status)
+    succeeded(status)
     view = status.json()
     assert view["execution_id"] == execution_id and view["recommendation_id"] == rec.id
     assert (view["kind"], view["resource_id"], view["status"]) == ("ec2.stop", instance, "COMPLETED")
@@ -177,13 +233,13 @@ async def test_execute_wait_then_duplicate_status_and_list(
 
     await stored_status(stack, execution_id, S.COMPLETED)
     listed = await cli("list", "--json")
-    assert listed.returncode == 0, str(listed)
+    succeeded(listed)
     rows = {row["execution_id"]: row for row in listed.json()}
     assert rows[execution_id]["status"] == "COMPLETED"
     assert "log" not in rows[execution_id]
 
     completed = await cli("list", "--status", "COMPLETED", "--customer", customer)
-    assert completed.returncode == 0, str(completed)
+    succeeded(completed)
     assert execution_id in completed.stdout and instance in completed.stdout
     assert "COMPLETED" in completed.stdout
 
@@ -192,8 +248,7 @@ async def test_dry_run_plans_and_changes_nothing(cli: Cli, aws: AwsAccount, tmp_
     instance = aws.instance()
     before = aws.describe_instance(instance)
     rec = recommendation("ec2.stop", instance)
-    run = await cli("execute", str(write(tmp_path, rec)), "--dry-run", "--wait", "--json")
-    assert run.returncode == 0, str(run)
+    run = succeeded(await cli("execute", str(write(tmp_path, rec)), "--dry-run", "--wait", "--json"))
     [row] = run.json()
     assert (row["execution_id"], row["created"], row["status"]) == (execution_id_for(rec.id), True, "PLANNED")
     after = aws.describe_instance(instance)
@@ -208,8 +263,7 @@ async def test_approval_needs_a_second_person_with_an_approver_role(
 ) -> None:
     instance = aws.instance()
     rec = recommendation("ec2.stop", instance)
-    run = await cli("execute", str(write(tmp_path, rec)), "--no-auto-approve", "--wait", "--json")
-    assert run.returncode == 0, str(run)
+    run = succeeded(await cli("execute", str(write(tmp_path, rec)), "--no-auto-approve", "--wait", "--json"))
     [row] = run.json()
     execution_id = row["execution_id"]
     assert row["status"] == "AWAITING_APPROVAL"
@@ -230,46 +284,38 @@ async def test_approval_needs_a_second_person_with_an_approver_role(
     assert aws.instance_state(instance)[0] == "running"
 
     bob = await cli("--as", "bob", "approve", execution_id, "-m", "ok")
-    assert bob.returncode == 0, str(bob)
+    succeeded(bob)
     assert bob.stdout.strip() == f"approved {execution_id} as bob"
     view = await stack.executions.wait(execution_id, until=frozenset({S.COMPLETED}))
     assert aws.instance_state(instance)[0] == "stopped"
     assert [(a.actor, a.accepted, a.via, a.comment) for a in view.approvals] == [("bob", True, "update", "ok")]
 
 
-@pytest.mark.xfail(strict=True, reason="`--as` is only a top-level option: `reclaim approve ID --as bob` "
-                   "is a usage error ('No such option: --as', exit 2)")
-async def test_as_after_the_subcommand(cli: Cli, stack: Stack, aws: AwsAccount) -> None:
-    started = await stack.executions.start(request(recommendation("ec2.stop", aws.instance()), auto_approve=False))
-    await stack.executions.wait(started.execution_id)
-    try:
-        run = await cli("approve", started.execution_id, "--as", "bob")
-        assert run.returncode == 0, str(run)
-    finally:
-        await stack.executions.cancel(started.execution_id)
+@xfail_for(AsAfterSubcommand)
+async def test_as_after_the_subcommand(cli: Cli) -> None:
+    execution_id = f"exec-rec-{uuid.uuid4().hex[:12]}"
+    run = await cli("approve", execution_id, "--as", "bob")
+    known_bug(run.returncode != 2 and "No such option" not in run.stderr, AsAfterSubcommand, run)
+    # Parsed: the command itself ran, and found nothing to approve.
+    assert one_error_line(run) == f"error: no running execution {execution_id}"
 
 
+@xfail_for(RejectWording)
 async def test_reject(cli: Cli, stack: Stack, aws: AwsAccount) -> None:
     instance = aws.instance()
     started = await stack.executions.start(request(recommendation("ec2.stop", instance), auto_approve=False))
     await stack.executions.wait(started.execution_id)
 
-    run = await cli("--as", "bob", "reject", started.execution_id, "--reason", "x")
-    assert run.returncode == 0, str(run)
+    run = succeeded(await cli("--as", "bob", "reject", started.execution_id, "--reason", "x"))
     assert started.execution_id in run.stdout and "bob" in run.stdout
     view = await stack.executions.wait(started.execution_id)
     assert view.status is S.REJECTED
     assert view.reason == "rejected by bob: x"
+    assert [(a.actor, a.decision.value, a.accepted, a.via) for a in view.approvals] == [
+        ("bob", "reject", True, "update")
+    ]
     assert aws.instance_state(instance)[0] == "running"
-
-
-@pytest.mark.xfail(strict=True, reason="cli._decide prints f'{decision.value}d': 'rejectd exec-… as bob'")
-async def test_reject_message_wording(cli: Cli, stack: Stack, aws: AwsAccount) -> None:
-    started = await stack.executions.start(request(recommendation("ec2.stop", aws.instance()), auto_approve=False))
-    await stack.executions.wait(started.execution_id)
-    run = await cli("--as", "bob", "reject", started.execution_id, "-m", "x")
-    assert run.returncode == 0, str(run)
-    assert run.stdout.strip() == f"rejected {started.execution_id} as bob"
+    known_bug(run.stdout.strip() == f"rejected {started.execution_id} as bob", RejectWording, run)
 
 
 async def test_rollback_of_a_completed_stop_starts_the_instance_again(
@@ -280,8 +326,7 @@ async def test_rollback_of_a_completed_stop_starts_the_instance_again(
     assert (await stack.executions.wait(started.execution_id)).status is S.COMPLETED
     assert aws.instance_state(instance)[0] == "stopped"
 
-    run = await cli("rollback", started.execution_id, "-m", "still needed")
-    assert run.returncode == 0, str(run)
+    run = succeeded(await cli("rollback", started.execution_id, "-m", "still needed"))
     assert started.execution_id in run.stdout
     view = await stack.executions.wait(started.execution_id, until=frozenset({S.ROLLED_BACK, S.ROLLBACK_FAILED}))
     assert view.status is S.ROLLED_BACK, view.reason
@@ -293,16 +338,26 @@ async def test_cancel_while_awaiting_approval(cli: Cli, stack: Stack, aws: AwsAc
     started = await stack.executions.start(request(recommendation("ec2.stop", instance), auto_approve=False))
     await stack.executions.wait(started.execution_id)
 
-    # Nothing to undo yet: rollback is refused with one line.
-    early = await cli("rollback", started.execution_id)
-    assert "AWAITING_APPROVAL" in one_error_line(early)
-
-    run = await cli("cancel", started.execution_id)
-    assert run.returncode == 0, str(run)
+    run = succeeded(await cli("cancel", started.execution_id))
     assert run.stdout.strip() == f"cancellation requested for {started.execution_id}"
     view = await stack.executions.wait(started.execution_id, until=frozenset({S.CANCELLED}))
     assert view.status is S.CANCELLED
     assert aws.instance_state(instance)[0] == "running"
+
+
+@xfail_for(WrappedError)
+async def test_rollback_refused_while_awaiting_approval(cli: Cli, stack: Stack, aws: AwsAccount) -> None:
+    instance = aws.instance()
+    started = await stack.executions.start(request(recommendation("ec2.stop", instance), auto_approve=False))
+    await stack.executions.wait(started.execution_id)
+    try:
+        run = await cli("rollback", started.execution_id)
+        assert "execution is AWAITING_APPROVAL" in flat(failed(run))
+        assert (await stack.executions.status(started.execution_id)).status is S.AWAITING_APPROVAL
+        assert aws.instance_state(instance)[0] == "running"
+    finally:
+        await stack.executions.cancel(started.execution_id)
+    assert "AWAITING_APPROVAL" in one_error_line(run)
 
 
 # ---- refusals ----------------------------------------------------------------------------------
@@ -315,10 +370,12 @@ def _valid(instance: str = "i-0123456789abcdef0") -> Recommendation:
 @pytest.mark.parametrize(
     ("case", "expect"),
     [
-        ("malformed", "not valid JSON"),
-        ("missing", "no such file"),
-        ("unknown_kind", "known kinds: ebs.delete, ebs.gp2_to_gp3, ec2.rightsize, ec2.stop"),
-        ("extra_field", "surprise"),
+        pytest.param("malformed", "not valid JSON", marks=xfail_for(TracebackOnStderr, WrappedError)),
+        pytest.param("missing", "no such file", marks=xfail_for(TracebackOnStderr, WrappedError)),
+        pytest.param("unknown_kind", "known kinds: ebs.delete, ebs.gp2_to_gp3, ec2.rightsize, ec2.stop",
+                     marks=xfail_for(WrappedError)),
+        pytest.param("extra_field", "surprise: Extra inputs are not permitted",
+                     marks=xfail_for(TracebackOnStderr, WrappedError)),
     ],
 )
 async def test_invalid_input_is_refused_before_anything_starts(
@@ -336,28 +393,30 @@ async def test_invalid_input_is_refused_before_anything_starts(
         file = write(tmp_path, document | {"surprise": True})
 
     run = await cli("execute", str(file), "--wait", "--json")
-    line = one_error_line(run)
-    assert expect in line
+    stderr = flat(failed(run))
+    assert expect in stderr, str(run)
     if case != "unknown_kind":
-        assert str(file.name) in line
-    assert run.stdout.strip() == ""
+        assert file.name in stderr, str(run)
     assert not await workflow_exists(stack, execution_id_for(rec.id))
     assert await stack.store.get_recommendation(rec.id) is None
+    line = one_error_line(run)
+    assert expect in line
+    assert ("ec2.terminate" if case == "unknown_kind" else file.name) in line
 
 
 async def test_status_of_an_unknown_execution(cli: Cli) -> None:
     execution_id = f"exec-rec-{uuid.uuid4().hex[:12]}"
     run = await cli("status", execution_id, "--json")
     assert one_error_line(run) == f"error: no execution {execution_id}"
-    assert run.stdout.strip() == ""
 
 
+@xfail_for(WrappedError)
 async def test_unreachable_temporal(cli: Cli, stack: Stack, tmp_path: Path) -> None:
     rec = _valid()
     started = time.monotonic()
     run = await cli("execute", str(write(tmp_path, rec)), "--wait", "--json", TEMPORAL_ADDRESS="127.0.0.1:1")
-    line = one_error_line(run)
-    assert "127.0.0.1:1" in line and "Temporal" in line
     assert time.monotonic() - started < 60
+    assert "cannot reach Temporal at 127.0.0.1:1" in flat(failed(run)), str(run)
     assert not await workflow_exists(stack, execution_id_for(rec.id))
     assert await stack.store.get_recommendation(rec.id) is None
+    assert "cannot reach Temporal at 127.0.0.1:1" in one_error_line(run)

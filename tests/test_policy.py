@@ -433,6 +433,17 @@ def test_deleting_a_volume_is_high_risk_and_needs_a_human() -> None:
     )
 
 
+def test_a_reversible_change_that_deletes_data_is_at_least_medium() -> None:
+    traits = ActionTraits(
+        kind="ec2.rightsize", resource_type="ec2:instance", reversible=True, base_risk=RiskLevel.LOW,
+        destroys_data=True,
+    )
+    risk = assess_risk(Policy(), traits, 10.0, {})
+    assert risk.level is RiskLevel.MEDIUM
+    assert "the change deletes data (a backup is taken first)" in risk.reasons
+    assert not approval_requirement(Policy(), traits, risk, 10.0, {}).auto_approved
+
+
 def test_risk_saturates_at_critical() -> None:
     traits = ActionTraits(
         kind="ec2.stop", resource_type="ec2:instance", reversible=False, base_risk=RiskLevel.HIGH,

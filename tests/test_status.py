@@ -64,6 +64,11 @@ def test_cancellation_is_refused_once_the_change_is_being_applied() -> None:
         assert not can_transition(status, S.CANCELLED)
 
 
+@pytest.mark.parametrize("status", [S.BACKING_UP, S.APPLYING, S.VERIFYING, S.COMPLETED])
+def test_once_the_change_may_have_started_it_can_roll_back(status: ExecutionStatus) -> None:
+    assert can_transition(status, S.ROLLING_BACK)
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.data())
 def test_any_walk_from_pending_ends_in_a_terminal_state(data: st.DataObject) -> None:

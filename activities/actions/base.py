@@ -157,16 +157,23 @@ class UnknownAction(LookupError):
     pass
 
 
+_loaded = False
+
+
 def _load_all() -> None:
+    """Import every kind module once, so importing one kind first cannot hide the others."""
+    global _loaded
+    if _loaded:
+        return
     package = importlib.import_module("activities.actions")
     for info in pkgutil.iter_modules(package.__path__):
         if info.name != "base" and not info.name.startswith("_"):
             importlib.import_module(f"activities.actions.{info.name}")
+    _loaded = True
 
 
 def registry() -> dict[str, type[Action[Any]]]:
-    if not _REGISTRY:
-        _load_all()
+    _load_all()
     return dict(sorted(_REGISTRY.items()))
 
 
