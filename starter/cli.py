@@ -29,7 +29,7 @@ from starter.settings import Settings
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Safely act on AWS cost recommendations.")
 # Piped output (CI logs, `| less`) gets a wide table instead of an 80-column squeeze.
 out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error is one line, however long
 T = TypeVar("T")
 
 
@@ -48,6 +48,17 @@ def _global(
     if as_user:
         settings.user = as_user
     state.settings = settings
+
+
+AsUser = Annotated[
+    str | None, typer.Option("--as", help="Who is acting (default: RECLAIM_USER or your login).")
+]
+
+
+def acting(as_user: str | None) -> Settings:
+    if as_user:
+        state.settings.user = as_user
+    return state.settings
 
 
 def run(make: Callable[[], Awaitable[T]]) -> T:
@@ -70,6 +81,9 @@ def run(make: Callable[[], Awaitable[T]]) -> T:
     except (ConnectionError, OSError, RuntimeError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
+    except Exception as exc:  # last resort: one line, never a traceback
+        err.print(f"[red]error:[/red] unexpected {type(exc).__name__}: {exc}")
+        raise typer.Exit(2) from None
 
 
 @asynccontextmanager
@@ -123,14 +137,15 @@ def execute(
     wait: Annotated[bool, typer.Option("--wait", help="Wait until each execution settles.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     no_auto_approve: Annotated[bool, typer.Option("--no-auto-approve", help="Always ask a human.")] = False,
+    as_user: AsUser = None,
 ) -> None:
     """Execute recommendations (a duplicate returns the existing execution)."""
-    recs = _read_recommendations(file)
-    settings = state.settings
+    settings = acting(as_user)
 
     async def go() -> list[dict[str, Any]]:
         from starter.executions import check_recommendation
 
+        recs = _read_recommendations(file)
         for rec in recs:
             check_recommendation(rec)
         results = []
@@ -166,8 +181,8 @@ def execute(
 # ---- steering --------------------------------------------------------------------------------
 
 
-def _decide(execution_id: str, approve: bool, comment: str) -> None:
-    settings = state.settings
+def _decide(execution_id: str, approve: bool, comment: str, as_user: str | None) -> None:
+    settings = acting(as_user)
     attempt = ApprovalInput(actor=settings.user, role=settings.role, comment=comment)
 
     async def go() -> str:
@@ -177,7 +192,8 @@ def _decide(execution_id: str, approve: bool, comment: str) -> None:
             except Refused as exc:
                 await _record_refusal(execution_id, approve, attempt, str(exc))
                 raise
-        return f"{record.decision.value}d {execution_id} as {record.actor}"
+        verb = "approved" if approve else "rejected"
+        return f"{verb} {execution_id} as {record.actor}"
 
     out.print(run(go))
 
@@ -201,30 +217,34 @@ async def _record_refusal(execution_id: str, approve: bool, attempt: ApprovalInp
 def approve(
     execution_id: str,
     comment: Annotated[str, typer.Option("--comment", "-m")] = "",
+    as_user: AsUser = None,
 ) -> None:
     """Approve an execution that awaits a human (not your own)."""
-    _decide(execution_id, True, comment)
+    _decide(execution_id, True, comment, as_user)
 
 
 @app.command()
 def reject(
     execution_id: str,
     reason: Annotated[str, typer.Option("--reason", "-m", help="Why (recorded in the audit trail).")],
+    as_user: AsUser = None,
 ) -> None:
     """Reject an execution that awaits a human."""
-    _decide(execution_id, False, reason)
+    _decide(execution_id, False, reason, as_user)
 
 
 @app.command()
 def rollback(
     execution_id: str,
     reason: Annotated[str, typer.Option("--reason", "-m")] = "",
+    as_user: AsUser = None,
 ) -> None:
     """Undo a completed change during its rollback window."""
+    settings = acting(as_user)
 
     async def go() -> str:
         async with _executions() as executions:
-            return await executions.rollback(execution_id, RollbackInput(actor=state.settings.user, reason=reason))
+            return await executions.rollback(execution_id, RollbackInput(actor=settings.user, reason=reason))
 
     out.print(run(go))
 

@@ -9,6 +9,7 @@ old histories must keep replaying (that is the point).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -99,10 +100,8 @@ async def main() -> None:
             if steer is not None:
                 await steer(ex, started.execution_id)
             handle = ex.handle(started.execution_id)
-            try:
+            with contextlib.suppress(WorkflowFailureError):
                 await handle.result()
-            except WorkflowFailureError:
-                pass
             history = await handle.fetch_history()
             (OUT / f"{name}.json").write_text(history.to_json())
             print(f"recorded {name}: {len(history.events)} events")

@@ -95,43 +95,8 @@ def write(tmp_path: Path, rec: Recommendation | dict[str, Any] | str, name: str 
     return path
 
 
-class KnownCliBug(AssertionError):
-    """A check that fails because of a CLI bug reported but not fixed yet.
-
-    Tests hitting one are marked `xfail(raises=<that bug's class>, strict=True)`: every
-    other assertion in them still fails the test, and fixing the bug turns them into
-    XPASS (a failure, under strict) so the marker gets removed.
-    """
-
-
-class TracebackOnStderr(KnownCliBug):
-    """`execute` reads the recommendation file outside `run()`: a missing, malformed or invalid file
-    raises ReclaimError uncaught, and Typer prints a rich traceback (exit 1)."""
-
-
-class WrappedError(KnownCliBug):
-    """`cli.err = Console(stderr=True)` has no width: when stderr is not a terminal Rich wraps at
-    80 columns, so a long error becomes several lines."""
-
-
-class AsAfterSubcommand(KnownCliBug):
-    """`--as` is only an option of the top-level callback: `reclaim approve ID --as bob` is a usage
-    error ("No such option: --as", exit 2)."""
-
-
-class RejectWording(KnownCliBug):
-    """`_decide` prints f"{decision.value}d …": `reclaim reject` says "rejectd exec-… as bob"."""
-
-
-def known_bug(ok: bool, bug: type[KnownCliBug], run: Run) -> None:
-    if not ok:
-        raise bug(f"{(bug.__doc__ or '').split('.')[0]}\n{run}")
-
-
-def xfail_for(*bugs: type[KnownCliBug]) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(
-        raises=bugs, strict=True, reason=" / ".join(" ".join((b.__doc__ or "").split()) for b in bugs)
-    )
+def expect(ok: bool, what: str, run: Run) -> None:
+    assert ok, f"{what}\n{run}"
 
 
 def succeeded(run: Run) -> Run:
@@ -150,9 +115,9 @@ def failed(run: Run) -> str:
 def one_error_line(run: Run) -> str:
     """A refusal, told properly: exactly one `error: …` line on stderr, no traceback."""
     failed(run)
-    known_bug("Traceback" not in run.stderr, TracebackOnStderr, run)
+    expect("Traceback" not in run.stderr, "a traceback on stderr", run)
     lines = [line for line in run.stderr.splitlines() if line.strip()]
-    known_bug(len(lines) == 1, WrappedError, run)
+    expect(len(lines) == 1, "an error wrapped over several lines", run)
     assert lines[0].startswith("error: "), str(run)
     return lines[0]
 
@@ -291,16 +256,14 @@ async def test_approval_needs_a_second_person_with_an_approver_role(
     assert [(a.actor, a.accepted, a.via, a.comment) for a in view.approvals] == [("bob", True, "update", "ok")]
 
 
-@xfail_for(AsAfterSubcommand)
 async def test_as_after_the_subcommand(cli: Cli) -> None:
     execution_id = f"exec-rec-{uuid.uuid4().hex[:12]}"
     run = await cli("approve", execution_id, "--as", "bob")
-    known_bug(run.returncode != 2 and "No such option" not in run.stderr, AsAfterSubcommand, run)
+    expect(run.returncode != 2 and "No such option" not in run.stderr, "--as after the subcommand is refused", run)
     # Parsed: the command itself ran, and found nothing to approve.
     assert one_error_line(run) == f"error: no running execution {execution_id}"
 
 
-@xfail_for(RejectWording)
 async def test_reject(cli: Cli, stack: Stack, aws: AwsAccount) -> None:
     instance = aws.instance()
     started = await stack.executions.start(request(recommendation("ec2.stop", instance), auto_approve=False))
@@ -315,7 +278,7 @@ async def test_reject(cli: Cli, stack: Stack, aws: AwsAccount) -> None:
         ("bob", "reject", True, "update")
     ]
     assert aws.instance_state(instance)[0] == "running"
-    known_bug(run.stdout.strip() == f"rejected {started.execution_id} as bob", RejectWording, run)
+    expect(run.stdout.strip() == f"rejected {started.execution_id} as bob", "reject prints the wrong verb", run)
 
 
 async def test_rollback_of_a_completed_stop_starts_the_instance_again(
@@ -345,7 +308,6 @@ async def test_cancel_while_awaiting_approval(cli: Cli, stack: Stack, aws: AwsAc
     assert aws.instance_state(instance)[0] == "running"
 
 
-@xfail_for(WrappedError)
 async def test_rollback_refused_while_awaiting_approval(cli: Cli, stack: Stack, aws: AwsAccount) -> None:
     instance = aws.instance()
     started = await stack.executions.start(request(recommendation("ec2.stop", instance), auto_approve=False))
@@ -370,12 +332,10 @@ def _valid(instance: str = "i-0123456789abcdef0") -> Recommendation:
 @pytest.mark.parametrize(
     ("case", "expect"),
     [
-        pytest.param("malformed", "not valid JSON", marks=xfail_for(TracebackOnStderr, WrappedError)),
-        pytest.param("missing", "no such file", marks=xfail_for(TracebackOnStderr, WrappedError)),
-        pytest.param("unknown_kind", "known kinds: ebs.delete, ebs.gp2_to_gp3, ec2.rightsize, ec2.stop",
-                     marks=xfail_for(WrappedError)),
-        pytest.param("extra_field", "surprise: Extra inputs are not permitted",
-                     marks=xfail_for(TracebackOnStderr, WrappedError)),
+        pytest.param("malformed", "not valid JSON"),
+        pytest.param("missing", "no such file"),
+        pytest.param("unknown_kind", "known kinds: ebs.delete, ebs.gp2_to_gp3, ec2.rightsize, ec2.stop"),
+        pytest.param("extra_field", "surprise: Extra inputs are not permitted"),
     ],
 )
 async def test_invalid_input_is_refused_before_anything_starts(
@@ -410,7 +370,6 @@ async def test_status_of_an_unknown_execution(cli: Cli) -> None:
     assert one_error_line(run) == f"error: no execution {execution_id}"
 
 
-@xfail_for(WrappedError)
 async def test_unreachable_temporal(cli: Cli, stack: Stack, tmp_path: Path) -> None:
     rec = _valid()
     started = time.monotonic()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 import pytest_asyncio
