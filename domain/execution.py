@@ -67,7 +67,7 @@ class ApprovalInput(StrictModel):
     """
 
     actor: str = Field(min_length=1, max_length=128)
-    role: Role = Role.APPROVER
+    role: Role = Field(description="The decider's role; the workflow requires approver or admin.")
     comment: str = Field(default="", max_length=2000)
 
 

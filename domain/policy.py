@@ -73,20 +73,22 @@ class ApprovalRequirement(StrictModel):
 
 
 def is_production(policy: Policy, tags: dict[str, str]) -> bool:
-    lowered = {k.lower(): v.lower() for k, v in tags.items()}
+    """Keys and values compare case-insensitively; every tag is checked (AWS keys are
+    case-sensitive, so `Env` and `env` can both exist and either may say production)."""
     for pattern in policy.production_tags:
         key, _, value_glob = pattern.partition("=")
-        value = lowered.get(key.strip().lower())
-        if value is not None and fnmatchcase(value, (value_glob.strip() or "*").lower()):
+        key, glob = key.strip().lower(), (value_glob.strip() or "*").lower()
+        if any(k.lower() == key and fnmatchcase(v.lower(), glob) for k, v in tags.items()):
             return True
     return False
 
 
 def protection_reason(policy: Policy, tags: dict[str, str]) -> str | None:
     """Why the resource must not be touched at all, or None."""
-    value = tags.get(policy.protect_tag)
-    if value is not None and value.strip().lower() not in ("false", "0", "no", "off"):
-        return f"resource is protected by the tag {policy.protect_tag}={value}"
+    protect = policy.protect_tag.lower()
+    for key, value in tags.items():
+        if key.lower() == protect and value.strip().lower() not in ("false", "0", "no", "off"):
+            return f"resource is protected by the tag {key}={value}"
     if policy.refuse_production and is_production(policy, tags):
         return "resource is tagged as production and the policy refuses production resources"
     return None

@@ -20,8 +20,8 @@ class Recommendation(StrictModel):
 
     id: str = Field(pattern=ID_PATTERN, description="Stable recommendation id; the execution id derives from it.")
     customer_id: str = Field(pattern=ID_PATTERN)
-    account_id: str = Field(pattern=r"^\d{12}$")
-    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    account_id: str = Field(pattern=r"^[0-9]{12}$")
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]$")
     kind: str = Field(pattern=r"^[a-z0-9]+\.[a-z0-9_]+$", examples=["ec2.stop"])
     resource_id: str = Field(min_length=1, max_length=256)
     params: dict[str, Any] = Field(default_factory=dict)

@@ -38,7 +38,8 @@ _TRANSITIONS: dict[ExecutionStatus, frozenset[ExecutionStatus]] = {
     S.AWAITING_APPROVAL: frozenset(
         {S.REJECTED, S.EXPIRED, S.SCHEDULED, S.BACKING_UP, S.CANCELLED, S.REJECTED_BY_VALIDATION}
     ),
-    S.SCHEDULED: frozenset({S.BACKING_UP, S.CANCELLED, S.REJECTED_BY_VALIDATION}),
+    # A resource that became riskier while waiting for its window needs a human after all.
+    S.SCHEDULED: frozenset({S.BACKING_UP, S.AWAITING_APPROVAL, S.CANCELLED, S.REJECTED_BY_VALIDATION}),
     S.BACKING_UP: frozenset({S.APPLYING, S.ROLLING_BACK, S.CANCELLED, S.FAILED}),
     S.APPLYING: frozenset({S.VERIFYING, S.ROLLING_BACK}),
     S.VERIFYING: frozenset({S.COMPLETED, S.ROLLING_BACK}),

@@ -106,6 +106,10 @@ class Executions:
             raise
         return True
 
+    async def _closed(self, execution_id: str) -> bool:
+        description = await self.handle(execution_id).describe()
+        return description.status != WorkflowExecutionStatus.RUNNING
+
     async def lease_holder(self, account_id: str, region: str, resource_id: str) -> str | None:
         handle = self.client.get_workflow_handle_for(
             ResourceLeaseWorkflow.run, lease_id_for(account_id, region, resource_id)
@@ -132,11 +136,14 @@ class Executions:
         self, execution_id: str, until: frozenset[ExecutionStatus] = SETTLED, timeout: float = 600.0
     ) -> ExecutionView:
         """Poll the status query until the execution settles (a completed one stays open for rollback)."""
-        delay, deadline = 0.05, time.monotonic() + timeout
+        delay, deadline, polls = 0.05, time.monotonic() + timeout, 0
         while True:
             view = await self.status(execution_id)
             if view.status in until:
                 return view
+            polls += 1
+            if polls % 10 == 0 and await self._closed(execution_id):
+                return await self.status(execution_id)  # failed or terminated: nothing more will happen
             if time.monotonic() > deadline:
                 raise ReclaimError(f"{execution_id} is still {view.status.value} after {timeout:.0f} s")
             await asyncio.sleep(delay)

@@ -22,6 +22,7 @@ from temporalio.client import WorkflowFailureError
 from activities.aws import SessionFactory
 from activities.faults import FaultInjector, FaultRule
 from domain.execution import ApprovalInput, RollbackInput
+from domain.policy import Role
 from domain.status import ExecutionStatus as S
 from starter.demo import DemoAccount
 from starter.devserver import free_port
@@ -50,18 +51,18 @@ async def main() -> None:
 
     async def approve(ex: Executions, eid: str) -> None:
         await ex.wait(eid)
-        await ex.decide(eid, True, ApprovalInput(actor="bob"))
+        await ex.decide(eid, True, ApprovalInput(actor="bob", role=Role.APPROVER))
 
     async def reject(ex: Executions, eid: str) -> None:
         await ex.wait(eid)
-        await ex.decide(eid, False, ApprovalInput(actor="bob", comment="no"))
+        await ex.decide(eid, False, ApprovalInput(actor="bob", role=Role.APPROVER, comment="no"))
 
     async def refused_then_approved(ex: Executions, eid: str) -> None:
         from workflows.execution import ExecutionWorkflow
 
         await ex.wait(eid)
-        await ex.handle(eid).signal(ExecutionWorkflow.approve_signal, ApprovalInput(actor="alice"))
-        await ex.handle(eid).signal(ExecutionWorkflow.approve_signal, ApprovalInput(actor="bob"))
+        await ex.handle(eid).signal(ExecutionWorkflow.approve_signal, ApprovalInput(actor="alice", role=Role.APPROVER))
+        await ex.handle(eid).signal(ExecutionWorkflow.approve_signal, ApprovalInput(actor="bob", role=Role.APPROVER))
 
     async def roll_back(ex: Executions, eid: str) -> None:
         await ex.wait(eid)

@@ -12,6 +12,7 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 
 from activities.faults import FaultInjector, FaultRule
 from domain.execution import ApprovalInput
+from domain.policy import Role
 from domain.status import ExecutionStatus as S
 from tests.conftest import AwsAccount, Stack
 from tests.helpers import activity_names, attempts_of, recommendation, request
@@ -54,7 +55,7 @@ async def run_to_end(stack: Stack, rec: Any, **options: Any) -> Any:
     started = await stack.executions.start(request(rec, **options))
     view = await stack.executions.wait(started.execution_id)
     if view.status is S.AWAITING_APPROVAL:
-        await stack.executions.decide(started.execution_id, True, ApprovalInput(actor="bob"))
+        await stack.executions.decide(started.execution_id, True, ApprovalInput(actor="bob", role=Role.APPROVER))
         view = await stack.executions.wait(started.execution_id, until=DONE)
     return view
 

@@ -168,7 +168,7 @@ async def test_rejection_ends_without_change(stack: Stack, aws: AwsAccount) -> N
     instance = aws.instance()
     started = await stack.executions.start(request(recommendation("ec2.stop", instance), auto_approve=False))
     await stack.executions.wait(started.execution_id)
-    await stack.executions.decide(started.execution_id, False, ApprovalInput(actor="bob", comment="needed for QA"))
+    await stack.executions.decide(started.execution_id, False, ApprovalInput(actor="bob", role=Role.APPROVER, comment="needed for QA"))
     view = await stack.executions.wait(started.execution_id)
     assert view.status is S.REJECTED
     assert "needed for QA" in (view.reason or "")
@@ -209,7 +209,7 @@ async def test_rollback_after_completion_restores(stack: Stack, aws: AwsAccount)
     started = await stack.executions.start(request(rec))
     view = await stack.executions.wait(started.execution_id)
     assert view.status is S.AWAITING_APPROVAL  # a restart is MEDIUM risk
-    await stack.executions.decide(started.execution_id, True, ApprovalInput(actor="bob"))
+    await stack.executions.decide(started.execution_id, True, ApprovalInput(actor="bob", role=Role.APPROVER))
     view = await stack.executions.wait(started.execution_id, until=frozenset({S.COMPLETED}))
     assert aws.instance_state(instance) == ("running", "m5.large")
 
@@ -236,10 +236,90 @@ async def test_rollback_window_end_cleans_up_backups(stack: Stack, aws: AwsAccou
     started = await stack.executions.start(request(rec, rollback_window=timedelta(seconds=2)))
     view = await stack.executions.wait(started.execution_id)
     assert view.status is S.AWAITING_APPROVAL  # deleting data is never auto-approved
-    await stack.executions.decide(started.execution_id, True, ApprovalInput(actor="bob"))
+    await stack.executions.decide(started.execution_id, True, ApprovalInput(actor="bob", role=Role.APPROVER))
     view = await stack.executions.wait(started.execution_id, until=frozenset({S.COMPLETED}))
     assert view.status is S.COMPLETED, view.reason
     assert len(aws.snapshots_for(started.execution_id)) == 1
     await stack.executions.handle(started.execution_id).result()
     assert aws.snapshots_for(started.execution_id) == []
     assert volume not in aws.volumes()
+
+
+KINDS = {
+    "ec2.stop": ("instance", {}),
+    "ec2.rightsize": ("instance", {"expected_instance_type": "m5.large", "target_instance_type": "m5.medium"}),
+    "ebs.delete": ("volume", {}),
+    "ebs.gp2_to_gp3": ("volume", {}),
+}
+
+
+def _seed(aws: AwsAccount, what: str, tags: dict[str, str]) -> str:
+    return aws.instance("m5.large", tags=tags) if what == "instance" else aws.volume(size=50, tags=tags)
+
+
+def _snapshot_of(aws: AwsAccount, what: str, resource: str) -> object:
+    if what == "instance":
+        return aws.instance_state(resource)
+    volume = aws.volumes()[resource]
+    return (volume["State"], volume["VolumeType"], volume["Size"])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("tags", [{"reclaim:protect": "yes"}, {"Stage": "PROD-eu"}], ids=["protect", "production"])
+async def test_every_kind_refuses_protected_resources(
+    stack: Stack, aws: AwsAccount, kind: str, tags: dict[str, str]
+) -> None:
+    what, params = KINDS[kind]
+    resource = _seed(aws, what, tags)
+    before = _snapshot_of(aws, what, resource)
+    view = await stack.executions.wait(
+        (await stack.executions.start(request(recommendation(kind, resource, params)))).execution_id
+    )
+    assert view.status is S.REJECTED_BY_VALIDATION
+    assert ("reclaim:protect" if "reclaim:protect" in tags else "production") in (view.reason or "")
+    assert _snapshot_of(aws, what, resource) == before
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_every_kind_completes_through_the_workflow(stack: Stack, aws: AwsAccount, kind: str) -> None:
+    what, params = KINDS[kind]
+    resource = _seed(aws, what, {"team": "data"})
+    started = await stack.executions.start(request(recommendation(kind, resource, params)))
+    view = await stack.executions.wait(started.execution_id)
+    if view.status is S.AWAITING_APPROVAL:
+        await stack.executions.decide(started.execution_id, True, ApprovalInput(actor="bob", role=Role.APPROVER))
+        view = await stack.executions.wait(started.execution_id, until=frozenset({S.COMPLETED, S.ROLLED_BACK}))
+    assert view.status is S.COMPLETED, view.reason
+    after = {
+        "ec2.stop": lambda: aws.instance_state(resource) == ("stopped", "m5.large"),
+        "ec2.rightsize": lambda: aws.instance_state(resource) == ("running", "m5.medium"),
+        "ebs.delete": lambda: resource not in aws.volumes() and len(aws.snapshots_for(started.execution_id)) == 1,
+        "ebs.gp2_to_gp3": lambda: aws.volumes()[resource]["VolumeType"] == "gp3",
+    }[kind]
+    assert after()
+
+
+async def test_maintenance_window_waits_and_rechecks_the_policy(stack: Stack, aws: AwsAccount) -> None:
+    """Auto-approved before the window; tagged production while waiting: a human must now decide."""
+    from datetime import UTC, datetime
+
+    from domain.execution import ExecutionOptions, ExecutionRequest
+    from domain.policy import Policy
+
+    instance = aws.instance()
+    rec = recommendation("ec2.stop", instance)
+    not_before = datetime.now(UTC) + timedelta(seconds=3)
+    req = ExecutionRequest(recommendation=rec, requested_by="alice", policy=Policy(refuse_production=False),
+                           options=ExecutionOptions(not_before=not_before))
+    started = await stack.executions.start(req)
+    view = await stack.executions.wait(started.execution_id, until=frozenset({S.SCHEDULED}), timeout=20)
+    assert aws.instance_state(instance)[0] == "running"
+    aws.ec2.create_tags(Resources=[instance], Tags=[{"Key": "env", "Value": "production"}])
+    view = await stack.executions.wait(started.execution_id)
+    assert view.status is S.AWAITING_APPROVAL
+    assert any("production" in r for r in view.approval_reasons)
+    assert aws.instance_state(instance)[0] == "running"
+    await stack.executions.decide(started.execution_id, True, ApprovalInput(actor="bob", role=Role.APPROVER))
+    view = await stack.executions.wait(started.execution_id, until=frozenset({S.COMPLETED}))
+    assert aws.instance_state(instance)[0] == "stopped"
+    assert view.log[0].at <= not_before <= next(e.at for e in view.log if e.status is S.AWAITING_APPROVAL)

@@ -491,11 +491,6 @@ def test_approval_refusal_examples() -> None:
     assert approval_refusal(policy, "  ", Role.ADMIN, "alice") == "an approver identity is required"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: is_production lowercases tag keys into one dict, so a case twin of the production "
-    "key (AWS tag keys are case-sensitive) that comes later overwrites the production value",
-)
 def test_production_tag_is_detected_next_to_a_case_twin() -> None:
     tags = {"Env": "production", "env": "dev"}
     policy, traits = Policy(), low_risk_traits()
@@ -593,11 +588,6 @@ def test_unknown_fields_are_refused(field: str) -> None:
         Recommendation.model_validate({**recommendation_data(), field: "x"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=r"BUG: `\d` in the account_id/region patterns is Unicode-aware (pydantic-core's regex), "
-    "so non-ASCII digits pass validation",
-)
 @pytest.mark.parametrize(
     "overrides",
     [{"account_id": "\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669\u0660\u0661\u0662"},

@@ -43,9 +43,19 @@ def test_every_state_is_reachable_from_pending() -> None:
     assert reachable(S.PENDING) == set(ALL) - {S.PENDING}
 
 
+#: The one loop in the graph: a change approved, then scheduled, whose resource became riskier
+#: during the wait is asked about again (the workflow does this at most once).
+REAPPROVAL_LOOP = {S.AWAITING_APPROVAL, S.SCHEDULED}
+
+
 @pytest.mark.parametrize("status", ALL)
-def test_no_state_loops_back_to_itself(status: ExecutionStatus) -> None:
-    assert status not in reachable(status)
+def test_no_state_loops_back_to_itself_except_reapproval(status: ExecutionStatus) -> None:
+    if status in REAPPROVAL_LOOP:
+        assert status in reachable(status)
+        loop = {s for s in reachable(status) if status in reachable(s)}
+        assert loop == REAPPROVAL_LOOP
+    else:
+        assert status not in reachable(status)
 
 
 @pytest.mark.parametrize("terminal", sorted(TERMINAL))

@@ -16,6 +16,7 @@ from temporalio.client import Client
 
 from activities.aws import SessionFactory
 from domain.execution import ApprovalInput
+from domain.policy import Role
 from domain.status import ExecutionStatus as S
 from starter.executions import Executions
 from store.repository import Store
@@ -41,7 +42,7 @@ async def test_worker_killed_mid_apply_ends_completed_with_one_backup(
         rec = recommendation("ebs.delete", volume, {"expected_size_gib": 30})
         started = await executions.start(request(rec, step_timeout=timedelta(seconds=3)))
         await executions.wait(started.execution_id, timeout=60)
-        await executions.decide(started.execution_id, True, ApprovalInput(actor="bob"))
+        await executions.decide(started.execution_id, True, ApprovalInput(actor="bob", role=Role.APPROVER))
         for _ in range(600):
             if marker.exists():
                 break

@@ -178,11 +178,8 @@ class ExecutionWorkflow:
         self._transition(S.VALIDATING, "checking the live resource")
         await self._acquire_lease()
         assessment = await self._validate()
-        assert assessment.traits is not None
-        opts, policy, rec = self._request.options, self._request.policy, self._request.recommendation
-        risk = assess_risk(policy, assessment.traits, rec.estimated_monthly_savings, assessment.observed.tags)
-        self._view.risk, self._view.risk_reasons = risk.level, risk.reasons
-        workflow.upsert_search_attributes([sa.RISK_LEVEL.value_set(risk.level.value)])
+        opts = self._request.options
+        auto_approved = self._auto_approved(assessment)
 
         if opts.dry_run:
             report: PermissionReport = await workflow.execute_activity_method(
@@ -197,13 +194,10 @@ class ExecutionWorkflow:
                 raise _Rejected(S.REJECTED_BY_VALIDATION, "no permission for: " + ", ".join(report.denied))
             raise _Rejected(S.PLANNED, "dry run: permissions checked, nothing changed")
 
-        requirement = approval_requirement(
-            policy, assessment.traits, risk, rec.estimated_monthly_savings,
-            assessment.observed.tags, auto_approve_requested=opts.auto_approve,
-        )
-        self._view.approval_reasons = requirement.reasons
-        if not requirement.auto_approved:
+        approved_by_human = False
+        if not auto_approved:
             await self._await_approval()
+            approved_by_human = True
             # Hours may have passed: look again before touching anything.
             assessment = await self._validate(again=True)
 
@@ -211,8 +205,30 @@ class ExecutionWorkflow:
             self._transition(S.SCHEDULED, f"waiting for the maintenance window at {opts.not_before.isoformat()}")
             await workflow.sleep(opts.not_before - workflow.now())
             assessment = await self._validate(again=True)
+            # The resource may have become riskier while waiting (tagged production, say):
+            # an auto-approval given before the wait does not cover it.
+            if (workflow.patched("policy-after-maintenance-wait") and not approved_by_human
+                    and not self._auto_approved(assessment)):
+                await self._await_approval()
+                assessment = await self._validate(again=True)
 
         await self._change(assessment)
+
+    def _auto_approved(self, assessment: Assessment) -> bool:
+        """Score the risk of what validation saw and ask the policy; pure, so safe to repeat."""
+        assert assessment.traits is not None
+        opts, policy, rec = self._request.options, self._request.policy, self._request.recommendation
+        tags = assessment.observed.tags
+        risk = assess_risk(policy, assessment.traits, rec.estimated_monthly_savings, tags)
+        if risk.level != self._view.risk:
+            workflow.upsert_search_attributes([sa.RISK_LEVEL.value_set(risk.level.value)])
+        self._view.risk, self._view.risk_reasons = risk.level, risk.reasons
+        requirement = approval_requirement(
+            policy, assessment.traits, risk, rec.estimated_monthly_savings, tags,
+            auto_approve_requested=opts.auto_approve,
+        )
+        self._view.approval_reasons = requirement.reasons
+        return requirement.auto_approved
 
     async def _validate(self, again: bool = False) -> Assessment:
         assessment: Assessment = await workflow.execute_local_activity_method(
