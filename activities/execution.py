@@ -98,7 +98,7 @@ class ExecutionActivities:
             if client_error_code(exc) in _DENIED_CODES:
                 return PermissionReport(allowed=False, checked=[], denied=[exc.operation_name])
             raise
-        return PermissionReport(allowed=True, checked=checked)
+        return PermissionReport(allowed=True, checked=checked, unverified=action.unverified_permissions())
 
     @activity.defn(name="backup")
     @_translated

@@ -142,6 +142,9 @@ class PermissionReport(StrictModel):
     allowed: bool
     checked: list[str]
     denied: list[str] = Field(default_factory=list)
+    unverified: list[str] = Field(
+        default_factory=list, description="Calls whose service has no DryRun: allowed is not proven for them."
+    )
     plan: list[str] = Field(default_factory=list, description="What the execution would do, step by step.")
 
 

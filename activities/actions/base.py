@@ -88,6 +88,10 @@ class Action(ABC, Generic[P]):
     def check_permissions(self, seen: Observation) -> list[str]:
         """Prove the mutating calls are allowed with `DryRun=True`; return the calls checked."""
 
+    def unverified_permissions(self) -> list[str]:
+        """Mutating calls that cannot be proven ahead (services without DryRun): said, not hidden."""
+        return []
+
     def backup(self, seen: Observation) -> BackupRecord:
         """Save what is needed to revert. Must find-or-create (by BACKUP_TAG) when it creates."""
         return BackupRecord(kind=self.kind, resource_id=self.rec.resource_id, data=dict(seen.state))
