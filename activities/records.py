@@ -11,7 +11,7 @@ from typing import Any
 
 from temporalio import activity
 
-from domain.execution import ExecutionView
+from domain.execution import ExecutionView, LastChange, ResourceRef
 from store.repository import Store
 
 
@@ -23,5 +23,15 @@ class RecordActivities:
     async def record_execution(self, view: ExecutionView) -> bool:
         return await self.store.upsert_execution(view)
 
+    @activity.defn(name="last_change")
+    async def last_change(self, ref: ResourceRef) -> LastChange | None:
+        """Read-only, run as a local activity: when Reclaim last mutated this resource."""
+        found = await self.store.last_change(
+            ref.account_id, ref.region, ref.resource_id, exclude_execution_id=ref.exclude_execution_id
+        )
+        if found is None:
+            return None
+        return LastChange(execution_id=found.execution_id, status=found.status, at=found.at)
+
     def all(self) -> list[Callable[..., Any]]:
-        return [self.record_execution]
+        return [self.record_execution, self.last_change]

@@ -148,6 +148,21 @@ class PermissionReport(StrictModel):
     plan: list[str] = Field(default_factory=list, description="What the execution would do, step by step.")
 
 
+class ResourceRef(StrictModel):
+    """Which resource, for questions about its past (the cooldown)."""
+
+    account_id: str
+    region: str
+    resource_id: str
+    exclude_execution_id: str | None = None
+
+
+class LastChange(StrictModel):
+    execution_id: str
+    status: ExecutionStatus
+    at: datetime
+
+
 class StepResult(StrictModel):
     changed: bool
     message: str
@@ -174,6 +189,9 @@ class ExecutionView(StrictModel):
     approval_reasons: list[str] = Field(default_factory=list)
     dry_run: bool = False
     estimated_monthly_savings: float = 0.0
+    actual_monthly_savings: float | None = Field(
+        default=None, description="Savings of the change as verified, from the price table (the ledger's figure)."
+    )
     approvals: list[ApprovalRecord] = Field(default_factory=list)
     backups: list[BackupRecord] = Field(default_factory=list)
     permission_report: PermissionReport | None = None

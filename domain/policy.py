@@ -5,6 +5,7 @@ the decision is deterministic on replay and the history shows the rules that
 were applied.
 """
 
+from datetime import datetime, timedelta
 from enum import StrEnum
 from fnmatch import fnmatchcase
 
@@ -60,6 +61,9 @@ class Policy(StrictModel):
         default=True, description="Refuse production resources outright (else: always ask a human)."
     )
     approver_roles: list[Role] = Field(default_factory=lambda: [Role.APPROVER, Role.ADMIN])
+    cooldown_days: float = Field(
+        default=7, ge=0, description="Refuse a resource Reclaim changed within this many days (0: off)."
+    )
 
 
 class RiskAssessment(StrictModel):
@@ -91,6 +95,17 @@ def protection_reason(policy: Policy, tags: dict[str, str]) -> str | None:
             return f"resource is protected by the tag {key}={value}"
     if policy.refuse_production and is_production(policy, tags):
         return "resource is tagged as production and the policy refuses production resources"
+    return None
+
+
+def cooldown_refusal(policy: Policy, last_change_at: datetime | None, now: datetime) -> str | None:
+    """Why a recently changed resource must settle first (a change needs time to show its effect)."""
+    if last_change_at is None or policy.cooldown_days <= 0:
+        return None
+    until = last_change_at + timedelta(days=policy.cooldown_days)
+    if now < until:
+        return (f"Reclaim changed this resource on {last_change_at:%Y-%m-%d %H:%M} UTC; "
+                f"cooldown of {policy.cooldown_days:g} days until {until:%Y-%m-%d %H:%M} UTC")
     return None
 
 

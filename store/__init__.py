@@ -1,9 +1,22 @@
-"""The SQL read model: executions, approvals and recommendations, queryable by the CLI and API.
+"""The SQL read model: executions, approvals, recommendations and the savings ledger, queryable by the CLI and API.
 
 Temporal stays the source of truth; this is a copy kept current by idempotent
 activity writes. Usage: `store = await Store.open(url)` (None: `.reclaim/reclaim.db`).
 """
 
-from store.repository import NEW, ExecutionPage, Store, StoredRecommendation
+from domain.execution import LastChange
+from store.repository import MUTATED, NEW, ExecutionPage, Store, StoredRecommendation
+from store.savings import KindSavings, LedgerStatus, SavingsEntry, SavingsSummary
 
-__all__ = ["NEW", "ExecutionPage", "Store", "StoredRecommendation"]
+__all__ = [
+    "MUTATED",
+    "NEW",
+    "ExecutionPage",
+    "KindSavings",
+    "LastChange",
+    "LedgerStatus",
+    "SavingsEntry",
+    "SavingsSummary",
+    "Store",
+    "StoredRecommendation",
+]

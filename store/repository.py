@@ -3,6 +3,8 @@
 Every write is an idempotent upsert, because the writers are Temporal activities
 that may be retried or delivered out of order: an execution row only moves to a
 higher `sequence`, approvals and recommendations are keyed by their own ids.
+The savings ledger is written in the same transaction as the execution row it
+follows, and only when that row moved forward.
 The same statements run on SQLite (local use, tests) and PostgreSQL (deployments).
 """
 
@@ -14,19 +16,25 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select, text
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.base import StrictModel
-from domain.execution import ApprovalRecord, ExecutionView
+from domain.execution import ApprovalRecord, ExecutionView, LastChange
 from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus
 from store import db
-from store.tables import ApprovalRow, Base, ExecutionRow, RecommendationRow, as_utc
+from store.savings import KindSavings, LedgerStatus, SavingsEntry, SavingsSummary
+from store.tables import ApprovalRow, Base, ExecutionRow, RecommendationRow, SavingsLedgerRow, as_utc
 
 #: Status of a recommendation that no execution has picked up yet.
 NEW = "NEW"
+
+#: Statuses after which the resource was (or may have been) changed by Reclaim: what a cooldown counts.
+MUTATED: frozenset[ExecutionStatus] = frozenset(
+    {ExecutionStatus.COMPLETED, ExecutionStatus.ROLLED_BACK, ExecutionStatus.ROLLBACK_FAILED}
+)
 
 
 class ExecutionPage(StrictModel):
@@ -86,6 +94,9 @@ class Store:
         … WHERE stored.sequence < new.sequence`), so concurrent writers cannot race
         between a read and a write. Approvals carried by the view are inserted if
         new, whether or not the view itself was stale: they are facts, not state.
+
+        When the row moved forward, the savings ledger follows in the same
+        transaction (see `_record_savings`); a stale or repeated view leaves it alone.
         """
         row = _execution_values(view)
         insert = self._insert(ExecutionRow).values(**row)
@@ -96,6 +107,8 @@ class Store:
         ).returning(ExecutionRow.execution_id)  # no row back: the stored one was as new or newer
         async with self._engine.begin() as conn:
             changed = (await conn.execute(upsert)).first() is not None
+            if changed:
+                await self._record_savings(conn, view)
             await self._insert_approvals(conn, view.approvals)
         return changed
 
@@ -166,6 +179,73 @@ class Store:
             rows = (await conn.execute(stmt)).mappings().all()
         return [ApprovalRecord.model_validate(dict(r)) for r in rows]
 
+    async def last_change(
+        self, account_id: str, region: str, resource_id: str, *, exclude_execution_id: str | None = None
+    ) -> LastChange | None:
+        """The newest execution that changed this resource (COMPLETED, ROLLED_BACK or ROLLBACK_FAILED).
+
+        Newest by when the change finished (`finished_at`; a completed execution keeps
+        updating its row during the rollback window, which must not extend the cooldown);
+        `exclude_execution_id` leaves out the asking execution. None when never changed.
+        """
+        changed_at = func.coalesce(ExecutionRow.finished_at, ExecutionRow.updated_at).label("changed_at")
+        stmt = select(ExecutionRow.execution_id, ExecutionRow.status, changed_at).where(
+            ExecutionRow.resource_id == resource_id,
+            ExecutionRow.account_id == account_id,
+            ExecutionRow.region == region,
+            ExecutionRow.status.in_(sorted(s.value for s in MUTATED)),
+        )
+        if exclude_execution_id is not None:
+            stmt = stmt.where(ExecutionRow.execution_id != exclude_execution_id)
+        stmt = stmt.order_by(changed_at.desc(), ExecutionRow.execution_id.desc()).limit(1)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(stmt)).first()
+        if row is None:
+            return None
+        return LastChange(
+            execution_id=row.execution_id, status=ExecutionStatus(row.status), at=as_utc(row.changed_at)
+        )
+
+    # -- savings ----------------------------------------------------------
+
+    async def savings_summary(self, *, customer_id: str | None = None) -> SavingsSummary:
+        """Totals of the ledger for one customer, or for all when `customer_id` is None."""
+        stmt = select(
+            SavingsLedgerRow.status,
+            SavingsLedgerRow.kind,
+            func.count().label("executions"),
+            func.sum(SavingsLedgerRow.estimated_monthly_savings).label("estimated"),
+            func.sum(SavingsLedgerRow.actual_monthly_savings).label("actual"),
+        ).group_by(SavingsLedgerRow.status, SavingsLedgerRow.kind)
+        if customer_id is not None:
+            stmt = stmt.where(SavingsLedgerRow.customer_id == customer_id)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(stmt.order_by(SavingsLedgerRow.kind, SavingsLedgerRow.status))).all()
+        summary = SavingsSummary(customer_id=customer_id)
+        for r in rows:
+            count, estimated, actual = int(r.executions), float(r.estimated or 0.0), float(r.actual or 0.0)
+            if r.status == LedgerStatus.REVERSED:
+                summary.reversed += count
+                summary.reversed_actual_monthly += actual
+                continue
+            summary.executions += count
+            summary.estimated_monthly += estimated
+            summary.actual_monthly += actual
+            summary.by_kind[r.kind] = KindSavings(estimated_monthly=estimated, actual_monthly=actual, executions=count)
+        return summary
+
+    async def list_savings(self, *, customer_id: str | None = None, limit: int = 100) -> list[SavingsEntry]:
+        """Ledger entries, ACTIVE and REVERSED, newest `recorded_at` first."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        stmt = select(SavingsLedgerRow.__table__)
+        if customer_id is not None:
+            stmt = stmt.where(SavingsLedgerRow.customer_id == customer_id)
+        stmt = stmt.order_by(SavingsLedgerRow.recorded_at.desc(), SavingsLedgerRow.execution_id.desc()).limit(limit)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return [SavingsEntry.model_validate(dict(r)) for r in rows]
+
     # -- recommendations --------------------------------------------------
 
     async def save_recommendations(self, recs: list[Recommendation]) -> int:
@@ -230,6 +310,40 @@ class Store:
             return postgresql.insert(table)
         return sqlite.insert(table)
 
+    async def _record_savings(self, conn: AsyncConnection, view: ExecutionView) -> None:
+        """Move the ledger along with a view that just landed; every step is idempotent.
+
+        COMPLETED with a verified figure adds the ACTIVE row (if absent: a later
+        COMPLETED view, e.g. a log line, keeps the first figure and time).
+        ROLLED_BACK turns an ACTIVE row REVERSED. Views are written without waiting,
+        so the COMPLETED one may have lost the race to this ROLLED_BACK one (and,
+        being older, can no longer land): when the view's log shows it completed,
+        the row is created REVERSED right away, dated as the COMPLETED write would have.
+        """
+        if view.status is ExecutionStatus.COMPLETED:
+            if view.actual_monthly_savings is None or view.dry_run:
+                return
+            values = _ledger_values(view, view.actual_monthly_savings, LedgerStatus.ACTIVE, view.updated_at)
+            insert = self._insert(SavingsLedgerRow).values(**values)
+            await conn.execute(insert.on_conflict_do_nothing(index_elements=[SavingsLedgerRow.execution_id]))
+        elif view.status is ExecutionStatus.ROLLED_BACK:
+            await conn.execute(
+                update(SavingsLedgerRow)
+                .where(
+                    SavingsLedgerRow.execution_id == view.execution_id,
+                    SavingsLedgerRow.status == LedgerStatus.ACTIVE.value,
+                )
+                .values(status=LedgerStatus.REVERSED.value, reversed_at=view.updated_at)
+            )
+            completed_at = _completed_at(view)
+            if completed_at is None or view.actual_monthly_savings is None or view.dry_run:
+                return
+            values = _ledger_values(
+                view, view.actual_monthly_savings, LedgerStatus.REVERSED, completed_at, reversed_at=view.updated_at
+            )
+            insert = self._insert(SavingsLedgerRow).values(**values)
+            await conn.execute(insert.on_conflict_do_nothing(index_elements=[SavingsLedgerRow.execution_id]))
+
     async def _insert_approvals(self, conn: AsyncConnection, records: list[ApprovalRecord]) -> None:
         """Insert-if-absent, in id order so concurrent writers take row locks in the same order."""
         if not records:
@@ -259,12 +373,41 @@ def _execution_values(view: ExecutionView) -> dict[str, Any]:
         "requested_by": view.requested_by,
         "dry_run": view.dry_run,
         "estimated_monthly_savings": view.estimated_monthly_savings,
+        "actual_monthly_savings": view.actual_monthly_savings,
         "sequence": view.sequence,
         "started_at": view.started_at,
         "updated_at": view.updated_at,
         "finished_at": view.finished_at,
         "view": view.model_dump(mode="json"),
     }
+
+
+def _ledger_values(
+    view: ExecutionView,
+    actual: float,
+    status: LedgerStatus,
+    recorded_at: datetime,
+    *,
+    reversed_at: datetime | None = None,
+) -> dict[str, Any]:
+    return {
+        "execution_id": view.execution_id,
+        "customer_id": view.customer_id,
+        "account_id": view.account_id,
+        "region": view.region,
+        "kind": view.kind,
+        "resource_id": view.resource_id,
+        "estimated_monthly_savings": view.estimated_monthly_savings,
+        "actual_monthly_savings": actual,
+        "status": status.value,
+        "recorded_at": recorded_at,
+        "reversed_at": reversed_at,
+    }
+
+
+def _completed_at(view: ExecutionView) -> datetime | None:
+    """When the view's log says the execution reached COMPLETED; None if it never did."""
+    return min((e.at for e in view.log if e.status is ExecutionStatus.COMPLETED), default=None)
 
 
 def _approval_values(record: ApprovalRecord) -> dict[str, Any]:

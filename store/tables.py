@@ -103,6 +103,7 @@ class ExecutionRow(Base):
     requested_by: Mapped[str] = mapped_column(String)
     dry_run: Mapped[bool] = mapped_column(Boolean)
     estimated_monthly_savings: Mapped[float] = mapped_column(Float)
+    actual_monthly_savings: Mapped[float | None] = mapped_column(Float)
     sequence: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(index=True)
     updated_at: Mapped[datetime]
@@ -125,3 +126,26 @@ class ApprovalRow(Base):
     accepted: Mapped[bool] = mapped_column(Boolean)
     refusal: Mapped[str | None] = mapped_column(Text)
     via: Mapped[str] = mapped_column(String)
+
+
+class SavingsLedgerRow(Base):
+    """Savings a completed change delivers: one row per execution, written by `Store.upsert_execution`.
+
+    A row appears (ACTIVE) when a completed, verified execution reports its actual
+    savings, and turns REVERSED when that execution is rolled back. Rows are never
+    deleted, so the ledger shows both what is saved now and what was given back.
+    """
+
+    __tablename__ = "savings_ledger"
+
+    execution_id: Mapped[str] = mapped_column(String, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String, index=True)
+    account_id: Mapped[str] = mapped_column(String)
+    region: Mapped[str] = mapped_column(String)
+    kind: Mapped[str] = mapped_column(String)
+    resource_id: Mapped[str] = mapped_column(String)
+    estimated_monthly_savings: Mapped[float] = mapped_column(Float)
+    actual_monthly_savings: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String)
+    recorded_at: Mapped[datetime]
+    reversed_at: Mapped[datetime | None]

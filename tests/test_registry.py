@@ -43,16 +43,27 @@ def test_data_destroying_kinds_take_a_real_backup(kind: str) -> None:
         assert cls.backup is not Action.backup, f"{kind} destroys data but keeps the default backup"
 
 
+#: The attribute a kind names its boto3 client by -> the IAM service prefix.
+_CLIENTS = {"ec2": "ec2", "s3": "s3", "logs": "logs", "lam": "lambda", "rds": "rds"}
+#: IAM actions whose names differ from the API operation they authorise.
+_IAM_NAMES = {
+    "s3:GetBucketLifecycleConfiguration": "s3:GetLifecycleConfiguration",
+    "s3:PutBucketLifecycleConfiguration": "s3:PutLifecycleConfiguration",
+    "s3:DeleteBucketLifecycle": "s3:PutLifecycleConfiguration",
+}
+_NOT_CALLS = {"get_paginator", "get_waiter", "exceptions", "meta"}
+
+
 def _ec2_calls(tree: ast.AST) -> set[str]:
-    """Methods called on something named `ec2` (`ec2.x(...)`, `self.ec2.x`)."""
+    """IAM actions of the methods called on a client attribute (`ec2.x(...)`, `self.s3.x`)."""
     calls = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute):
+        if isinstance(node, ast.Attribute) and node.attr not in _NOT_CALLS:
             owner = node.value
-            if (isinstance(owner, ast.Name) and owner.id == "ec2") or (
-                isinstance(owner, ast.Attribute) and owner.attr == "ec2"
-            ):
-                calls.add(node.attr)
+            name = owner.id if isinstance(owner, ast.Name) else owner.attr if isinstance(owner, ast.Attribute) else None
+            if name in _CLIENTS:
+                action = _CLIENTS[name] + ":" + "".join(p.capitalize() for p in node.attr.split("_"))
+                calls.add(_IAM_NAMES.get(action, action))
     return calls
 
 
@@ -81,8 +92,8 @@ def test_permissions_cover_every_aws_call(kind: str) -> None:
     calls = _ec2_calls(ast.parse(inspect.getsource(module)))
     for helper in _helpers_used(module):
         calls |= _ec2_calls(ast.parse(inspect.getsource(helper)))
-    assert calls, f"{kind}: found no EC2 calls to check"
-    needed = {"ec2:" + "".join(part.capitalize() for part in call.split("_")) for call in calls}
+    assert calls, f"{kind}: found no AWS calls to check"
+    needed = calls
     assert needed <= set(cls.permissions), f"{kind} does not declare {sorted(needed - set(cls.permissions))}"
 
 

@@ -21,19 +21,20 @@ from typing import Any
 import asyncpg
 import pytest
 import pytest_asyncio
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, insert, inspect, select
 from sqlalchemy.engine import make_url
 
-from domain.execution import ApprovalRecord, Decision, ExecutionView
+from domain.execution import ApprovalRecord, Decision, ExecutionView, StepLogEntry
 from domain.policy import RiskLevel, Role
 from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus
-from store import NEW, Store
-from store.db import create_engine, head_revision, normalize_url, render_url
-from store.repository import decode_cursor
-from store.tables import Base
+from store import NEW, KindSavings, LastChange, LedgerStatus, SavingsSummary, Store
+from store.db import alembic_config, create_engine, head_revision, normalize_url, render_url
+from store.repository import _execution_values, decode_cursor
+from store.tables import Base, ExecutionRow
 
 ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgresql"]
@@ -119,6 +120,9 @@ def view(
     kind: str = "ec2.stop",
     started_at: datetime | None = None,
     approvals: list[ApprovalRecord] | None = None,
+    account_id: str = "123456789012",
+    region: str = "us-east-1",
+    resource_id: str | None = None,
     **extra: Any,
 ) -> ExecutionView:
     started = started_at or T0 + timedelta(minutes=n)
@@ -126,10 +130,10 @@ def view(
         execution_id=f"exec-rec-{n}",
         recommendation_id=f"rec-{n}",
         customer_id=customer_id,
-        account_id="123456789012",
-        region="us-east-1",
+        account_id=account_id,
+        region=region,
         kind=kind,
-        resource_id=f"i-{n:017x}",
+        resource_id=resource_id or f"i-{n:017x}",
         requested_by="alice",
         status=status,
         step=status.value.lower(),
@@ -189,8 +193,8 @@ async def _schema(url: str) -> tuple[str | None, set[str], list[Any]]:
 async def test_migrations_apply_and_reopen_is_a_noop(store: Store, db_url: str) -> None:
     await store.upsert_execution(view(1, sequence=2))
     revision, tables, _ = await _schema(db_url)
-    assert revision == head_revision() == "0001"
-    assert {"recommendations", "executions", "approvals", "alembic_version"} <= tables
+    assert revision == head_revision() == "0002"
+    assert {"recommendations", "executions", "approvals", "savings_ledger", "alembic_version"} <= tables
 
     again = await Store.open(db_url)
     try:
@@ -202,7 +206,7 @@ async def test_migrations_apply_and_reopen_is_a_noop(store: Store, db_url: str) 
 
 
 async def test_migrated_schema_matches_the_models(store: Store, db_url: str) -> None:
-    """Alembic autogenerate sees no difference: the models and migration 0001 agree."""
+    """Alembic autogenerate sees no difference: the models and the migrations agree."""
     _, _, diffs = await _schema(db_url)
     assert diffs == []
 
@@ -226,7 +230,7 @@ async def test_concurrent_first_opens_from_several_processes(db_url: str) -> Non
     for proc, (_, err) in zip(procs, results, strict=True):
         assert proc.returncode == 0, err.decode()
     revision, _, diffs = await _schema(db_url)
-    assert revision == "0001" and diffs == []
+    assert revision == head_revision() and diffs == []
 
 
 async def test_concurrent_opens_in_one_process(db_url: str) -> None:
@@ -234,6 +238,74 @@ async def test_concurrent_opens_in_one_process(db_url: str) -> None:
     for s in stores:
         await s.ping()
         await s.close()
+
+
+async def _run_sync(url: str, fn: Any) -> Any:
+    """Run `fn(connection)` on a fresh engine in one committed transaction."""
+    engine = create_engine(normalize_url(url))
+    try:
+        async with engine.connect() as conn:
+            result = await conn.run_sync(fn)
+            await conn.commit()
+            return result
+    finally:
+        await engine.dispose()
+
+
+async def test_0002_upgrades_a_database_with_rows_and_downgrades(db_url: str) -> None:
+    """A database left at 0001 with data in it moves to head on open; the rows survive both ways."""
+    old = view(1, sequence=4, status=S.COMPLETED, estimated_monthly_savings=12.5, finished_at=T0 + timedelta(hours=1))
+    at_0001 = {k: v for k, v in _execution_values(old).items() if k != "actual_monthly_savings"}
+    del at_0001["view"]["actual_monthly_savings"]  # no view of the 0001 era carried it
+
+    def seed(connection: Connection) -> None:
+        command.upgrade(alembic_config(connection), "0001")
+        connection.execute(insert(ExecutionRow).values(**at_0001))
+
+    await _run_sync(db_url, seed)
+    revision, tables, _ = await _schema(db_url)
+    assert revision == "0001" and "savings_ledger" not in tables
+
+    store = await Store.open(db_url)
+    try:
+        revision, tables, diffs = await _schema(db_url)
+        assert (revision, diffs) == ("0002", []) and "savings_ledger" in tables
+        assert await store.get_execution("exec-rec-1") == old
+        assert await _actual_column(db_url) == {"exec-rec-1": None}
+        assert await store.savings_summary() == SavingsSummary()
+        # The old row takes newer writes, and those feed the ledger.
+        assert await store.upsert_execution(old.model_copy(update={"sequence": 5, "actual_monthly_savings": 11.0}))
+        assert (await store.savings_summary()).actual_monthly == 11.0
+    finally:
+        await store.close()
+
+    await _run_sync(db_url, lambda connection: command.downgrade(alembic_config(connection), "0001"))
+    revision, tables, _ = await _schema(db_url)
+    assert revision == "0001" and "savings_ledger" not in tables
+
+    def executions_after_downgrade(connection: Connection) -> tuple[list[str], list[str]]:
+        columns = [c["name"] for c in inspect(connection).get_columns("executions")]
+        indexes = sorted(i["name"] or "" for i in inspect(connection).get_indexes("executions"))
+        ids = list(connection.execute(select(ExecutionRow.execution_id)).scalars())
+        assert "actual_monthly_savings" not in columns
+        return ids, indexes
+
+    ids, indexes = await _run_sync(db_url, executions_after_downgrade)
+    assert ids == ["exec-rec-1"] and "ix_executions_resource_id" in indexes
+    again = await Store.open(db_url)
+    try:
+        assert (await _schema(db_url))[::2] == ("0002", [])
+        stored = await again.get_execution("exec-rec-1")
+        assert stored is not None and stored.sequence == 5
+    finally:
+        await again.close()
+
+
+async def _actual_column(url: str) -> dict[str, float | None]:
+    """executions.actual_monthly_savings by execution id, read from the column itself."""
+    stmt = select(ExecutionRow.execution_id, ExecutionRow.actual_monthly_savings)
+    rows = await _run_sync(url, lambda connection: connection.execute(stmt).all())
+    return {r.execution_id: r.actual_monthly_savings for r in rows}
 
 
 # -- executions -----------------------------------------------------------------
@@ -388,6 +460,191 @@ async def test_concurrent_upserts_end_at_the_max_sequence(store: Store) -> None:
     assert len(await store.list_approvals("exec-rec-1")) == 20
     page = await store.list_executions()
     assert page.total == 1
+
+
+# -- savings ledger -------------------------------------------------------------
+
+
+def logged(v: ExecutionView, *statuses: ExecutionStatus) -> ExecutionView:
+    """`v` with a log passing through `statuses`, one second apart, ending at its updated_at."""
+    start = v.updated_at - timedelta(seconds=len(statuses) - 1)
+    log = [StepLogEntry(at=start + timedelta(seconds=i), status=st, message=st.value) for i, st in enumerate(statuses)]
+    return v.model_copy(update={"log": log})
+
+
+def completed(n: int, actual: float | None, *, sequence: int = 7, **extra: Any) -> ExecutionView:
+    return logged(
+        view(n, sequence=sequence, status=S.COMPLETED, actual_monthly_savings=actual, **extra),
+        S.APPLYING, S.VERIFYING, S.COMPLETED,
+    )
+
+
+def rolled_back(done: ExecutionView, *, sequence: int = 9) -> ExecutionView:
+    """What the workflow reports after rolling back the completed `done`: the figure and log carry over."""
+    at = done.started_at + timedelta(seconds=sequence)
+    log = [*done.log, StepLogEntry(at=at, status=S.ROLLING_BACK, message="rollback requested"),
+           StepLogEntry(at=at, status=S.ROLLED_BACK, message="restored")]
+    return done.model_copy(
+        update={"status": S.ROLLED_BACK, "sequence": sequence, "updated_at": at, "finished_at": at, "log": log}
+    )
+
+
+async def test_ledger_records_a_completed_execution_once(store: Store, db_url: str) -> None:
+    await store.upsert_execution(view(1, status=S.PLANNED, dry_run=True, estimated_monthly_savings=5.0))
+    await store.upsert_execution(view(2, status=S.REJECTED, estimated_monthly_savings=5.0))
+    await store.upsert_execution(completed(3, None))  # completed, but no verified figure
+    await store.upsert_execution(completed(4, 6.0, dry_run=True))  # a dry run never saves anything
+    assert await store.list_savings() == []
+
+    done = completed(5, 8.0, estimated_monthly_savings=10.0)
+    assert await store.upsert_execution(done) is True
+    assert await store.upsert_execution(done) is False  # a retry
+    # A later COMPLETED view (a log line after completion) lands, but the ledger keeps the first figure.
+    assert await store.upsert_execution(completed(5, 9.0, sequence=8, estimated_monthly_savings=10.0)) is True
+    # Duplicates racing each other on another execution.
+    await asyncio.gather(*(store.upsert_execution(completed(6, 4.0)) for _ in range(5)))
+
+    entries = await store.list_savings()
+    assert [e.execution_id for e in entries] == ["exec-rec-6", "exec-rec-5"]  # newest first
+    entry = entries[1]
+    assert (entry.status, entry.estimated_monthly_savings, entry.actual_monthly_savings) == (
+        LedgerStatus.ACTIVE, 10.0, 8.0,
+    )
+    assert (entry.customer_id, entry.kind, entry.resource_id) == ("acme", "ec2.stop", done.resource_id)
+    assert entry.recorded_at == done.updated_at and entry.recorded_at.tzinfo == UTC
+    assert entry.reversed_at is None
+    assert await _actual_column(db_url) == {
+        "exec-rec-1": None, "exec-rec-2": None, "exec-rec-3": None, "exec-rec-4": 6.0,
+        "exec-rec-5": 9.0, "exec-rec-6": 4.0,
+    }
+    stored = await store.get_execution("exec-rec-5")
+    assert stored is not None and stored.actual_monthly_savings == 9.0
+
+
+async def test_rollback_after_completion_reverses_the_entry(store: Store) -> None:
+    done = completed(1, 8.0, estimated_monthly_savings=10.0)
+    await store.upsert_execution(done)
+    rolling = done.model_copy(update={"status": S.ROLLING_BACK, "sequence": 8, "updated_at": done.updated_at})
+    await store.upsert_execution(rolling)
+    (entry,) = await store.list_savings()
+    assert entry.status == LedgerStatus.ACTIVE  # still saving until the rollback finished
+
+    undone = rolled_back(done, sequence=9)
+    assert await store.upsert_execution(undone) is True
+    (entry,) = await store.list_savings()
+    assert (entry.status, entry.recorded_at, entry.reversed_at) == (
+        LedgerStatus.REVERSED, done.updated_at, undone.updated_at,
+    )
+    assert await store.savings_summary() == SavingsSummary(reversed=1, reversed_actual_monthly=8.0)
+
+    # Retries, a later log line and the late COMPLETED change nothing.
+    await store.upsert_execution(undone)
+    later = undone.model_copy(update={"sequence": 10, "updated_at": undone.updated_at + timedelta(hours=1)})
+    assert await store.upsert_execution(later) is True
+    assert await store.upsert_execution(done) is False
+    assert await store.list_savings() == [entry]
+
+    # A change rolled back before it ever completed (verification failed) saved nothing.
+    failed = logged(view(2, sequence=6, status=S.ROLLED_BACK), S.APPLYING, S.VERIFYING, S.ROLLING_BACK, S.ROLLED_BACK)
+    await store.upsert_execution(failed)
+    assert [e.execution_id for e in await store.list_savings()] == ["exec-rec-1"]
+
+
+async def test_rollback_written_before_the_completion_still_ends_reversed(store: Store) -> None:
+    """Views are recorded without waiting, so ROLLED_BACK (seq 9) can land before COMPLETED (seq 7).
+
+    The late COMPLETED can never land (older sequence). The ROLLED_BACK view's log
+    shows the execution completed, so its entry is created REVERSED right away, dated
+    as the COMPLETED write would have dated it; nothing is counted as ACTIVE.
+    """
+    done = completed(1, 8.0, estimated_monthly_savings=10.0)
+    assert await store.upsert_execution(rolled_back(done, sequence=9)) is True
+    assert await store.upsert_execution(done) is False
+    (entry,) = await store.list_savings()
+    assert (entry.status, entry.actual_monthly_savings) == (LedgerStatus.REVERSED, 8.0)
+    assert (entry.recorded_at, entry.reversed_at) == (done.updated_at, done.started_at + timedelta(seconds=9))
+    assert await store.savings_summary() == SavingsSummary(reversed=1, reversed_actual_monthly=8.0)
+
+    # Without evidence of completion in the log, nothing is invented: no entry at all.
+    other = completed(2, 5.0)
+    bare = rolled_back(other, sequence=9).model_copy(update={"log": []})
+    assert await store.upsert_execution(bare) is True
+    assert await store.upsert_execution(other) is False
+    assert [e.execution_id for e in await store.list_savings()] == ["exec-rec-1"]
+    assert (await store.savings_summary()).executions == 0
+
+
+async def test_savings_summary_per_customer_and_by_kind(store: Store) -> None:
+    ebs = "ebs.delete"
+    for v in (
+        completed(1, 8.0, estimated_monthly_savings=10.0),
+        completed(2, 18.5, estimated_monthly_savings=20.0),
+        completed(3, 5.0, estimated_monthly_savings=5.0, kind=ebs),
+        completed(4, 6.0, estimated_monthly_savings=7.0, kind=ebs),
+        completed(5, 90.0, estimated_monthly_savings=100.0, customer_id="globex"),
+    ):
+        await store.upsert_execution(v)
+    await store.upsert_execution(rolled_back(completed(4, 6.0, estimated_monthly_savings=7.0, kind=ebs)))
+
+    assert await store.savings_summary(customer_id="acme") == SavingsSummary(
+        customer_id="acme", executions=3, estimated_monthly=35.0, actual_monthly=31.5,
+        reversed=1, reversed_actual_monthly=6.0,
+        by_kind={
+            "ec2.stop": KindSavings(estimated_monthly=30.0, actual_monthly=26.5, executions=2),
+            ebs: KindSavings(estimated_monthly=5.0, actual_monthly=5.0, executions=1),
+        },
+    )
+    assert await store.savings_summary() == SavingsSummary(
+        executions=4, estimated_monthly=135.0, actual_monthly=121.5, reversed=1, reversed_actual_monthly=6.0,
+        by_kind={
+            "ec2.stop": KindSavings(estimated_monthly=130.0, actual_monthly=116.5, executions=3),
+            ebs: KindSavings(estimated_monthly=5.0, actual_monthly=5.0, executions=1),
+        },
+    )
+    assert await store.savings_summary(customer_id="nobody") == SavingsSummary(customer_id="nobody")
+
+    assert [e.execution_id for e in await store.list_savings(customer_id="globex")] == ["exec-rec-5"]
+    assert [e.execution_id for e in await store.list_savings(customer_id="acme", limit=2)] == [
+        "exec-rec-4", "exec-rec-3",
+    ]
+    assert len(await store.list_savings()) == 5  # reversed entries are listed too
+    with pytest.raises(ValueError):
+        await store.list_savings(limit=0)
+
+
+# -- cooldown -------------------------------------------------------------------
+
+
+async def test_last_change_is_the_newest_mutation_of_the_resource(store: Store) -> None:
+    shared = "i-0000000000000abc"
+    assert await store.last_change("123456789012", "us-east-1", shared) is None
+
+    await store.upsert_execution(view(1, sequence=7, status=S.COMPLETED, resource_id=shared))
+    await store.upsert_execution(view(2, sequence=9, status=S.ROLLED_BACK, resource_id=shared))
+    # Newer, but none of these touched the resource.
+    await store.upsert_execution(view(3, status=S.PLANNED, dry_run=True, resource_id=shared))
+    await store.upsert_execution(view(4, status=S.REJECTED, resource_id=shared))
+    await store.upsert_execution(view(5, status=S.AWAITING_APPROVAL, resource_id=shared))
+    # The same resource id elsewhere is another resource.
+    await store.upsert_execution(view(6, status=S.COMPLETED, resource_id=shared, account_id="210987654321"))
+    await store.upsert_execution(view(7, status=S.COMPLETED, resource_id=shared, region="eu-west-1"))
+
+    found = await store.last_change("123456789012", "us-east-1", shared)
+    assert found == LastChange(
+        execution_id="exec-rec-2", status=S.ROLLED_BACK, at=T0 + timedelta(minutes=2, seconds=9)
+    )
+    assert found is not None and found.at.tzinfo == UTC
+    found = await store.last_change("123456789012", "us-east-1", shared, exclude_execution_id="exec-rec-2")
+    assert found is not None and (found.execution_id, found.status) == ("exec-rec-1", S.COMPLETED)
+    found = await store.last_change("210987654321", "us-east-1", shared, exclude_execution_id="exec-rec-2")
+    assert found is not None and found.execution_id == "exec-rec-6"
+    assert await store.last_change("210987654321", "us-east-1", shared, exclude_execution_id="exec-rec-6") is None
+    assert await store.last_change("123456789012", "us-east-1", "i-untouched") is None
+
+    # A failed rollback left the resource changed too.
+    await store.upsert_execution(view(8, sequence=3, status=S.ROLLBACK_FAILED, resource_id=shared))
+    found = await store.last_change("123456789012", "us-east-1", shared)
+    assert found is not None and (found.execution_id, found.status) == ("exec-rec-8", S.ROLLBACK_FAILED)
 
 
 # -- recommendations ------------------------------------------------------------

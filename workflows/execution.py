@@ -37,8 +37,10 @@ with workflow.unsafe.imports_passed_through():
         Decision,
         ExecutionRequest,
         ExecutionView,
+        LastChange,
         Observation,
         PermissionReport,
+        ResourceRef,
         RollbackInput,
         StepLogEntry,
         StepResult,
@@ -49,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         approval_refusal,
         approval_requirement,
         assess_risk,
+        cooldown_refusal,
         protection_reason,
     )
     from domain.status import ExecutionStatus, can_transition, progress_percent
@@ -178,6 +181,8 @@ class ExecutionWorkflow:
         self._transition(S.VALIDATING, "checking the live resource")
         await self._acquire_lease()
         assessment = await self._validate()
+        if workflow.patched("cooldown"):
+            await self._check_cooldown()
         opts = self._request.options
         auto_approved = self._auto_approved(assessment)
 
@@ -213,6 +218,21 @@ class ExecutionWorkflow:
                 assessment = await self._validate(again=True)
 
         await self._change(assessment)
+
+    async def _check_cooldown(self) -> None:
+        policy, rec = self._request.policy, self._request.recommendation
+        if policy.cooldown_days <= 0:
+            return
+        last: LastChange | None = await workflow.execute_local_activity_method(
+            RecordActivities.last_change,
+            ResourceRef(account_id=rec.account_id, region=rec.region, resource_id=rec.resource_id,
+                        exclude_execution_id=self._view.execution_id),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=READ_RETRY,
+        )
+        refusal = cooldown_refusal(policy, last.at if last else None, workflow.now())
+        if refusal:
+            raise _Rejected(S.REJECTED_BY_VALIDATION, f"{refusal} (execution {last.execution_id if last else '?'})")
 
     def _auto_approved(self, assessment: Assessment) -> bool:
         """Score the risk of what validation saw and ask the policy; pure, so safe to repeat."""
@@ -358,6 +378,9 @@ class ExecutionWorkflow:
                 retry_policy=VERIFY_RETRY,
             )
             self._view.rollback_available_until = workflow.now() + self._request.options.rollback_window
+            self._view.actual_monthly_savings = float(
+                verified.data.get("monthly_savings", assessment.estimated_monthly_savings)
+            )
             self._transition(S.COMPLETED, f"verified: {verified.message}")
         except BaseException as err:
             cancelled = is_cancelled_exception(err)
