@@ -45,6 +45,7 @@ class DemoAccount:
     """A wasteful account: idle, oversized and production instances, forgotten volumes."""
 
     def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
         self.ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=endpoint)
         self.ami = self.ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
 
@@ -53,6 +54,18 @@ class DemoAccount:
             ImageId=self.ami, MinCount=1, MaxCount=1, InstanceType=instance_type,
             **_tagging("instance", tags),
         )["Instances"][0]["InstanceId"])
+
+    def bucket(self, name: str, **tags: str) -> str:
+        s3 = boto3.client("s3", region_name=REGION, endpoint_url=self.endpoint)
+        s3.create_bucket(Bucket=name)
+        s3.put_bucket_tagging(Bucket=name, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]})
+        return name
+
+    def log_group(self, name: str, **tags: str) -> str:
+        boto3.client("logs", region_name=REGION, endpoint_url=self.endpoint).create_log_group(
+            logGroupName=name, tags=tags
+        )
+        return name
 
     def volume(self, size: int, volume_type: str, **tags: str) -> str:
         return str(self.ec2.create_volume(
@@ -104,6 +117,8 @@ def scenes(account: DemoAccount, run: str) -> tuple[list[Scene], list[FaultRule]
     orphan = account.volume(100, "gp2", Name="old-build-cache")
     kept = account.volume(50, "gp2", Name="qa-fixtures")
     gp2 = account.volume(500, "gp2", Name="analytics-scratch")
+    bucket = account.bucket(f"acme-logs-archive-{run}", team="platform")
+    logs = account.log_group("/aws/lambda/ingest", team="data")
     faults = [FaultRule("StartInstances", "InsufficientInstanceCapacity", resource=flaky, times=1,
                         message="We currently do not have sufficient c5.large capacity (injected by the demo)")]
     return [
@@ -126,6 +141,12 @@ def scenes(account: DemoAccount, run: str) -> tuple[list[Scene], list[FaultRule]
               S.ROLLED_BACK, steer=_approve("bob")),
         Scene("gp2 -> gp3 completed, then rolled back on carol's request",
               _rec(run, "gp3", "ebs.gp2_to_gp3", gp2, 10.0), S.ROLLED_BACK, steer=_roll_back),
+        Scene("S3 bucket gets a Standard-IA transition after 30 days (auto-approved)",
+              _rec(run, "s3-lifecycle", "s3.lifecycle", bucket, 54.0, storage_class="STANDARD_IA",
+                   transition_days=30), S.COMPLETED),
+        Scene("log group kept forever gets 30-day retention after approval (old events go)",
+              _rec(run, "logs-retention", "logs.retention", logs, 12.5, retention_days=30), S.COMPLETED,
+              steer=_approve("bob")),
         Scene("dry run: permissions checked, nothing changed",
               _rec(run, "dry-run", "ec2.stop", spare, 60.74), S.PLANNED, dry_run=True),
     ], faults
@@ -181,14 +202,17 @@ async def run_demo(settings: Settings, *, port: int, ui_port: int, keep_up: bool
 def _summary(console: Console, story: list[Scene], views: list[ExecutionView], ui_url: str | None) -> bool:
     from rich.table import Table
 
-    table = Table("execution", "kind", "resource", "status", "savings/mo", "expected", "scene", title="Reclaim demo")
+    table = Table("execution", "kind", "resource", "status", "est./mo", "actual/mo", "scene", title="Reclaim demo")
     ok = True
     for scene, view in zip(story, views, strict=True):
         good = view.status is scene.expected
         ok &= good
         table.add_row(view.execution_id, view.kind, view.resource_id,
-                      f"[{'green' if good else 'red'}]{view.status.value}[/]",
-                      f"${view.estimated_monthly_savings:,.2f}", scene.expected.value, scene.title)
+                      f"[green]{view.status.value}[/]" if good
+                      else f"[red]{view.status.value} (expected {scene.expected.value})[/]",
+                      f"${view.estimated_monthly_savings:,.2f}",
+                      "-" if view.actual_monthly_savings is None else f"${view.actual_monthly_savings:,.2f}",
+                      scene.title)
     console.print(table)
     if ui_url:
         console.print(f"Every step is in the Temporal Web UI: {ui_url}/namespaces/default/workflows")

@@ -151,12 +151,16 @@ async def stored_status(stack: Stack, execution_id: str, want: S, timeout: float
 # ---- catalogue ---------------------------------------------------------------------------------
 
 
-async def test_actions_json_lists_the_four_kinds_with_permissions(cli: Cli) -> None:
+async def test_actions_json_prints_the_registry_with_permissions(cli: Cli) -> None:
+    from activities.actions.base import registry
+
     run = succeeded(await cli("actions", "--json"))
     entries = {e["kind"]: e for e in run.json()}
-    assert set(entries) == KINDS
-    for entry in entries.values():
-        assert entry["permissions"] and all(p.startswith("ec2:") for p in entry["permissions"]), entry
+    assert set(entries) == set(registry()) and set(entries) >= KINDS
+    for kind, entry in entries.items():
+        service = kind.split(".")[0].replace("ebs", "ec2").replace("eip", "ec2").replace("asg", "autoscaling")
+        assert entry["permissions"] and any(p.startswith(f"{service}:") for p in entry["permissions"]), entry
+        assert entry["params_schema"]["additionalProperties"] is False, kind
     assert "ec2:StopInstances" in entries["ec2.stop"]["permissions"]
     assert "ec2:ModifyInstanceAttribute" in entries["ec2.rightsize"]["permissions"]
     assert "ec2:DeleteVolume" in entries["ebs.delete"]["permissions"]

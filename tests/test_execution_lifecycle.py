@@ -323,3 +323,45 @@ async def test_maintenance_window_waits_and_rechecks_the_policy(stack: Stack, aw
     view = await stack.executions.wait(started.execution_id, until=frozenset({S.COMPLETED}))
     assert aws.instance_state(instance)[0] == "stopped"
     assert view.log[0].at <= not_before <= next(e.at for e in view.log if e.status is S.AWAITING_APPROVAL)
+
+
+async def test_savings_ledger_records_the_change_and_a_rollback_reverses_it(stack: Stack, aws: AwsAccount) -> None:
+    import uuid
+
+    customer = f"ledger-{uuid.uuid4().hex[:8]}"
+    instance = aws.instance("m5.large")
+    rec = recommendation("ec2.stop", instance, savings=65.0, customer_id=customer)
+    started = await stack.executions.start(request(rec))
+    view = await stack.executions.wait(started.execution_id)
+    assert view.status is S.COMPLETED
+    assert view.actual_monthly_savings == pytest.approx(0.096 * 730)  # m5.large, us-east-1 list price
+    summary = await stack.store.savings_summary(customer_id=customer)
+    assert (summary.executions, summary.estimated_monthly) == (1, 65.0)
+    assert summary.actual_monthly == pytest.approx(70.08)
+
+    await stack.executions.rollback(started.execution_id, RollbackInput(actor="bob"))
+    await stack.executions.handle(started.execution_id).result()
+    summary = await stack.store.savings_summary(customer_id=customer)
+    assert (summary.executions, summary.reversed) == (0, 1)
+
+
+async def test_a_recently_changed_resource_is_refused_until_the_cooldown_ends(stack: Stack, aws: AwsAccount) -> None:
+    instance = aws.instance()
+    first = await stack.executions.start(request(recommendation("ec2.stop", instance)))
+    await stack.executions.wait(first.execution_id)
+    await stack.executions.rollback(first.execution_id, RollbackInput(actor="bob"))
+    await stack.executions.handle(first.execution_id).result()  # the read model has caught up
+
+    second = await stack.executions.start(request(recommendation("ec2.stop", instance)))
+    view = await stack.executions.wait(second.execution_id)
+    assert view.status is S.REJECTED_BY_VALIDATION
+    assert "cooldown of 7 days" in (view.reason or "") and first.execution_id in (view.reason or "")
+    assert aws.instance_state(instance)[0] == "running"
+
+    from domain.execution import ExecutionOptions, ExecutionRequest
+    from domain.policy import Policy
+
+    relaxed = ExecutionRequest(recommendation=recommendation("ec2.stop", instance), requested_by="alice",
+                               policy=Policy(cooldown_days=0), options=ExecutionOptions())
+    third = await stack.executions.wait((await stack.executions.start(relaxed)).execution_id)
+    assert third.status is S.COMPLETED

@@ -17,6 +17,7 @@ from activities.actions._ebs import (
 )
 from activities.actions.base import BACKUP_TAG, Action, register
 from activities.errors import InProgress, Refused, RevertImpossible, VerificationFailed, client_error_code
+from domain import pricing
 from domain.base import StrictModel
 from domain.execution import BackupRecord, Observation, StepResult
 from domain.policy import RiskLevel
@@ -186,3 +187,12 @@ class EbsDelete(Action[DeleteParams]):
                 return StepResult(changed=False, message=f"snapshot {backup.backup_id} already gone")
             raise
         return StepResult(changed=True, message=f"deleted snapshot {backup.backup_id}")
+
+    def estimate_monthly_savings(self, seen: Observation) -> float:
+        """The volume's storage, less the snapshot kept for the rollback window."""
+        state = seen.state
+        volume = pricing.ebs_monthly(self.rec.region, state["volume_type"], state["size"],
+                                     state.get("iops") or 0, state.get("throughput") or 0)
+        if volume is None:
+            return self.rec.estimated_monthly_savings
+        return round(volume - pricing.snapshot_monthly(self.rec.region, state["size"]), 2)

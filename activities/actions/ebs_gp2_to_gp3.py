@@ -11,6 +11,7 @@ from pydantic import Field
 from activities.actions._ebs import describe_volume, latest_modification, observe_volume
 from activities.actions.base import Action, register
 from activities.errors import InProgress, VerificationFailed, client_error_code
+from domain import pricing
 from domain.base import StrictModel
 from domain.execution import BackupRecord, Observation, StepResult
 from domain.policy import RiskLevel
@@ -146,3 +147,12 @@ class EbsGp2ToGp3(Action[Gp3Params]):
                 raise InProgress(f"AWS does not allow the modification yet ({client_error_code(exc)})") from exc
             raise
         raise InProgress(f"modification back to {original} requested")
+
+    def estimate_monthly_savings(self, seen: Observation) -> float:
+        size = seen.state["size"]
+        iops, throughput = self.targets(size)
+        gp2 = pricing.ebs_monthly(self.rec.region, "gp2", size)
+        gp3 = pricing.ebs_monthly(self.rec.region, "gp3", size, iops, throughput)
+        if gp2 is None or gp3 is None:
+            return self.rec.estimated_monthly_savings
+        return round(gp2 - gp3, 2)

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from activities.actions._ec2 import describe_instance, observe_instance, stoppability_refusal
 from activities.actions.base import Action, register
 from activities.errors import InProgress, Refused, RevertImpossible, VerificationFailed
+from domain import pricing
 from domain.base import StrictModel
 from domain.execution import BackupRecord, Observation, StepResult
 from domain.policy import RiskLevel
@@ -163,3 +164,10 @@ class Ec2Rightsize(Action[RightsizeParams]):
             self.ec2.stop_instances(InstanceIds=[self.rec.resource_id])
             raise InProgress(f"back to {original}; stop requested, waiting for stopped")
         return StepResult(changed=changed, message=f"instance is {original} and {state}")
+
+    def estimate_monthly_savings(self, seen: Observation) -> float:
+        now = pricing.ec2_monthly(self.rec.region, seen.state["instance_type"])
+        then = pricing.ec2_monthly(self.rec.region, self.params.target_instance_type)
+        if now is None or then is None:
+            return self.rec.estimated_monthly_savings
+        return round(now - then, 2)

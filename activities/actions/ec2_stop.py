@@ -9,6 +9,7 @@ from pydantic import Field
 from activities.actions._ec2 import describe_instance, observe_instance, stoppability_refusal
 from activities.actions.base import Action, register
 from activities.errors import InProgress, RevertImpossible, VerificationFailed
+from domain import pricing
 from domain.base import StrictModel
 from domain.execution import BackupRecord, Observation, StepResult
 from domain.policy import RiskLevel
@@ -99,3 +100,8 @@ class Ec2Stop(Action[StopParams]):
             raise RevertImpossible(f"instance {self.rec.resource_id} no longer exists")
         self.ec2.start_instances(InstanceIds=[self.rec.resource_id])
         raise InProgress("start requested; waiting for running")
+
+    def estimate_monthly_savings(self, seen: Observation) -> float:
+        """Compute stops billing; EBS storage does not. Unknown type: the recommender's figure."""
+        monthly = pricing.ec2_monthly(self.rec.region, seen.state["instance_type"])
+        return round(monthly, 2) if monthly is not None else self.rec.estimated_monthly_savings
