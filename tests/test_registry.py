@@ -44,7 +44,7 @@ def test_data_destroying_kinds_take_a_real_backup(kind: str) -> None:
 
 
 #: The attribute a kind names its boto3 client by -> the IAM service prefix.
-_CLIENTS = {"ec2": "ec2", "s3": "s3", "logs": "logs", "lam": "lambda", "rds": "rds"}
+_CLIENTS = {"ec2": "ec2", "s3": "s3", "logs": "logs", "lam": "lambda", "rds": "rds", "asg": "autoscaling", "dynamodb": "dynamodb"}
 #: IAM actions whose names differ from the API operation they authorise.
 _IAM_NAMES = {
     "s3:GetBucketLifecycleConfiguration": "s3:GetLifecycleConfiguration",
