@@ -347,15 +347,29 @@ def worker_cmd() -> None:
     run(go)
 
 
+@app.command("api")
+def api_cmd(
+    host: Annotated[str | None, typer.Option(help="Bind address (default RECLAIM_API_HOST or 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default RECLAIM_API_PORT or 8000).")] = None,
+) -> None:
+    """Serve the REST API (OpenAPI at /docs)."""
+    from starter.api.server import serve
+
+    settings = state.settings
+    run(lambda: serve(settings, host or settings.api_host, port or settings.api_port))
+
+
 @app.command()
 def dev(
     port: Annotated[int, typer.Option(help="Temporal frontend port.")] = 7233,
     ui_port: Annotated[int, typer.Option(help="Web UI port.")] = 8233,
+    api_port: Annotated[int | None, typer.Option(help="REST API port (default RECLAIM_API_PORT or 8000).")] = None,
 ) -> None:
-    """The embedded stack in the foreground: Temporal dev server + Web UI + worker. Ctrl-C stops it."""
+    """The embedded stack in the foreground: Temporal dev server + Web UI + worker + API. Ctrl-C stops it."""
     from starter.stack import run_dev
 
-    run(lambda: run_dev(state.settings, port=port, ui_port=ui_port))
+    settings = state.settings
+    run(lambda: run_dev(settings, port=port, ui_port=ui_port, api_port=api_port or settings.api_port))
 
 
 @app.command()

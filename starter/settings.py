@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     )
     web_ui_url: str = Field(default="http://localhost:8233", description="Where operators open the Web UI.")
     max_concurrent_activities: int = 32
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_tokens_file: Path | None = Field(default=None, description="JSON or YAML list of tokens (hashed).")
+    api_tokens: str | None = Field(default=None, repr=False, description="The same list inline, as JSON.")
     auto_approve_max_monthly_savings: float = 500.0
     production_tags: list[str] = Field(default_factory=lambda: Policy().production_tags)
     refuse_production: bool = True

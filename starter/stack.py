@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from temporalio.client import Client
 
 from activities.aws import SessionFactory
+from starter.api.deps import Services
 from starter.devserver import DevServer, dev_server
 from starter.settings import Settings
 from starter.temporal_client import connect
@@ -59,9 +60,35 @@ async def wait_for_interrupt() -> None:
     await stop.wait()
 
 
-async def run_dev(settings: Settings, *, port: int, ui_port: int) -> None:
-    async with embedded_stack(settings, port=port, ui_port=ui_port) as stack:
+def api_services(stack: Embedded) -> Services:
+    from starter.api.auth import TokenStore
+    from starter.executions import Executions
+
+    settings = stack.settings
+    return Services(settings=settings, executions=Executions(stack.client, settings.task_queue),
+                    store=stack.store, tokens=TokenStore.load(settings.api_tokens_file, settings.api_tokens))
+
+
+@contextlib.asynccontextmanager
+async def api_running(stack: Embedded, port: int, services: Services | None = None) -> AsyncIterator[str]:
+    """The REST API beside the worker, sharing its client and store, until the block ends."""
+    from starter.api.server import serve
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(stack.settings, stack.settings.api_host, port,
+                                     services or api_services(stack), stop))
+    try:
+        yield f"http://{stack.settings.api_host}:{port}"
+    finally:
+        stop.set()
+        await task
+
+
+async def run_dev(settings: Settings, *, port: int, ui_port: int, api_port: int) -> None:
+    async with embedded_stack(settings, port=port, ui_port=ui_port) as stack, \
+            api_running(stack, api_port) as api_url:
         print(f"Temporal at {stack.server.address}; Web UI at {stack.server.ui_url}")
+        print(f"API at {api_url} (OpenAPI: {api_url}/docs)")
         print(f"worker polling '{settings.task_queue}'; store {stack.store.url}. Ctrl-C to stop.", flush=True)
         await wait_for_interrupt()
         print("stopping…", flush=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -126,6 +127,7 @@ class Store:
         self,
         *,
         customer_id: str | None = None,
+        customer_ids: Collection[str] | None = None,
         status: ExecutionStatus | str | None = None,
         kind: str | None = None,
         limit: int = 50,
@@ -140,6 +142,8 @@ class Store:
         filters: list[ColumnElement[bool]] = []
         if customer_id is not None:
             filters.append(ExecutionRow.customer_id == customer_id)
+        if customer_ids is not None:  # a tenant's set (empty: sees nothing)
+            filters.append(ExecutionRow.customer_id.in_(sorted(customer_ids)))
         if status is not None:
             filters.append(ExecutionRow.status == _execution_status(status))
         if kind is not None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from starter.devserver import free_port, port_open
@@ -35,19 +37,20 @@ def test_demo_exits_zero_with_its_summary(tmp_path: Path) -> None:
 
 
 def test_dev_runs_in_the_foreground_and_exits_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    port, ui_port = free_port(), free_port()
+    port, ui_port, api_port = free_port(), free_port(), free_port()
     proc = subprocess.Popen(
-        [RECLAIM, "dev", "--port", str(port), "--ui-port", str(ui_port)],
+        [RECLAIM, "dev", "--port", str(port), "--ui-port", str(ui_port), "--api-port", str(api_port)],
         cwd=tmp_path, env=_env(tmp_path), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )
     try:
         deadline = time.monotonic() + 90
-        while not (port_open("127.0.0.1", port) and port_open("127.0.0.1", ui_port)):
+        while not all(port_open("127.0.0.1", p) for p in (port, ui_port, api_port)):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "dev server did not come up"
             time.sleep(0.2)
-        time.sleep(1.0)  # the worker connects after the server answers
+        health = urllib.request.urlopen(f"http://127.0.0.1:{api_port}/healthz", timeout=10)
+        assert json.load(health)["checks"] == {"temporal": "ok", "database": "ok"}
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
     finally:

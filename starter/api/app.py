@@ -1,0 +1,53 @@
+"""The FastAPI application: `reclaim api` serves it; `create_app(services)` wires it for tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from starter.api import errors
+from starter.api.auth import TokenStore
+from starter.api.deps import Services
+from starter.api.routes import executions, health
+from starter.executions import Executions
+from starter.settings import Settings
+
+
+def create_app(services: Services | None = None, settings: Settings | None = None) -> FastAPI:
+    """With `services`, use them (tests, the embedded stack); without, connect on start-up."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if services is not None:
+            app.state.services = services
+            yield
+            return
+        from starter.temporal_client import connect
+        from store.repository import Store
+
+        config = settings or Settings()
+        client = await connect(config)
+        store = await Store.open(config.database())
+        app.state.services = Services(
+            settings=config, executions=Executions(client, config.task_queue), store=store,
+            tokens=TokenStore.load(config.api_tokens_file, config.api_tokens),
+        )
+        try:
+            yield
+        finally:
+            await store.close()
+
+    app = FastAPI(
+        title="Reclaim API",
+        version="1",
+        description="Launch, approve, roll back and watch cost-saving executions.",
+        lifespan=lifespan,
+    )
+    if services is not None:
+        app.state.services = services  # usable without a lifespan run (httpx ASGITransport)
+    errors.install(app)
+    app.include_router(executions.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,219 @@
+"""/api/v1/executions: launch, watch, approve, reject, roll back and cancel executions.
+
+Another customer's execution answers 404, exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Query, Response
+from pydantic import Field, model_validator
+
+from domain.base import StrictModel
+from domain.execution import (
+    ApprovalInput,
+    ApprovalRecord,
+    Decision,
+    ExecutionOptions,
+    ExecutionRequest,
+    ExecutionView,
+    RollbackInput,
+)
+from domain.recommendation import Recommendation
+from domain.status import ExecutionStatus
+from starter.api.auth import Principal
+from starter.api.deps import ApproverDep, OperatorDep, ServicesDep, ViewerDep
+from starter.api.errors import ApiError
+from starter.executions import NotFound, ReclaimError, Refused, ResourceBusy, check_recommendation
+
+router = APIRouter(prefix="/api/v1/executions", tags=["executions"])
+
+
+class ExecuteBody(StrictModel):
+    recommendation_id: str | None = Field(default=None, max_length=128)
+    recommendation: Recommendation | None = None
+    dry_run: bool = False
+    auto_approve: bool = True
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ExecuteBody:
+        if (self.recommendation_id is None) == (self.recommendation is None):
+            raise ValueError("give exactly one of recommendation_id or recommendation")
+        return self
+
+
+class Started(StrictModel):
+    execution_id: str
+    status: ExecutionStatus
+    started_at: datetime
+    created: bool
+
+
+class ExecutionDetail(ExecutionView):
+    web_ui_url: str
+
+
+class ExecutionList(StrictModel):
+    total: int
+    executions: list[ExecutionDetail]
+    next_cursor: str | None
+
+
+class CommentBody(StrictModel):
+    comment: str = Field(default="", max_length=2000)
+
+
+class ReasonBody(StrictModel):
+    reason: str = Field(default="", max_length=2000)
+
+
+def _detail(view: ExecutionView, ui: str, namespace: str) -> ExecutionDetail:
+    link = f"{ui.rstrip('/')}/namespaces/{quote(namespace)}/workflows/{quote(view.execution_id)}"
+    return ExecutionDetail(**view.model_dump(), web_ui_url=link)
+
+
+async def _visible(svc: Any, principal: Principal, execution_id: str) -> ExecutionView:
+    """The execution if this caller may see it; 404 otherwise (no hint that it exists)."""
+    view = await svc.store.get_execution(execution_id)
+    if view is None:
+        try:
+            view = await svc.executions.status(execution_id)
+        except (NotFound, ReclaimError):
+            view = None
+        except Exception:  # e.g. an id Temporal refuses outright
+            view = None
+    if view is None or not principal.sees(view.customer_id):
+        raise ApiError(404, "not_found", f"no execution {execution_id}")
+    return view
+
+
+@router.post("/execute", status_code=202, response_model=Started,
+             responses={200: {"model": Started}, 404: {}, 409: {}, 422: {}})
+async def execute(body: ExecuteBody, principal: OperatorDep, svc: ServicesDep, response: Response) -> Started:
+    if body.recommendation is not None:
+        rec = body.recommendation
+        if not principal.sees(rec.customer_id):
+            raise ApiError(403, "forbidden", f"this token may not act for customer {rec.customer_id}")
+        try:
+            check_recommendation(rec)
+        except ReclaimError as exc:
+            raise ApiError(422, "invalid_request", [{"field": "body.recommendation", "message": str(exc)}]) from None
+        await svc.store.save_recommendations([rec])
+    else:
+        found = await svc.store.get_recommendation(body.recommendation_id or "")
+        if found is None or not principal.sees(found.customer_id):
+            raise ApiError(404, "not_found", f"no recommendation {body.recommendation_id}")
+        rec = found
+    request = ExecutionRequest(
+        recommendation=rec, requested_by=principal.subject, policy=svc.settings.policy(),
+        options=ExecutionOptions(dry_run=body.dry_run, auto_approve=body.auto_approve),
+    )
+    try:
+        started = await svc.executions.start(request)
+    except ResourceBusy as exc:
+        raise ApiError(409, "resource_busy", str(exc)) from None
+    except ReclaimError as exc:
+        raise ApiError(422, "invalid_request", str(exc)) from None
+    view = await svc.executions.status(started.execution_id)
+    if not started.created:
+        response.status_code = 200
+    return Started(execution_id=started.execution_id, status=view.status, started_at=view.started_at,
+                   created=started.created)
+
+
+@router.get("/{execution_id}", response_model=ExecutionDetail, responses={404: {}})
+async def get_execution(execution_id: str, principal: ViewerDep, svc: ServicesDep) -> ExecutionDetail:
+    view = await _visible(svc, principal, execution_id)
+    return _detail(view, svc.settings.web_ui_url, svc.settings.temporal_namespace)
+
+
+@router.get("", response_model=ExecutionList, responses={404: {}})
+async def list_executions(
+    principal: ViewerDep,
+    svc: ServicesDep,
+    customer_id: Annotated[str | None, Query(max_length=128)] = None,
+    status: ExecutionStatus | None = None,
+    kind: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> ExecutionList:
+    allowed = principal.customer_filter()
+    if customer_id is not None and not principal.sees(customer_id):
+        return ExecutionList(total=0, executions=[], next_cursor=None)
+    customers = {customer_id} if customer_id is not None else allowed
+    try:
+        page = await svc.store.list_executions(
+            customer_ids=customers, status=status, kind=kind, limit=limit, cursor=cursor
+        )
+    except ValueError as exc:
+        raise ApiError(422, "invalid_request", [{"field": "query.cursor", "message": str(exc)}]) from None
+    ui, ns = svc.settings.web_ui_url, svc.settings.temporal_namespace
+    return ExecutionList(total=page.total, executions=[_detail(v, ui, ns) for v in page.executions],
+                         next_cursor=page.next_cursor)
+
+
+async def _decide(svc: Any, principal: Principal, execution_id: str, approve: bool, comment: str) -> ApprovalRecord:
+    await _visible(svc, principal, execution_id)
+    attempt = ApprovalInput(actor=principal.subject, role=principal.role, comment=comment)
+    try:
+        record: ApprovalRecord = await svc.executions.decide(execution_id, approve, attempt)
+        return record
+    except Refused as exc:
+        await svc.store.record_approval(ApprovalRecord(
+            id=str(uuid.uuid4()), execution_id=execution_id, actor=attempt.actor, role=attempt.role,
+            decision=Decision.APPROVE if approve else Decision.REJECT, comment=comment,
+            at=datetime.now(UTC), accepted=False, refusal=str(exc), via="api",
+        ))
+        raise ApiError(409, "refused", str(exc)) from None
+    except NotFound as exc:
+        raise ApiError(409, "not_running", str(exc)) from None
+
+
+@router.post("/{execution_id}/approve", response_model=ApprovalRecord, responses={404: {}, 409: {}})
+async def approve(execution_id: str, body: CommentBody, principal: ApproverDep, svc: ServicesDep) -> ApprovalRecord:
+    return await _decide(svc, principal, execution_id, True, body.comment)
+
+
+@router.post("/{execution_id}/reject", response_model=ApprovalRecord, responses={404: {}, 409: {}})
+async def reject(execution_id: str, body: ReasonBody, principal: ApproverDep, svc: ServicesDep) -> ApprovalRecord:
+    return await _decide(svc, principal, execution_id, False, body.reason)
+
+
+class Accepted(StrictModel):
+    execution_id: str
+    message: str
+
+
+@router.post("/{execution_id}/rollback", response_model=Accepted, status_code=202, responses={404: {}, 409: {}})
+async def rollback(execution_id: str, body: ReasonBody, principal: OperatorDep, svc: ServicesDep) -> Accepted:
+    await _visible(svc, principal, execution_id)
+    try:
+        message = await svc.executions.rollback(
+            execution_id, RollbackInput(actor=principal.subject, reason=body.reason)
+        )
+    except (Refused, NotFound) as exc:
+        raise ApiError(409, "refused", str(exc)) from None
+    return Accepted(execution_id=execution_id, message=message)
+
+
+@router.post("/{execution_id}/cancel", response_model=Accepted, status_code=202, responses={404: {}, 409: {}})
+async def cancel(execution_id: str, principal: OperatorDep, svc: ServicesDep) -> Accepted:
+    view = await _visible(svc, principal, execution_id)
+    if view.status not in _CANCELLABLE:
+        raise ApiError(409, "refused", f"execution is {view.status.value}; nothing to cancel")
+    try:
+        await svc.executions.cancel(execution_id)
+    except (ReclaimError, NotFound) as exc:
+        raise ApiError(409, "refused", str(exc)) from None
+    return Accepted(execution_id=execution_id, message="cancellation requested; changes are undone")
+
+
+_CANCELLABLE = frozenset({
+    ExecutionStatus.PENDING, ExecutionStatus.VALIDATING, ExecutionStatus.AWAITING_APPROVAL,
+    ExecutionStatus.SCHEDULED, ExecutionStatus.BACKING_UP, ExecutionStatus.APPLYING,
+    ExecutionStatus.VERIFYING, ExecutionStatus.COMPLETED,
+})
