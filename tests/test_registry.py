@@ -93,8 +93,10 @@ def test_permissions_cover_every_aws_call(kind: str) -> None:
     for helper in _helpers_used(module):
         calls |= _ec2_calls(ast.parse(inspect.getsource(helper)))
     assert calls, f"{kind}: found no AWS calls to check"
-    needed = calls
-    assert needed <= set(cls.permissions), f"{kind} does not declare {sorted(needed - set(cls.permissions))}"
+    # IAM action names are case-insensitive (rds:DescribeDBInstances == rds:DescribeDbInstances).
+    needed = {c.lower() for c in calls}
+    declared = {p.lower() for p in cls.permissions}
+    assert needed <= declared, f"{kind} does not declare {sorted(needed - declared)}"
 
 
 def _example(cls: type[Action[Any]]) -> dict[str, Any]:
