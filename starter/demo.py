@@ -8,7 +8,9 @@ is checked: the exit code says whether Reclaim behaved.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,10 +25,11 @@ from domain.execution import ApprovalInput, ExecutionOptions, ExecutionRequest, 
 from domain.policy import Role
 from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus as S
+from starter.api.auth import TokenEntry
 from starter.devserver import free_port, port_open
 from starter.executions import Executions
 from starter.settings import Settings
-from starter.stack import embedded_stack, wait_for_interrupt
+from starter.stack import api_running, embedded_stack, wait_for_interrupt
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -185,18 +188,37 @@ async def run_demo(settings: Settings, *, port: int, ui_port: int, keep_up: bool
         account = DemoAccount(endpoint)
         story, rules = scenes(account, run)
         sessions = SessionFactory(endpoint_url=endpoint, session_hooks=[FaultInjector(rules).install])
-        async with embedded_stack(settings, port=port, ui_port=ui_port, sessions=sessions) as stack:
+        tokens = demo_tokens()
+        settings.api_tokens = json.dumps([t.model_dump(exclude_none=True) for t in tokens])
+        api_port = settings.api_port if not port_open("127.0.0.1", settings.api_port) else free_port()
+        async with embedded_stack(settings, port=port, ui_port=ui_port, sessions=sessions) as stack, \
+                api_running(stack, api_port) as api_url:
             console.print(f"Temporal Web UI: [bold]{stack.server.ui_url}[/bold]  (mock AWS at {endpoint})")
             executions = Executions(stack.client, settings.task_queue)
             policy = settings.policy()
             views = await asyncio.gather(*(play(executions, scene, policy) for scene in story))
             ok = _summary(console, story, list(views), stack.server.ui_url)
+            _print_api(console, api_url, tokens)
             if keep_up:
                 console.print("The stack stays up for exploring; Ctrl-C to stop.")
                 await wait_for_interrupt()
             return ok
     finally:
         moto.stop()
+
+
+def demo_tokens() -> list[TokenEntry]:
+    """Fresh tokens each run (never fixed secrets in the code); they live as long as the demo."""
+    people = [("alice", Role.OPERATOR), ("bob", Role.APPROVER), ("carol", Role.VIEWER), ("root", Role.ADMIN)]
+    return [TokenEntry(subject=name, role=role, customers=["acme"] if role is not Role.ADMIN else ["*"],
+                       token=secrets.token_urlsafe(24)) for name, role in people]
+
+
+def _print_api(console: Console, api_url: str, tokens: list[TokenEntry]) -> None:
+    console.print(f"REST API: [bold]{api_url}[/bold]  (OpenAPI: {api_url}/docs); demo tokens, valid while it runs:")
+    for t in tokens:
+        console.print(f"  {t.subject:<6} {t.role.value:<9} {', '.join(t.customers):<5} {t.token}")
+    console.print(f"  e.g. curl -H 'Authorization: Bearer {tokens[2].token}' {api_url}/api/v1/executions")
 
 
 def _summary(console: Console, story: list[Scene], views: list[ExecutionView], ui_url: str | None) -> bool:

@@ -34,6 +34,7 @@ def test_demo_exits_zero_with_its_summary(tmp_path: Path) -> None:
     for status in ("COMPLETED", "REJECTED", "REJECTED_BY_VALIDATION", "ROLLED_BACK", "PLANNED"):
         assert status in out
     assert "Web UI" in out and "Traceback" not in result.stderr
+    assert "REST API" in out and "approver" in out  # the demo tokens are printed
 
 
 def test_dev_runs_in_the_foreground_and_exits_cleanly_on_ctrl_c(tmp_path: Path) -> None:
