@@ -6,7 +6,7 @@ the workflow's retry policies give exponential backoff to everything retryable
 """
 
 from botocore.exceptions import BotoCoreError, ClientError
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 #: Error codes that retrying cannot heal: the execution ends with the code in its reason.
 NON_RETRYABLE_AWS_CODES = frozenset(
@@ -78,7 +78,8 @@ def to_application_error(error: BaseException) -> BaseException:
     if isinstance(error, Refused):
         return ApplicationError(str(error), type=REFUSED, non_retryable=True)
     if isinstance(error, InProgress):
-        return ApplicationError(str(error), type=IN_PROGRESS)
+        # Expected while AWS transitions: retried quietly (benign: no warning with a traceback).
+        return ApplicationError(str(error), type=IN_PROGRESS, category=ApplicationErrorCategory.BENIGN)
     if isinstance(error, VerificationFailed):
         return ApplicationError(str(error), type=VERIFICATION_FAILED, non_retryable=True)
     if isinstance(error, RevertImpossible):

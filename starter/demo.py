@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import secrets
 import time
@@ -175,6 +176,10 @@ async def run_demo(settings: Settings, *, port: int, ui_port: int, keep_up: bool
         os.environ[key] = "demo"  # moto accepts anything; never the operator's real keys
     os.environ.pop("AWS_SESSION_TOKEN", None)
     os.environ.pop("AWS_PROFILE", None)
+    # moto's request log and the warning for the scripted capacity failure are not the story:
+    # the summary table is. (`reclaim dev` and `reclaim worker` keep both.)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    logging.getLogger("temporalio.activity").setLevel(logging.ERROR)
     moto_port = free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
     moto.start()
