@@ -22,6 +22,7 @@ import pytest
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
+from activities.actions.base import registry
 from domain.execution import execution_id_for
 from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus as S
@@ -338,7 +339,7 @@ def _valid(instance: str = "i-0123456789abcdef0") -> Recommendation:
     [
         pytest.param("malformed", "not valid JSON"),
         pytest.param("missing", "no such file"),
-        pytest.param("unknown_kind", "known kinds: ebs.delete, ebs.gp2_to_gp3, ec2.rightsize, ec2.stop"),
+        pytest.param("unknown_kind", "known kinds: " + ", ".join(registry())),
         pytest.param("extra_field", "surprise: Extra inputs are not permitted"),
     ],
 )
@@ -352,7 +353,7 @@ async def test_invalid_input_is_refused_before_anything_starts(
     elif case == "missing":
         file = tmp_path / "nowhere.json"
     elif case == "unknown_kind":
-        file = write(tmp_path, document | {"kind": "ec2.terminate"})
+        file = write(tmp_path, document | {"kind": "ec2.vaporize"})
     else:
         file = write(tmp_path, document | {"surprise": True})
 
@@ -365,7 +366,7 @@ async def test_invalid_input_is_refused_before_anything_starts(
     assert await stack.store.get_recommendation(rec.id) is None
     line = one_error_line(run)
     assert expect in line
-    assert ("ec2.terminate" if case == "unknown_kind" else file.name) in line
+    assert ("ec2.vaporize" if case == "unknown_kind" else file.name) in line
 
 
 async def test_status_of_an_unknown_execution(cli: Cli) -> None:
