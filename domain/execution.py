@@ -14,9 +14,13 @@ from domain.status import ExecutionStatus
 TASK_QUEUE = "reclaim"
 
 
-def execution_id_for(recommendation_id: str) -> str:
-    """One recommendation, one execution: a duplicate submission finds the same workflow."""
-    return f"exec-{recommendation_id}"
+def execution_id_for(recommendation_id: str, dry_run: bool = False) -> str:
+    """One recommendation, one execution: a duplicate submission finds the same workflow.
+
+    A dry run is a plan, not the execution: it has its own id, so planning first
+    never uses up the recommendation's one real execution.
+    """
+    return f"{'plan' if dry_run else 'exec'}-{recommendation_id}"
 
 
 def lease_id_for(account_id: str, region: str, resource_id: str) -> str:

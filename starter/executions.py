@@ -77,9 +77,10 @@ class Executions:
     async def start(self, request: ExecutionRequest) -> Started:
         """Start, or find the execution this recommendation already has."""
         check_recommendation(request.recommendation)
-        execution_id = execution_id_for(request.recommendation.id)
-        if await self._exists(execution_id):
-            return Started(execution_id, created=False)
+        dry_run = request.options.dry_run
+        execution_id = execution_id_for(request.recommendation.id, dry_run)
+        if await self._exists(execution_id) and (not dry_run or not await self._closed(execution_id)):
+            return Started(execution_id, created=False)  # a dry run may be repeated once finished
         rec = request.recommendation
         holder = await self.lease_holder(rec.account_id, rec.region, rec.resource_id)
         if holder is not None and holder != execution_id:
@@ -90,7 +91,8 @@ class Executions:
                 request,
                 id=execution_id,
                 task_queue=self.task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_reuse_policy=(WorkflowIDReusePolicy.ALLOW_DUPLICATE if dry_run
+                                 else WorkflowIDReusePolicy.REJECT_DUPLICATE),
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             )
         except WorkflowAlreadyStartedError:

@@ -365,3 +365,17 @@ async def test_a_recently_changed_resource_is_refused_until_the_cooldown_ends(st
                                policy=Policy(cooldown_days=0), options=ExecutionOptions())
     third = await stack.executions.wait((await stack.executions.start(relaxed)).execution_id)
     assert third.status is S.COMPLETED
+
+
+async def test_a_dry_run_does_not_use_up_the_real_execution(stack: Stack, aws: AwsAccount) -> None:
+    instance = aws.instance()
+    rec = recommendation("ec2.stop", instance)
+    plan = await stack.executions.start(request(rec, dry_run=True))
+    assert (await stack.executions.wait(plan.execution_id)).status is S.PLANNED
+    again = await stack.executions.start(request(rec, dry_run=True))  # plans may be repeated
+    assert again.created and again.execution_id == plan.execution_id
+    await stack.executions.wait(again.execution_id)
+    real = await stack.executions.start(request(rec))
+    assert real.created and real.execution_id != plan.execution_id
+    assert (await stack.executions.wait(real.execution_id)).status is S.COMPLETED
+    assert aws.instance_state(instance)[0] == "stopped"
