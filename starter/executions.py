@@ -169,6 +169,9 @@ class Executions:
             raise _rpc_error(execution_id, exc) from None
 
     async def cancel(self, execution_id: str) -> None:
+        view = await self.status(execution_id)
+        if view.status in TERMINAL:
+            raise Refused(f"execution is {view.status.value}; nothing to cancel")
         try:
             await self.handle(execution_id).cancel()
         except RPCError as exc:
