@@ -88,6 +88,12 @@ def run(make: Callable[[], Awaitable[T]]) -> T:
 
 @asynccontextmanager
 async def _executions() -> Any:
+    from starter.api_client import ApiExecutions, api_configured
+
+    if api_configured():  # RECLAIM_API_URL + RECLAIM_API_TOKEN: over HTTP, Temporal untouched
+        async with ApiExecutions.from_env() as api:
+            yield api
+        return
     from starter.temporal_client import connect
 
     try:
@@ -149,8 +155,12 @@ def execute(
         for rec in recs:
             check_recommendation(rec)
         results = []
-        async with _store() as store, _executions() as executions:
-            await store.save_recommendations(recs)
+        from starter.api_client import api_configured
+
+        async with _executions() as executions:
+            if not api_configured():  # over HTTP the API saves them
+                async with _store() as store:
+                    await store.save_recommendations(recs)
             for rec in recs:
                 req = ExecutionRequest(
                     recommendation=rec,
@@ -298,6 +308,11 @@ def list_(
     """List executions from the read model, newest first."""
 
     async def go() -> list[ExecutionView]:
+        from starter.api_client import ApiExecutions, api_configured
+
+        if api_configured():
+            async with ApiExecutions.from_env() as api:
+                return await api.list_executions(customer_id=customer, status=status_, limit=limit)
         async with _store() as store:
             page = await store.list_executions(customer_id=customer, status=status_, limit=limit)
             return list(page.executions)

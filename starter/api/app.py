@@ -7,10 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from starter.api import errors
+from starter.api import errors, metrics
 from starter.api.auth import TokenStore
 from starter.api.deps import Services
-from starter.api.routes import executions, health
+from starter.api.routes import events, executions, health, recommendations
+from starter.api.routes import metrics as metrics_routes
 from starter.executions import Executions
 from starter.settings import Settings
 
@@ -48,6 +49,10 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
     if services is not None:
         app.state.services = services  # usable without a lifespan run (httpx ASGITransport)
     errors.install(app)
+    metrics.install(app)  # per-app registry + request-duration middleware
     app.include_router(executions.router)
+    app.include_router(events.router)
+    app.include_router(recommendations.router)
+    app.include_router(metrics_routes.router)
     app.include_router(health.router)
     return app

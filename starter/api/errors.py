@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("reclaim.api")
@@ -21,6 +23,35 @@ class ApiError(Exception):
 
 class ErrorBody(dict[str, Any]):
     pass
+
+
+class FieldProblem(BaseModel):
+    field: str = Field(description="Where the problem is, e.g. `body.recommendation.kind` or `query.cursor`.")
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """The shape of every error answer."""
+
+    error: str = Field(description="A stable machine-readable name: unauthenticated, forbidden, not_found, ...")
+    detail: str | list[FieldProblem] = Field(
+        description="A sentence, or (invalid_request) the list of offending fields."
+    )
+
+
+_DESCRIPTIONS = {
+    401: "No bearer token, or an unknown one",
+    403: "The token's role may not do this (or act for this customer)",
+    404: "No such execution (another customer's answers the same)",
+    409: "Refused in the execution's current state",
+    422: "The request is invalid; `detail` lists the offending fields",
+    503: "A dependency is unreachable",
+}
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` documenting the JSON error answers a route can give."""
+    return {status: {"model": ErrorResponse, "description": _DESCRIPTIONS.get(status, "Error")} for status in statuses}
 
 
 def install(app: FastAPI) -> None:
@@ -39,12 +70,61 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": _name(exc.status_code), "detail": exc.detail}, status_code=exc.status_code)
+        if exc.status_code == 400 and exc.detail == _UNPARSEABLE_BODY:
+            # FastAPI's answer to a body that is not even text (invalid UTF-8): as invalid as bad JSON.
+            problem = {"field": "body", "message": "the body is not valid UTF-8 JSON"}
+            return JSONResponse({"error": "invalid_request", "detail": [problem]}, status_code=422)
+        # Keep the exception's headers: a 405 must say `Allow`, a 401 `WWW-Authenticate`.
+        return JSONResponse({"error": _name(exc.status_code), "detail": exc.detail}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"error": "internal", "detail": "unexpected error; see the server log"}, status_code=500)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document_errors(FastAPI.openapi(app))
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+_UNPARSEABLE_BODY = "There was an error parsing the body"
+_ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
+_FASTAPI_422 = "#/components/schemas/HTTPValidationError"
+
+
+def document_errors(document: dict[str, Any]) -> None:
+    """Make the OpenAPI document tell the truth about error answers, for every router.
+
+    The handlers above answer every 4xx as `ErrorResponse`, never FastAPI's
+    `HTTPValidationError`; and every operation behind a bearer token can answer 401 and 403.
+    """
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    generated = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(generated.pop("$defs", {}))
+    schemas["ErrorResponse"] = generated
+    for path_item in document.get("paths", {}).values():
+        for operation in path_item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            answers: dict[str, Any] = operation["responses"]
+            if operation.get("security"):
+                for status in ("401", "403"):
+                    answers.setdefault(status, {"description": _DESCRIPTIONS[int(status)]})
+            for status, answer in answers.items():
+                if not status.startswith("4"):
+                    continue
+                content = answer.setdefault("content", {}).setdefault("application/json", {})
+                if "schema" not in content or content["schema"].get("$ref") == _FASTAPI_422:
+                    content["schema"] = dict(_ERROR_REF)
+                if answer.get("description") == "Validation Error":
+                    answer["description"] = _DESCRIPTIONS[422]
+    if _FASTAPI_422 not in json.dumps(document.get("paths", {})):
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
 
 
 def _name(status: int) -> str:

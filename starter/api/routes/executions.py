@@ -13,6 +13,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Query, Response
 from pydantic import Field, model_validator
 
+from activities.actions.base import action_class
 from domain.base import StrictModel
 from domain.execution import (
     ApprovalInput,
@@ -27,7 +28,7 @@ from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus
 from starter.api.auth import Principal
 from starter.api.deps import ApproverDep, OperatorDep, ServicesDep, ViewerDep
-from starter.api.errors import ApiError
+from starter.api.errors import ApiError, responses
 from starter.executions import NotFound, ReclaimError, Refused, ResourceBusy, check_recommendation
 
 router = APIRouter(prefix="/api/v1/executions", tags=["executions"])
@@ -76,9 +77,8 @@ def _detail(view: ExecutionView, ui: str, namespace: str) -> ExecutionDetail:
     return ExecutionDetail(**view.model_dump(), web_ui_url=link)
 
 
-async def _visible(svc: Any, principal: Principal, execution_id: str) -> ExecutionView:
-    """The execution if this caller may see it; 404 otherwise (no hint that it exists)."""
-    view = await svc.store.get_execution(execution_id)
+async def _find(svc: Any, execution_id: str) -> ExecutionView | None:
+    view: ExecutionView | None = await svc.store.get_execution(execution_id)
     if view is None:
         try:
             view = await svc.executions.status(execution_id)
@@ -86,23 +86,48 @@ async def _visible(svc: Any, principal: Principal, execution_id: str) -> Executi
             view = None
         except Exception:  # e.g. an id Temporal refuses outright
             view = None
+    return view
+
+
+async def _visible(svc: Any, principal: Principal, execution_id: str) -> ExecutionView:
+    """The execution if this caller may see it; 404 otherwise (no hint that it exists)."""
+    view = await _find(svc, execution_id)
     if view is None or not principal.sees(view.customer_id):
         raise ApiError(404, "not_found", f"no execution {execution_id}")
     return view
 
 
+def _check(rec: Recommendation) -> None:
+    """Unknown kinds and bad params: 422 naming the field, before anything is stored or started."""
+    try:
+        action_class(rec.kind)
+    except LookupError as exc:
+        raise ApiError(422, "invalid_request",
+                       [{"field": "body.recommendation.kind", "message": str(exc.args[0])}]) from None
+    try:
+        check_recommendation(rec)
+    except ReclaimError as exc:
+        raise ApiError(422, "invalid_request", [{"field": "body.recommendation.params", "message": str(exc)}]) from None
+
+
+def _id_taken(rec: Recommendation) -> ApiError:
+    # Recommendation (and so execution) ids are global: another customer's must stay untouched and unread.
+    return ApiError(409, "conflict", f"recommendation id {rec.id} is already in use; choose another id")
+
+
 @router.post("/execute", status_code=202, response_model=Started,
-             responses={200: {"model": Started}, 404: {}, 409: {}, 422: {}})
+             responses={200: {"model": Started, "description": "The execution this recommendation already has"},
+                        **responses(401, 403, 404, 409, 422)})
 async def execute(body: ExecuteBody, principal: OperatorDep, svc: ServicesDep, response: Response) -> Started:
+    inline = body.recommendation is not None
     if body.recommendation is not None:
         rec = body.recommendation
         if not principal.sees(rec.customer_id):
             raise ApiError(403, "forbidden", f"this token may not act for customer {rec.customer_id}")
-        try:
-            check_recommendation(rec)
-        except ReclaimError as exc:
-            raise ApiError(422, "invalid_request", [{"field": "body.recommendation", "message": str(exc)}]) from None
-        await svc.store.save_recommendations([rec])
+        _check(rec)
+        stored = await svc.store.get_recommendation(rec.id)
+        if stored is not None and stored.customer_id != rec.customer_id:
+            raise _id_taken(rec)
     else:
         found = await svc.store.get_recommendation(body.recommendation_id or "")
         if found is None or not principal.sees(found.customer_id):
@@ -115,23 +140,37 @@ async def execute(body: ExecuteBody, principal: OperatorDep, svc: ServicesDep, r
     try:
         started = await svc.executions.start(request)
     except ResourceBusy as exc:
-        raise ApiError(409, "resource_busy", str(exc)) from None
+        raise ApiError(409, "resource_busy", await _busy_detail(svc, principal, rec, exc)) from None
     except ReclaimError as exc:
-        raise ApiError(422, "invalid_request", str(exc)) from None
+        field = "body.recommendation" if inline else "body.recommendation_id"
+        raise ApiError(422, "invalid_request", [{"field": field, "message": str(exc)}]) from None
     view = await svc.executions.status(started.execution_id)
+    if view.customer_id != rec.customer_id:  # the id already belongs to another customer's execution
+        raise _id_taken(rec)
+    if inline:  # stored only once accepted: a refused request leaves no trace
+        await svc.store.save_recommendations([rec])
     if not started.created:
         response.status_code = 200
     return Started(execution_id=started.execution_id, status=view.status, started_at=view.started_at,
                    created=started.created)
 
 
-@router.get("/{execution_id}", response_model=ExecutionDetail, responses={404: {}})
+async def _busy_detail(svc: Any, principal: Principal, rec: Recommendation, exc: ResourceBusy) -> str:
+    """Name the holding execution only to a caller who may see it."""
+    holder = await svc.executions.lease_holder(rec.account_id, rec.region, rec.resource_id)
+    view = None if holder is None else await _find(svc, holder)
+    if view is not None and principal.sees(view.customer_id):
+        return str(exc)
+    return f"resource {rec.resource_id} is busy: another execution is changing it"
+
+
+@router.get("/{execution_id}", response_model=ExecutionDetail, responses=responses(401, 403, 404, 422))
 async def get_execution(execution_id: str, principal: ViewerDep, svc: ServicesDep) -> ExecutionDetail:
     view = await _visible(svc, principal, execution_id)
     return _detail(view, svc.settings.web_ui_url, svc.settings.temporal_namespace)
 
 
-@router.get("", response_model=ExecutionList, responses={404: {}})
+@router.get("", response_model=ExecutionList, responses=responses(401, 403, 422))
 async def list_executions(
     principal: ViewerDep,
     svc: ServicesDep,
@@ -173,12 +212,12 @@ async def _decide(svc: Any, principal: Principal, execution_id: str, approve: bo
         raise ApiError(409, "not_running", str(exc)) from None
 
 
-@router.post("/{execution_id}/approve", response_model=ApprovalRecord, responses={404: {}, 409: {}})
+@router.post("/{execution_id}/approve", response_model=ApprovalRecord, responses=responses(401, 403, 404, 409, 422))
 async def approve(execution_id: str, body: CommentBody, principal: ApproverDep, svc: ServicesDep) -> ApprovalRecord:
     return await _decide(svc, principal, execution_id, True, body.comment)
 
 
-@router.post("/{execution_id}/reject", response_model=ApprovalRecord, responses={404: {}, 409: {}})
+@router.post("/{execution_id}/reject", response_model=ApprovalRecord, responses=responses(401, 403, 404, 409, 422))
 async def reject(execution_id: str, body: ReasonBody, principal: ApproverDep, svc: ServicesDep) -> ApprovalRecord:
     return await _decide(svc, principal, execution_id, False, body.reason)
 
@@ -188,7 +227,7 @@ class Accepted(StrictModel):
     message: str
 
 
-@router.post("/{execution_id}/rollback", response_model=Accepted, status_code=202, responses={404: {}, 409: {}})
+@router.post("/{execution_id}/rollback", response_model=Accepted, status_code=202, responses=responses(401, 403, 404, 409, 422))
 async def rollback(execution_id: str, body: ReasonBody, principal: OperatorDep, svc: ServicesDep) -> Accepted:
     await _visible(svc, principal, execution_id)
     try:
@@ -200,7 +239,7 @@ async def rollback(execution_id: str, body: ReasonBody, principal: OperatorDep, 
     return Accepted(execution_id=execution_id, message=message)
 
 
-@router.post("/{execution_id}/cancel", response_model=Accepted, status_code=202, responses={404: {}, 409: {}})
+@router.post("/{execution_id}/cancel", response_model=Accepted, status_code=202, responses=responses(401, 403, 404, 409, 422))
 async def cancel(execution_id: str, principal: OperatorDep, svc: ServicesDep) -> Accepted:
     view = await _visible(svc, principal, execution_id)
     if view.status not in _CANCELLABLE:
@@ -209,7 +248,11 @@ async def cancel(execution_id: str, principal: OperatorDep, svc: ServicesDep) ->
         await svc.executions.cancel(execution_id)
     except (ReclaimError, NotFound) as exc:
         raise ApiError(409, "refused", str(exc)) from None
-    return Accepted(execution_id=execution_id, message="cancellation requested; changes are undone")
+    if view.status is ExecutionStatus.COMPLETED:
+        message = "cancellation requested; the rollback window closes, the change stays (use rollback to undo it)"
+    else:
+        message = "cancellation requested; changes are undone"
+    return Accepted(execution_id=execution_id, message=message)
 
 
 _CANCELLABLE = frozenset({
