@@ -518,3 +518,13 @@ def test_the_build_context_leaves_out_local_state_and_keeps_what_the_build_needs
     for path in needed:
         assert (ROOT / path).exists(), f"the build needs {path}"
         assert not ignored_by_docker(path, patterns), f".dockerignore drops {path}"
+
+
+def test_the_api_serves_on_8000_and_reads_hashed_tokens_from_a_secret() -> None:
+    api = SERVICES["api"]
+    assert api["command"] == ["reclaim", "api", "--host", "0.0.0.0", "--port", "8000"]
+    assert ("0.0.0.0", 8000, "tcp") in published_ports("api")
+    assert environment("api")["RECLAIM_API_TOKENS_FILE"] == "/run/secrets/reclaim_api_tokens"
+    assert "reclaim_api_tokens" in [s if isinstance(s, str) else s["source"] for s in api["secrets"]]
+    assert COMPOSE["secrets"]["reclaim_api_tokens"]["file"].startswith("${RECLAIM_API_TOKENS_PATH:?")
+    assert environment("api")["DATABASE_URL"] == environment("worker")["DATABASE_URL"]

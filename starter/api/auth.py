@@ -71,8 +71,7 @@ class TokenStore:
     def load(cls, path: Path | None = None, inline: str | None = None) -> TokenStore:
         raw: Any = []
         if path is not None:
-            text = Path(path).read_text()
-            raw = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+            raw = yaml.safe_load(Path(path).read_text())  # YAML, or JSON (a subset of YAML)
         elif inline:
             raw = json.loads(inline)
         if isinstance(raw, dict):
