@@ -21,6 +21,7 @@ from rich.table import Table
 from temporalio.service import RPCError
 
 from domain.execution import ApprovalInput, ExecutionOptions, ExecutionRequest, ExecutionView, RollbackInput
+from domain.policy import Role
 from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus
 from starter.executions import Executions, ReclaimError, Refused
@@ -360,6 +361,24 @@ def worker_cmd() -> None:
         await run_worker()
 
     run(go)
+
+
+@app.command("token")
+def token_cmd(
+    subject: Annotated[str, typer.Option("--subject", help="Who the token belongs to.")],
+    role: Annotated[Role, typer.Option("--role", case_sensitive=False)],
+    customer: Annotated[list[str], typer.Option("--customer", help="Repeat for several; '*' for all.")],
+) -> None:
+    """Make an API token: prints it once, and the hashed entry for the tokens file."""
+    import secrets
+
+    from starter.api.auth import hash_token
+
+    token = secrets.token_urlsafe(32)
+    entry = {"subject": subject, "role": role.value, "customers": customer, "sha256": hash_token(token)}
+    out.print(f"token (shown once): {token}")
+    out.print("tokens file entry:")
+    out.print(f"  - {json.dumps(entry)}", soft_wrap=True)
 
 
 @app.command("api")

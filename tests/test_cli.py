@@ -384,3 +384,20 @@ async def test_unreachable_temporal(cli: Cli, stack: Stack, tmp_path: Path) -> N
     assert not await workflow_exists(stack, execution_id_for(rec.id))
     assert await stack.store.get_recommendation(rec.id) is None
     assert "cannot reach Temporal at 127.0.0.1:1" in one_error_line(run)
+
+
+def test_token_prints_a_token_once_and_an_entry_that_authenticates_it(tmp_path: Path) -> None:
+    from starter.api.auth import TokenStore
+
+    result = subprocess.run([str(Path(sys.executable).parent / "reclaim"), "token", "--subject", "bob",
+                             "--role", "approver", "--customer", "acme"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    token = lines[0].split(": ", 1)[1]
+    entry = lines[-1].strip()
+    assert token not in entry  # only the hash goes into the file
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(f"tokens:\n{entry}\n")
+    principal = TokenStore.load(tokens).authenticate(token)
+    assert principal is not None and (principal.subject, principal.role.value) == ("bob", "approver")
+    assert TokenStore.load(tokens).authenticate(token + "x") is None
