@@ -220,7 +220,7 @@ async def test_dry_run_plans_and_changes_nothing(cli: Cli, aws: AwsAccount, tmp_
     rec = recommendation("ec2.stop", instance)
     run = succeeded(await cli("execute", str(write(tmp_path, rec)), "--dry-run", "--wait", "--json"))
     [row] = run.json()
-    assert (row["execution_id"], row["created"], row["status"]) == (execution_id_for(rec.id), True, "PLANNED")
+    assert (row["execution_id"], row["created"], row["status"]) == (execution_id_for(rec.id, dry_run=True), True, "PLANNED")
     after = aws.describe_instance(instance)
     assert after["State"] == before["State"] and after["InstanceType"] == before["InstanceType"]
 
