@@ -158,7 +158,7 @@ class ExecutionWorkflow:
                 await self._rollback_window()
         except _Rejected as end:
             self._transition(end.status, end.reason, reason=end.reason)
-        except BaseException as err:
+        except (Exception, asyncio.CancelledError) as err:  # never an eviction
             if not is_cancelled_exception(err):
                 raise
             cancelled = True
@@ -166,9 +166,11 @@ class ExecutionWorkflow:
                 self._view.status, S.CANCELLED
             ):
                 self._transition(S.CANCELLED, "cancelled before any change", reason="cancelled")
-        finally:
-            await self._release_lease()
-            await self._drain_records()
+        # Not in a `finally`: a worker evicting this workflow from its cache (a BaseException
+        # that is not ours to handle) must not run commands. A failed workflow's lease dies
+        # with it (parent close policy).
+        await self._release_lease()
+        await self._drain_records()
         if cancelled:
             raise asyncio.CancelledError("execution cancelled")
         if self._view.status is S.ROLLBACK_FAILED:
@@ -350,7 +352,7 @@ class ExecutionWorkflow:
                 start_to_close_timeout=self._request.options.step_timeout, schedule_to_close_timeout=MUTATE_DEADLINE,
                 retry_policy=MUTATE_RETRY, cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             )
-        except BaseException as err:
+        except (Exception, asyncio.CancelledError) as err:  # never an eviction
             if is_cancelled_exception(err):
                 self._transition(S.CANCELLED, "cancelled before any change", reason="cancelled")
                 raise
@@ -382,7 +384,7 @@ class ExecutionWorkflow:
                 verified.data.get("monthly_savings", assessment.estimated_monthly_savings)
             )
             self._transition(S.COMPLETED, f"verified: {verified.message}")
-        except BaseException as err:
+        except (Exception, asyncio.CancelledError) as err:  # cancellation compensates too; eviction does not
             cancelled = is_cancelled_exception(err)
             cause = "cancelled" if cancelled else _describe(err)
             await asyncio.shield(asyncio.ensure_future(self._compensate(compensations, cause, cancelled)))
@@ -396,7 +398,7 @@ class ExecutionWorkflow:
         for name, undo in reversed(compensations):
             try:
                 await undo()
-            except BaseException as err:
+            except Exception as err:
                 self._transition(S.ROLLBACK_FAILED, f"{name} failed: {_describe(err)}",
                                  reason=f"{cause}; {name} failed: {_describe(err)}")
                 return
@@ -435,11 +437,10 @@ class ExecutionWorkflow:
                 self._record()
         except TimeoutError:
             pass
-        except BaseException as err:
-            if is_cancelled_exception(err):
-                self._log("rollback window closed early by cancellation; the change stays, backups are kept")
-                self._view.rollback_available_until = None
-                self._record()
+        except asyncio.CancelledError:
+            self._log("rollback window closed early by cancellation; the change stays, backups are kept")
+            self._view.rollback_available_until = None
+            self._record()
             raise
         if self._rollback is None:
             self._view.rollback_available_until = None
