@@ -107,7 +107,7 @@ async def approval_latency(executions: Executions, run: str, instances: list[str
 
 def _pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def main(n: int, approvals: int) -> dict[str, Any]:

@@ -3,40 +3,26 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
-from activities.actions.base import BACKUP_TAG, Action, action_class
+from activities.actions.base import BACKUP_TAG, action_class
 from activities.aws import SessionFactory
 from activities.errors import InProgress, Refused
 from domain.execution import Observation
-from domain.recommendation import Recommendation
+from tests.kinds_support import build_action, converge, moto_ec2, tag_dict, tag_list
 
-ACCOUNT = "123456789012"
-REGION = "us-east-1"
 EXEC = "exec-test-1"
 MISSING_INSTANCE = "i-0123456789abcdef0"
 MISSING_VOLUME = "vol-0123456789abcdef0"
-T = TypeVar("T")
 
-
-@pytest.fixture
-def ec2(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")  # thousands of AMI snapshots otherwise
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with mock_aws():
-        yield boto3.client("ec2", region_name=REGION)
+ec2 = moto_ec2  # the shared fixture, under the name these tests use
 
 
 @pytest.fixture
@@ -44,21 +30,7 @@ def factory(ec2: Any) -> SessionFactory:
     return SessionFactory()
 
 
-def action(factory: SessionFactory, kind: str, resource_id: str, params: dict[str, Any],
-           execution_id: str = EXEC) -> Action[Any]:
-    rec = Recommendation(id="rec-1", customer_id="acme", account_id=ACCOUNT, region=REGION, kind=kind,
-                         resource_id=resource_id, params=params, estimated_monthly_savings=10.0)
-    return action_class(kind)(factory, rec, execution_id)
-
-
-def converge(fn: Callable[..., T], *args: Any, attempts: int = 10) -> T:
-    """What Temporal's retry policy does for InProgress, minus the backoff."""
-    for _ in range(attempts):
-        try:
-            return fn(*args)
-        except InProgress:
-            continue
-    raise AssertionError(f"{fn.__name__} still in progress after {attempts} attempts")
+action = partial(build_action, execution_id=EXEC)  # action(factory, kind, resource_id, params[, execution_id=])
 
 
 # ---- resources, as an operator would create them ---------------------------------------
@@ -83,10 +55,6 @@ def create_volume(ec2: Any, **spec: Any) -> str:
 
 def gp2_volume(ec2: Any) -> str:
     return create_volume(ec2, VolumeType="gp2", Size=200, Iops=None, Throughput=None)
-
-
-def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
-    return [{"Key": k, "Value": v} for k, v in tags.items()]
 
 
 VOLUME_TAGS = {"Name": "scratch", "team": "data"}
@@ -249,8 +217,7 @@ def test_ebs_delete_happy_path(ec2: Any, factory: SessionFactory) -> None:
     backup = converge(kind.backup, seen)
     snapshot = ec2.describe_snapshots(SnapshotIds=[backup.backup_id])["Snapshots"][0]
     assert snapshot["VolumeId"] == vid
-    assert {BACKUP_TAG: EXEC, "reclaim:resource-id": vid}.items() <= {
-        t["Key"]: t["Value"] for t in snapshot["Tags"]}.items()
+    assert {BACKUP_TAG: EXEC, "reclaim:resource-id": vid}.items() <= tag_dict(snapshot["Tags"]).items()
     assert converge(kind.apply, seen, backup).changed
     assert converge(kind.verify, seen, backup).message.endswith("is gone")
     assert not ec2.describe_volumes(Filters=[{"Name": "volume-id", "Values": [vid]}])["Volumes"]
@@ -262,9 +229,8 @@ def test_ebs_delete_happy_path(ec2: Any, factory: SessionFactory) -> None:
         assert restored[key] == original[key], key
     assert restored["State"] == "available"
     assert restored["SnapshotId"] == backup.backup_id
-    tags = {t["Key"]: t["Value"] for t in restored["Tags"]}
-    assert tags == {**VOLUME_TAGS, "reclaim:restored-for": EXEC,
-                    "reclaim:restored-from-snapshot": str(backup.backup_id)}
+    assert tag_dict(restored["Tags"]) == {**VOLUME_TAGS, "reclaim:restored-for": EXEC,
+                                          "reclaim:restored-from-snapshot": str(backup.backup_id)}
 
     assert kind.cleanup(backup).changed
     assert not tagged(ec2, "snapshots", BACKUP_TAG, EXEC)
@@ -286,7 +252,7 @@ def test_ebs_gp2_to_gp3_happy_path(ec2: Any, factory: SessionFactory) -> None:
     reverted = volume(ec2, vid)
     # moto keeps gp3's Iops/Throughput after a change back to gp2 (AWS derives gp2 IOPS from size).
     assert (reverted["VolumeType"], reverted["Size"], reverted["AvailabilityZone"]) == ("gp2", 200, "us-east-1b")
-    assert {t["Key"]: t["Value"] for t in reverted["Tags"]} == VOLUME_TAGS
+    assert tag_dict(reverted["Tags"]) == VOLUME_TAGS
 
 
 # ---- ec2.rightsize ---------------------------------------------------------------------

@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
-from activities.actions.base import Action, action_class
+from activities.actions.base import Action
 from activities.aws import SessionFactory
-from activities.errors import InProgress, Refused, RevertImpossible
+from activities.errors import Refused, RevertImpossible
 from activities.faults import FaultInjector, FaultRule
 from domain.execution import Observation
 from domain.pricing import ec2_monthly, hours_per_month, section
-from domain.recommendation import Recommendation
+from tests.kinds_support import REGION, build_action, converge, moto_account
 
-ACCOUNT, REGION, EXEC = "123456789012", "us-east-1", "exec-test-1"
+EXEC = "exec-test-1"
 GROUP, TABLE = "web-asg", "orders"
-T = TypeVar("T")
 
 
 class Aws:
@@ -33,30 +31,15 @@ class Aws:
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with mock_aws():
+    with moto_account(monkeypatch):
         yield Aws()
 
 
 def action(kind: str, resource_id: str, params: dict[str, Any], sessions: SessionFactory | None = None,
            savings: float = 10.0) -> Action[Any]:
-    rec = Recommendation(id="rec-1", customer_id="acme", account_id=ACCOUNT, region=REGION, kind=kind,
-                         resource_id=resource_id, params=params, estimated_monthly_savings=savings)
-    return action_class(kind)(sessions or SessionFactory(), rec, EXEC)
-
-
-def converge(fn: Callable[..., T], *args: Any, attempts: int = 10) -> T:
-    for _ in range(attempts):
-        try:
-            return fn(*args)
-        except InProgress:
-            continue
-    raise AssertionError(f"{fn.__name__} still in progress after {attempts} attempts")
+    """build_action on a fresh SessionFactory, unless the test brings one (with fault hooks)."""
+    return build_action(sessions or SessionFactory(), kind, resource_id, params,
+                        execution_id=EXEC, savings=savings)
 
 
 # ---- asg.rightsize -----------------------------------------------------------------------

@@ -13,30 +13,26 @@ import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from functools import cached_property
-from typing import Any, TypeVar
+from functools import cached_property, partial
+from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
-from activities.actions.base import Action, action_class
+from activities.actions.base import Action
 from activities.aws import SessionFactory
-from activities.errors import InProgress, Refused, RevertImpossible
+from activities.errors import Refused, RevertImpossible
 from domain.execution import Observation
 from domain.policy import Policy, protection_reason
 from domain.pricing import flat
-from domain.recommendation import Recommendation
+from tests.kinds_support import REGION, build_action, converge, moto_account, tag_list
 
-ACCOUNT = "123456789012"
-REGION = "us-east-1"
 EXEC = "exec-config-1"
 BUCKET = "reclaim-test-bucket"
 GROUP = "/app/ingest"
 FUNCTION = "thumbnailer"
 PROTECTED = {"reclaim:protect": "true", "team": "data"}
-T = TypeVar("T")
 
 
 class Aws:
@@ -61,12 +57,7 @@ class Aws:
 
 @pytest.fixture
 def moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with mock_aws():
+    with moto_account(monkeypatch):
         yield Aws()
 
 
@@ -81,21 +72,7 @@ def offline() -> SessionFactory:
     return SessionFactory()
 
 
-def action(factory: SessionFactory, kind: str, resource_id: str, params: dict[str, Any],
-           savings: float = 10.0) -> Action[Any]:
-    rec = Recommendation(id="rec-1", customer_id="acme", account_id=ACCOUNT, region=REGION, kind=kind,
-                         resource_id=resource_id, params=params, estimated_monthly_savings=savings)
-    return action_class(kind)(factory, rec, EXEC)
-
-
-def converge(fn: Callable[..., T], *args: Any, attempts: int = 10) -> T:
-    """What Temporal's retry policy does for InProgress, minus the backoff."""
-    for _ in range(attempts):
-        try:
-            return fn(*args)
-        except InProgress:
-            continue
-    raise AssertionError(f"{fn.__name__} still in progress after {attempts} attempts")
+action = partial(build_action, execution_id=EXEC)  # action(factory, kind, resource_id, params)
 
 
 def run_through(kind: Action[Any], world: Callable[[], Any]) -> tuple[Any, Any]:
@@ -145,7 +122,7 @@ def make_bucket(moto: Aws, rules: list[dict[str, Any]] | None = None, tags: dict
     if rules:
         moto.s3.put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration={"Rules": rules})
     if tags:
-        moto.s3.put_bucket_tagging(Bucket=BUCKET, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]})
+        moto.s3.put_bucket_tagging(Bucket=BUCKET, Tagging={"TagSet": tag_list(tags)})
     return BUCKET
 
 

@@ -13,37 +13,23 @@ Where moto differs from AWS (and the kinds work around it or the test cannot cov
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
-from activities.actions.base import BACKUP_TAG, Action, action_class
+from activities.actions.base import BACKUP_TAG
 from activities.aws import SessionFactory
-from activities.errors import InProgress, Refused, RevertImpossible
+from activities.errors import Refused, RevertImpossible
 from domain.pricing import ec2_monthly, flat, hours_per_month, snapshot_monthly
-from domain.recommendation import Recommendation
+from tests.kinds_support import REGION, build_action, converge, moto_ec2, tag_dict, tag_list
 
-ACCOUNT = "123456789012"
-REGION = "us-east-1"
 EXEC = "exec-test-more"
-T = TypeVar("T")
 INSTANCE_TAGS = {"Name": "web-1", "team": "platform"}
 EIP_TAGS = {"Name": "egress", "team": "net"}
 
-
-@pytest.fixture
-def ec2(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with mock_aws():
-        yield boto3.client("ec2", region_name=REGION)
+ec2 = moto_ec2  # the shared fixture, under the name these tests use
 
 
 @pytest.fixture
@@ -51,28 +37,8 @@ def factory(ec2: Any) -> SessionFactory:
     return SessionFactory()
 
 
-def action(factory: SessionFactory, kind: str, resource_id: str, params: dict[str, Any] | None = None,
-           execution_id: str = EXEC) -> Action[Any]:
-    rec = Recommendation(id="rec-more-1", customer_id="acme", account_id=ACCOUNT, region=REGION, kind=kind,
-                         resource_id=resource_id, params=params or {}, estimated_monthly_savings=10.0)
-    return action_class(kind)(factory, rec, execution_id)
-
-
-def converge(fn: Callable[..., T], *args: Any, attempts: int = 10) -> T:
-    for _ in range(attempts):
-        try:
-            return fn(*args)
-        except InProgress:
-            continue
-    raise AssertionError(f"{fn.__name__} still in progress after {attempts} attempts")
-
-
-def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
-    return [{"Key": k, "Value": v} for k, v in tags.items()]
-
-
-def tags_of(item: dict[str, Any]) -> dict[str, str]:
-    return {t["Key"]: t["Value"] for t in item.get("Tags") or []}
+# action(factory, kind, resource_id[, params][, execution_id=]): params default to {}
+action = partial(build_action, execution_id=EXEC, rec_id="rec-more-1")
 
 
 def world(ec2: Any) -> dict[str, Any]:
@@ -127,7 +93,7 @@ def test_terminate_happy_path_and_revert(ec2: Any, factory: SessionFactory) -> N
     backup = converge(kind.backup, seen)
     [image] = backup_images(ec2)
     assert image["ImageId"] == backup.backup_id
-    recipe = tags_of(image)
+    recipe = tag_dict(image.get("Tags"))
     assert recipe["reclaim:recipe:instance-type"] == "m5.large"
     assert recipe["reclaim:recipe:subnet-id"] == made["subnet"]
     assert recipe["reclaim:recipe:security-group-ids"] == ",".join(made["groups"])
@@ -135,7 +101,7 @@ def test_terminate_happy_path_and_revert(ec2: Any, factory: SessionFactory) -> N
     assert recipe["reclaim:recipe:iam-instance-profile-arn"] == made["profile"]
     assert json.loads(recipe["reclaim:recipe:tags"]) == INSTANCE_TAGS
     snapshots = ec2.describe_snapshots(SnapshotIds=backup.data["snapshot_ids"])["Snapshots"]
-    assert snapshots and all(tags_of(s)[BACKUP_TAG] == EXEC for s in snapshots)
+    assert snapshots and all(tag_dict(s.get("Tags"))[BACKUP_TAG] == EXEC for s in snapshots)
     json.dumps(backup.data)  # JSON-serialisable
 
     assert converge(kind.apply, seen, backup).changed
@@ -149,8 +115,8 @@ def test_terminate_happy_path_and_revert(ec2: Any, factory: SessionFactory) -> N
     assert (new["InstanceType"], new["SubnetId"], new["KeyName"]) == ("m5.large", made["subnet"], "ops")
     assert sorted(g["GroupId"] for g in new["SecurityGroups"]) == sorted(made["groups"])
     assert new["IamInstanceProfile"]["Arn"] == made["profile"]
-    assert tags_of(new) == {**INSTANCE_TAGS, "reclaim:restored-for": EXEC,
-                            "reclaim:restored-from-image": str(backup.backup_id)}
+    assert tag_dict(new.get("Tags")) == {**INSTANCE_TAGS, "reclaim:restored-for": EXEC,
+                                         "reclaim:restored-from-image": str(backup.backup_id)}
     assert result.data["note"] == (f"restored as a new instance {new['InstanceId']} from AMI "
                                    f"{backup.backup_id}; its id and IPs differ")
 
@@ -235,7 +201,7 @@ def test_terminate_keeps_long_tags_in_the_backup_record(ec2: Any, factory: Sessi
     tags = {f"k{n}": "v" * 60 for n in range(6)}
     kind = action(factory, "ec2.terminate", launch(ec2, tags=tags)["id"])
     backup = converge(kind.backup, kind.inspect())
-    assert "reclaim:recipe:tags" not in tags_of(backup_images(ec2)[0])
+    assert "reclaim:recipe:tags" not in tag_dict(backup_images(ec2)[0].get("Tags"))
     assert backup.data["recipe"]["tags"] == tags and backup.data["tags_in_ami_tags"] is False
 
 
@@ -326,7 +292,8 @@ def test_eip_release_happy_path_and_revert(ec2: Any, factory: SessionFactory) ->
     result = converge(kind.revert, seen, backup)
     new = ec2.describe_addresses(AllocationIds=[result.data["new_allocation_id"]])["Addresses"][0]
     assert (new["PublicIp"], new["Domain"]) == (result.data["new_public_ip"], "vpc")
-    assert tags_of(new) == {**EIP_TAGS, "reclaim:restored-for": EXEC, "reclaim:restored-from": f"{alloc} {ip}"}
+    assert tag_dict(new.get("Tags")) == {**EIP_TAGS, "reclaim:restored-for": EXEC,
+                                         "reclaim:restored-from": f"{alloc} {ip}"}
     assert result.data["note"] == f"a new address was allocated: the public IP changed from {ip} to {new['PublicIp']}"
     after = world(ec2)
     second = converge(kind.revert, seen, backup)

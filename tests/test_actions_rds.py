@@ -10,25 +10,23 @@ else runs against moto.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import boto3
 import pytest
 from botocore.stub import Stubber
-from moto import mock_aws
 
 from activities.actions.base import BACKUP_TAG, Action, action_class
 from activities.aws import SessionFactory
-from activities.errors import InProgress, Refused, VerificationFailed
+from activities.errors import Refused, VerificationFailed
 from domain.pricing import flat, rds_monthly
-from domain.recommendation import Recommendation
+from tests.kinds_support import ACCOUNT, REGION, build_action, converge, moto_account, tag_dict, tag_list
 
-ACCOUNT, REGION, EXEC = "123456789012", "us-east-1", "exec-rds-1"
+EXEC = "exec-rds-1"
 DB = "orders-db"
 DB_TAGS = {"Name": "orders", "team": "data"}
-T = TypeVar("T")
 
 
 @dataclass
@@ -40,13 +38,7 @@ class Aws:
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")  # the VPC below would load thousands otherwise
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with mock_aws():
+    with moto_account(monkeypatch):  # no default AMIs: the VPC below would load thousands otherwise
         rds, ec2 = boto3.client("rds", region_name=REGION), boto3.client("ec2", region_name=REGION)
         vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
         subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"{REGION}{az}")
@@ -67,30 +59,15 @@ def create_db(aws: Aws, ident: str = DB, cls: str = "db.m5.large", **spec: Any) 
     spec = {"Engine": "postgres", "EngineVersion": "16.3", "AllocatedStorage": 100, "StorageType": "gp3",
             "MasterUsername": "admin", "MasterUserPassword": "correct-horse-battery", "Port": 5433,
             "DBSubnetGroupName": "db-subnets", "VpcSecurityGroupIds": [aws.sg], "DBParameterGroupName": "pg16",
-            "PubliclyAccessible": False, "Tags": [{"Key": k, "Value": v} for k, v in DB_TAGS.items()], **spec}
+            "PubliclyAccessible": False, "Tags": tag_list(DB_TAGS), **spec}
     aws.rds.create_db_instance(DBInstanceIdentifier=ident, DBInstanceClass=cls, **spec)
     return ident
 
 
 def action(factory: SessionFactory, kind: str, params: dict[str, Any], resource_id: str = DB,
            execution_id: str = EXEC) -> Action[Any]:
-    rec = Recommendation(id="rec-1", customer_id="acme", account_id=ACCOUNT, region=REGION, kind=kind,
-                         resource_id=resource_id, params=params, estimated_monthly_savings=10.0)
-    return action_class(kind)(factory, rec, execution_id)
-
-
-def converge(fn: Callable[..., T], *args: Any, attempts: int = 10) -> T:
-    """What Temporal's retry policy does for InProgress, minus the backoff."""
-    for _ in range(attempts):
-        try:
-            return fn(*args)
-        except InProgress:
-            continue
-    raise AssertionError(f"{fn.__name__} still in progress after {attempts} attempts")
-
-
-def tags(items: list[dict[str, str]] | None) -> dict[str, str]:
-    return {t["Key"]: t["Value"] for t in items or []}
+    """build_action, params first: most tests act on DB."""
+    return build_action(factory, kind, resource_id, params, execution_id=execution_id)
 
 
 def describe(aws: Aws, ident: str = DB) -> dict[str, Any]:
@@ -105,7 +82,7 @@ def shape(db: dict[str, Any]) -> dict[str, Any]:
             "subnet_group": db["DBSubnetGroup"]["DBSubnetGroupName"],
             "security_groups": [g["VpcSecurityGroupId"] for g in db["VpcSecurityGroups"]],
             "parameter_group": db["DBParameterGroups"][0]["DBParameterGroupName"],
-            "deletion_protection": db["DeletionProtection"], "tags": tags(db.get("TagList"))}
+            "deletion_protection": db["DeletionProtection"], "tags": tag_dict(db.get("TagList"))}
 
 
 def manual_snapshots(aws: Aws) -> list[dict[str, Any]]:
@@ -115,13 +92,13 @@ def manual_snapshots(aws: Aws) -> list[dict[str, Any]]:
 def snapshots_of(aws: Aws, execution_id: str = EXEC) -> list[str]:
     """RDS cannot filter snapshots by tag: count them by their TagList."""
     return [s["DBSnapshotIdentifier"] for s in manual_snapshots(aws)
-            if tags(s.get("TagList")).get(BACKUP_TAG) == execution_id]
+            if tag_dict(s.get("TagList")).get(BACKUP_TAG) == execution_id]
 
 
 def world(aws: Aws) -> dict[str, Any]:
     """Everything the kinds could change."""
     dbs = sorted((d["DBInstanceIdentifier"], d["DBInstanceClass"], d["DBInstanceStatus"], d["MultiAZ"],
-                  d["AllocatedStorage"], tuple(sorted(tags(d.get("TagList")).items())))
+                  d["AllocatedStorage"], tuple(sorted(tag_dict(d.get("TagList")).items())))
                  for d in aws.rds.describe_db_instances()["DBInstances"])
     return {"instances": dbs, "snapshots": sorted(s["DBSnapshotIdentifier"] for s in manual_snapshots(aws))}
 
@@ -393,7 +370,7 @@ def test_delete_happy_path(state: str, aws: Aws, factory: SessionFactory) -> Non
     assert backup.backup_id == SNAPSHOT
     snapshot = aws.rds.describe_db_snapshots(DBSnapshotIdentifier=SNAPSHOT)["DBSnapshots"][0]
     assert snapshot["DBInstanceIdentifier"] == DB and snapshot["SnapshotType"] == "manual"
-    assert tags(snapshot["TagList"]) == {
+    assert tag_dict(snapshot["TagList"]) == {
         BACKUP_TAG: EXEC, "reclaim:resource-id": DB, "reclaim:kind": "rds.delete",
         "reclaim:recipe:instance-class": "db.m5.large", "reclaim:recipe:subnet-group": "db-subnets",
         "reclaim:recipe:vpc-security-group-ids": aws.sg, "reclaim:recipe:parameter-group": "pg16",
@@ -465,7 +442,7 @@ def test_delete_revert_restores_once(aws: Aws, factory: SessionFactory) -> None:
     assert converge(kind.revert, seen, backup).changed
     assert not converge(kind.revert, seen, backup).changed
     mine = [d for d in aws.rds.describe_db_instances()["DBInstances"]
-            if tags(d.get("TagList")).get("reclaim:restored-for") == EXEC]
+            if tag_dict(d.get("TagList")).get("reclaim:restored-for") == EXEC]
     assert [d["DBInstanceIdentifier"] for d in mine] == [DB]
 
 
@@ -480,7 +457,7 @@ def test_delete_revert_uses_another_identifier_when_taken(aws: Aws, factory: Ses
     assert result.data["restored_instance_id"] == f"{DB}-restored"
     assert "clients must use the new endpoint" in result.data["note"]
     assert converge(kind.revert, seen, backup).data == result.data
-    assert tags(describe(aws)["TagList"]) == {"Name": "someone else's"}  # left alone
+    assert tag_dict(describe(aws)["TagList"]) == {"Name": "someone else's"}  # left alone
     assert describe(aws, f"{DB}-restored")["DBInstanceClass"] == "db.m5.large"
     with pytest.raises(Refused, match="different DB instance"):
         kind.apply(seen, backup)  # never deletes the newcomer
