@@ -1,6 +1,6 @@
 """Record the histories that tests/test_replay.py replays on every run.
 
-`python -m tests.record_histories` runs one execution per path through
+`python -m tests.record_histories [PREFIX]` runs one execution per path through
 ExecutionWorkflow on a throwaway dev server and moto, and writes their event
 histories to tests/histories/. Re-record only for an intentional, patched change:
 old histories must keep replaying (that is the point).
@@ -37,7 +37,7 @@ DONE = frozenset({S.COMPLETED, S.ROLLED_BACK, S.REJECTED, S.EXPIRED, S.REJECTED_
 Steer = Callable[[Executions, str], Awaitable[None]]
 
 
-async def main() -> None:
+async def main(prefix: str = "") -> None:
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
     port = free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -104,10 +104,13 @@ async def main() -> None:
             with contextlib.suppress(WorkflowFailureError):
                 await handle.result()
             history = await handle.fetch_history()
-            (OUT / f"{name}.json").write_text(history.to_json())
+            (OUT / f"{prefix}{name}.json").write_text(history.to_json())
             print(f"recorded {name}: {len(history.events)} events")
     moto.stop()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    import sys
+
+    # A prefix keeps earlier recordings: histories from before a patch must keep replaying too.
+    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else ""))
