@@ -63,3 +63,15 @@ def attempts_of(history: WorkflowHistory, activity_type: str) -> list[int]:
         if e.HasField("activity_task_started_event_attributes")
         and scheduled[e.activity_task_started_event_attributes.scheduled_event_id] == activity_type
     ]
+
+
+async def eventually(check: Any, timeout: float = 15.0) -> None:
+    """The read model is written asynchronously (by design): wait until `check()` (async) holds."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s: {check.__doc__ or check}")
+        await asyncio.sleep(0.1)

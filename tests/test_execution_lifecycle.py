@@ -12,7 +12,7 @@ from domain.policy import Role
 from domain.status import ExecutionStatus as S
 from starter.executions import Refused, ResourceBusy
 from tests.conftest import AwsAccount, Stack
-from tests.helpers import activity_names, recommendation, request
+from tests.helpers import activity_names, eventually, recommendation, request
 
 
 async def test_stop_auto_approved_completes_and_is_findable(stack: Stack, aws: AwsAccount) -> None:
@@ -28,9 +28,12 @@ async def test_stop_auto_approved_completes_and_is_findable(stack: Stack, aws: A
     history = await stack.executions.handle(started.execution_id).fetch_history()
     assert activity_names(history).count("apply") == 1
     assert activity_names(history).count("backup") == 1
-    # The read model caught up with the status.
-    stored = await stack.store.get_execution(started.execution_id)
-    assert stored is not None and stored.status is S.COMPLETED
+    # The read model catches up with the status.
+    async def stored_completed() -> bool:
+        stored = await stack.store.get_execution(started.execution_id)
+        return stored is not None and stored.status is S.COMPLETED
+
+    await eventually(stored_completed)
 
 
 async def test_production_resource_is_refused_and_nothing_changes(stack: Stack, aws: AwsAccount) -> None:
@@ -335,6 +338,11 @@ async def test_savings_ledger_records_the_change_and_a_rollback_reverses_it(stac
     view = await stack.executions.wait(started.execution_id)
     assert view.status is S.COMPLETED
     assert view.actual_monthly_savings == pytest.approx(0.096 * 730)  # m5.large, us-east-1 list price
+
+    async def ledger_has_it() -> bool:
+        return (await stack.store.savings_summary(customer_id=customer)).executions == 1
+
+    await eventually(ledger_has_it)
     summary = await stack.store.savings_summary(customer_id=customer)
     assert (summary.executions, summary.estimated_monthly) == (1, 65.0)
     assert summary.actual_monthly == pytest.approx(70.08)

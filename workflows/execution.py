@@ -526,6 +526,10 @@ class ExecutionWorkflow:
         if self._lease is not None:
             lease, self._lease = self._lease, None
             await lease.signal(ResourceLeaseWorkflow.release)
+            # Wait until the lease has really closed: a rollback right after COMPLETED
+            # re-acquires it, and under load the old lease could still be open.
+            if workflow.patched("await-lease-release"):
+                await lease
 
     def _step_input(self, assessment: Assessment | None) -> ActionStepInput:
         return ActionStepInput(
