@@ -35,15 +35,15 @@ class ReclaimError(Exception):
 
 
 class NotFound(ReclaimError):
-    pass
+    """No such execution (or none still running to receive the request)."""
 
 
 class ResourceBusy(ReclaimError):
-    pass
+    """Another active execution holds the resource's lease."""
 
 
 class Refused(ReclaimError):
-    pass
+    """The workflow's validator said no (wrong role, own request, wrong state)."""
 
 
 @dataclass(frozen=True)

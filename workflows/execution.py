@@ -54,7 +54,7 @@ with workflow.unsafe.imports_passed_through():
         cooldown_refusal,
         protection_reason,
     )
-    from domain.status import ExecutionStatus, can_transition, progress_percent
+    from domain.status import TERMINAL, ExecutionStatus, can_transition, progress_percent
     from workflows import search_attributes as sa
     from workflows.lease import LeaseInput, ResourceLeaseWorkflow
 
@@ -551,7 +551,7 @@ class ExecutionWorkflow:
         self._view.progress_percent = progress_percent(status)
         if reason is not None:
             self._view.reason = reason
-        if status.value in _FINAL_VALUES:
+        if status in TERMINAL or status is S.COMPLETED:  # the change is done (or never happens)
             self._view.finished_at = now
         self._view.log.append(StepLogEntry(at=now, status=status, message=message))
         workflow.upsert_search_attributes([sa.EXECUTION_STATUS.value_set(status.value)])
@@ -579,8 +579,3 @@ class ExecutionWorkflow:
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
 
-
-_FINAL_VALUES = frozenset(
-    s.value for s in (S.REJECTED_BY_VALIDATION, S.PLANNED, S.REJECTED, S.EXPIRED, S.ROLLED_BACK,
-                      S.ROLLBACK_FAILED, S.CANCELLED, S.FAILED, S.COMPLETED)
-)

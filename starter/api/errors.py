@@ -21,10 +21,6 @@ class ApiError(Exception):
         self.status, self.error, self.detail = status, error, detail
 
 
-class ErrorBody(dict[str, Any]):
-    pass
-
-
 class FieldProblem(BaseModel):
     field: str = Field(description="Where the problem is, e.g. `body.recommendation.kind` or `query.cursor`.")
     message: str
