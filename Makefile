@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test faults lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest -q
+
+# The fault tests that take minutes each (worker kill -9, dev server restart, PostgreSQL
+# outage, throttling, clean exits); pyproject keeps them out of `make test`.
+faults: $(STAMP)
+	$(BIN)/pytest -q tests/faults
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

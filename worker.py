@@ -19,12 +19,14 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.aws import SessionFactory
 from activities.execution import ExecutionActivities
+from activities.plans import PlanActivities
 from activities.records import RecordActivities
 from store.repository import Store
 from workflows.execution import ExecutionWorkflow
 from workflows.lease import ResourceLeaseWorkflow
+from workflows.plan import PlanWorkflow
 
-WORKFLOWS = [ExecutionWorkflow, ResourceLeaseWorkflow]
+WORKFLOWS = [ExecutionWorkflow, ResourceLeaseWorkflow, PlanWorkflow]
 
 #: Modules the sandbox need not re-import for every workflow run: pure or side-effect free.
 PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "boto3", "botocore", "domain",
@@ -53,7 +55,7 @@ def build_worker(
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=[*execution.all(), *records.all()],
+        activities=[*execution.all(), *records.all(), *PlanActivities(store).all()],
         activity_executor=executor or ThreadPoolExecutor(max_workers=max_concurrent_activities),
         max_concurrent_activities=max_concurrent_activities,
         max_concurrent_local_activities=max_concurrent_activities,
@@ -70,7 +72,8 @@ async def run_worker(stop: asyncio.Event | None = None) -> None:
     settings = Settings()
     client = await connect(settings)
     store = await Store.open(settings.database())
-    sessions = SessionFactory(role_arn_template=settings.role_arn_template, endpoint_url=settings.aws_endpoint_url)
+    sessions = SessionFactory(role_arn_template=settings.role_arn_template, endpoint_url=settings.aws_endpoint_url,
+                              mutation_budget=settings.mutation_budget())
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

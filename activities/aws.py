@@ -17,6 +17,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from activities.budget import MutationBudget
+
 _CLIENT_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30
 )
@@ -34,10 +36,12 @@ class SessionFactory:
         role_arn_template: str | None = None,
         endpoint_url: str | None = None,
         session_hooks: list[SessionHook] | None = None,
+        mutation_budget: MutationBudget | None = None,
     ) -> None:
         self._role_arn_template = role_arn_template
         self.endpoint_url = endpoint_url
         self._hooks = list(session_hooks or [])
+        self.mutation_budget = mutation_budget
         self._lock = threading.Lock()
         # (account, region) -> (session, monotonic expiry or inf)
         self._sessions: dict[tuple[str, str], tuple[boto3.Session, float]] = {}
@@ -68,6 +72,8 @@ class SessionFactory:
         built = self._build(account_id, region)
         for hook in self._hooks:
             hook(built[0])
+        if self.mutation_budget is not None:
+            self.mutation_budget.hook(account_id, region)(built[0])
         with self._lock:
             self._sessions[key] = built
         return built

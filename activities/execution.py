@@ -23,6 +23,7 @@ from domain.execution import (
     PermissionReport,
     StepResult,
     ValidateInput,
+    drift,
 )
 from domain.recommendation import Recommendation
 
@@ -67,6 +68,10 @@ class ExecutionActivities:
             reason = action.refusal(seen)
         except (Refused, UnknownAction) as exc:
             return Assessment(valid=False, reason=str(exc).strip("'\""))
+        if reason is None and request.expected is not None:
+            changes = drift(request.expected, seen, action.volatile_state)
+            if changes:
+                reason = "drifted since the approved dry run: " + "; ".join(changes)
         return Assessment(
             valid=reason is None,
             reason=reason,

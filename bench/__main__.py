@@ -1,10 +1,15 @@
-"""`make bench`: throughput and approval latency on the embedded stack, with a baseline in the same run.
+"""`make bench`: throughput, approval latency, API latency, parked scale and CPU per execution.
 
-A first cut of the benchmark issue: the dev server with a file database and WAL
-pragmas, an in-process moto server, one in-process worker. Prints one JSON
-object and a table, and saves the JSON under bench/results/.
+Each part runs against real processes: the Temporal dev server (file database,
+WAL pragmas), moto_server in its own process, the project's worker in its own
+process (`bench.worker`, so its RSS and CPU are its own), and for the API part
+PostgreSQL plus `reclaim api`. Baselines are measured in the same run, because
+the machine's load varies: compare the ratios, not the absolute figures.
+Prints one JSON object and a table; saves the JSON under bench/results/
+(timestamped, and latest.json).
 
-    python -m bench [--executions N] [--approvals M]
+    python -m bench [--only throughput,approval,api,parked] [--n 1000] [--approvals 200]
+                    [--compare-n 300] [--api-rows 100000] [--parked 10000]
 """
 
 from __future__ import annotations
@@ -14,96 +19,45 @@ import asyncio
 import json
 import os
 import platform
+import shutil
+import signal
 import statistics
+import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import boto3
-from moto.server import ThreadedMotoServer
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
 
-from activities.aws import SessionFactory
-from domain.execution import ApprovalInput, ExecutionOptions, ExecutionRequest
+from bench import kinds, procs
+from domain.execution import ApprovalInput, ExecutionView
 from domain.policy import Role
-from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus as S
-from starter.devserver import free_port
+from starter.devserver import dev_server, free_port
 from starter.executions import Executions
 from starter.settings import Settings
-from starter.stack import embedded_stack
+from starter.temporal_client import connect
 
-REGION, ACCOUNT = "us-east-1", "123456789012"
-
-
-def _instances(ec2: Any, n: int) -> list[str]:
-    ami = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    ids: list[str] = []
-    while len(ids) < n:
-        batch = min(100, n - len(ids))
-        ids += [i["InstanceId"] for i in
-                ec2.run_instances(ImageId=ami, MinCount=batch, MaxCount=batch, InstanceType="m5.large")["Instances"]]
-    return ids
+PARTS = ("throughput", "approval", "api", "parked")
+TASK_QUEUE = "bench"
+TARGETS = {"throughput_per_s": 20.0, "approval_p99_ms": 150.0, "worker_rss_parked_mib": 300.0, "api_p99_ms": 50.0}
+T = TypeVar("T")
+CHANGING = frozenset({S.BACKING_UP, S.APPLYING, S.VERIFYING, S.COMPLETED, S.FAILED, S.ROLLED_BACK})
 
 
-def _request(run: str, n: int, instance: str, auto: bool = True) -> ExecutionRequest:
-    """No rollback window, so a finished execution closes and its result can be long-polled
-    (status-query polling by hundreds of waiters would load the 2 cores more than the engine)."""
-    rec = Recommendation(id=f"bench-{run}-{n}", customer_id="bench", account_id=ACCOUNT, region=REGION,
-                         kind="ec2.stop", resource_id=instance, estimated_monthly_savings=70.0)
-    return ExecutionRequest(recommendation=rec, requested_by="bench",
-                            options=ExecutionOptions(auto_approve=auto, rollback_window=timedelta(0)))
+async def bounded(items: Iterable[T], fn: Callable[[T], Awaitable[Any]], limit: int) -> list[Any]:
+    """`fn` over `items` with at most `limit` in flight, results in order."""
+    gate = asyncio.Semaphore(limit)
 
+    async def one(item: T) -> Any:
+        async with gate:
+            return await fn(item)
 
-def baseline(ec2: Any, instances: list[str]) -> float:
-    """The same AWS calls an ec2.stop execution makes (identity, describe x3, dry-run-free stop), no engine."""
-    sts = boto3.client("sts", region_name=REGION, endpoint_url=ec2.meta.endpoint_url)
-
-    def one(instance: str) -> None:
-        sts.get_caller_identity()
-        ec2.describe_instances(InstanceIds=[instance])
-        ec2.describe_instances(InstanceIds=[instance])
-        ec2.stop_instances(InstanceIds=[instance])
-        ec2.describe_instances(InstanceIds=[instance])
-
-    start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=32) as pool:
-        list(pool.map(one, instances))
-    return len(instances) / (time.perf_counter() - start)
-
-
-async def throughput(executions: Executions, run: str, instances: list[str]) -> float:
-    start = time.perf_counter()
-    started = await asyncio.gather(*(executions.start(_request(run, n, i)) for n, i in enumerate(instances)))
-    views = await asyncio.gather(*(executions.handle(s.execution_id).result() for s in started))
-    elapsed = time.perf_counter() - start
-    bad = [v.status for v in views if v.status is not S.COMPLETED]
-    if bad:
-        raise SystemExit(f"{len(bad)} executions did not complete: {bad[:5]}")
-    return len(instances) / elapsed
-
-
-async def approval_latency(executions: Executions, run: str, instances: list[str], path: str) -> list[float]:
-    """Approve -> the execution leaves AWAITING_APPROVAL and its backup step starts (status query)."""
-    started = await asyncio.gather(*(executions.start(_request(f"{run}-{path}", n, i, auto=False))
-                                     for n, i in enumerate(instances)))
-    await asyncio.gather(*(executions.wait(s.execution_id) for s in started))
-    latencies = []
-    for s in started:
-        t0 = time.perf_counter()
-        approver = ApprovalInput(actor="bob", role=Role.APPROVER)
-        if path == "update":
-            await executions.decide(s.execution_id, True, approver)
-        else:
-            from workflows.execution import ExecutionWorkflow
-
-            await executions.handle(s.execution_id).signal(ExecutionWorkflow.approve_signal, approver)
-        await executions.wait(s.execution_id, until=frozenset({S.BACKING_UP, S.APPLYING, S.VERIFYING,
-                                                               S.COMPLETED}), timeout=60)
-        latencies.append((time.perf_counter() - t0) * 1000)
-    return latencies
+    return await asyncio.gather(*(one(i) for i in items))
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -111,52 +65,348 @@ def _pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-async def main(n: int, approvals: int) -> dict[str, Any]:
-    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=endpoint)
-    run = datetime.now(UTC).strftime("%H%M%S")
-    settings = Settings(home=Path(tempfile.mkdtemp(prefix="reclaim-bench-")), task_queue="bench")
-    try:
-        base_rate = baseline(ec2, _instances(ec2, n))
-        async with embedded_stack(settings, port=0, ui_port=None, sessions=SessionFactory(endpoint_url=endpoint),
-                                  persistent=True) as stack:
-            executions = Executions(stack.client, settings.task_queue)
-            rate = await throughput(executions, run, _instances(ec2, n))
-            signal = await approval_latency(executions, run, _instances(ec2, approvals), "signal")
-            update = await approval_latency(executions, run, _instances(ec2, approvals), "update")
-    finally:
-        moto.stop()
-    return {
+def _summary(values: list[float]) -> dict[str, Any]:
+    return {"p50": round(statistics.median(values), 1), "p99": round(_pct(values, 99), 1),
+            "max": round(max(values), 1), "n": len(values)}
+
+
+async def awaiting_approval(client: Client, count: int, timeout: float) -> int:
+    """Wait until `count` running executions await approval (visibility, not one status query each:
+    thousands of queries would load the machine more than what is measured); how many do at the end."""
+    query = (f'WorkflowType="ExecutionWorkflow" AND ExecutionStatus="Running" AND ReclaimStatus="AWAITING_APPROVAL" '
+             f'AND TaskQueue="{TASK_QUEUE}"')
+    deadline, parked = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline:
+        parked = (await client.count_workflows(query)).count
+        if parked >= count:
+            break
+        await asyncio.sleep(1)
+    return parked
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, logdir: Path, home: Path, moto_pid: int) -> None:
+        self.args, self.logdir, self.home, self.moto_pid = args, logdir, home, moto_pid
+        self.run_id = datetime.now(UTC).strftime("%H%M%S")
+
+    def worker_env(self, address: str, endpoint: str) -> dict[str, str]:
+        env = {"TEMPORAL_ADDRESS": address, "RECLAIM_TASK_QUEUE": TASK_QUEUE, "AWS_ENDPOINT_URL": endpoint,
+               "RECLAIM_HOME": str(self.home), "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+               "AWS_DEFAULT_REGION": kinds.REGION, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        if not self.args.no_pycache:
+            # The workflow sandbox imports the workflow modules afresh for every workflow instance; without
+            # bytecode (PYTHONDONTWRITEBYTECODE=1 and an editable install, as on the CI machines) it compiles
+            # their source each time. A pip-installed image has .pyc files: so does the measured worker.
+            env.update(PYTHONDONTWRITEBYTECODE="", PYTHONPYCACHEPREFIX=str(self.home / "pycache"))
+        return env
+
+    # ---- 1 + 5: throughput, baseline, CPU per execution ------------------------------------
+
+    async def _engine(self, executions: Executions, tag: str, targets: list[kinds.Target]) -> float:
+        """All submitted at once (or at most --in-flight running at a time), each awaited to its end."""
+
+        async def one(item: tuple[int, kinds.Target]) -> ExecutionView:
+            started = await executions.start(kinds.request(f"{self.run_id}-{tag}", item[0], item[1]))
+            return await executions.handle(started.execution_id).result()
+
+        start = time.perf_counter()
+        if self.args.in_flight:
+            views = await bounded(list(enumerate(targets)), one, self.args.in_flight)
+        else:
+            started = await bounded(list(enumerate(targets)), lambda it: executions.start(
+                kinds.request(f"{self.run_id}-{tag}", it[0], it[1])), 200)
+            views = await asyncio.gather(*(executions.handle(s.execution_id).result() for s in started))
+        elapsed = time.perf_counter() - start
+        bad = [f"{v.kind}: {v.status.value} {v.reason}" for v in views if v.status is not S.COMPLETED]
+        if bad:
+            raise SystemExit(f"{len(bad)} executions did not complete: {bad[:3]}")
+        return elapsed
+
+    async def throughput(self, client: Client, server_pid: int, address: str, endpoint: str) -> dict[str, Any]:
+        n = self.args.n
+        engine_targets, base_targets = kinds.seed(endpoint, n), kinds.seed(endpoint, n)  # moto holds both sets
+        me = os.getpid()
+        base_cpu0 = {"moto": procs.cpu_seconds(self.moto_pid), "bench_threads": procs.cpu_seconds(me)}
+        base = kinds.baseline(endpoint, base_targets)
+        base_cpu = {"moto": procs.cpu_seconds(self.moto_pid), "bench_threads": procs.cpu_seconds(me)}
+        base_cpu = {k: round((base_cpu[k] - base_cpu0[k]) / n * 1000, 2) for k in base_cpu}
+        executions = Executions(client, TASK_QUEUE)
+        with procs.worker(self.logdir, self.worker_env(address, endpoint)) as worker:
+            await self._engine(executions, "warm", kinds.seed(endpoint, self.args.warmup))  # imports, sandbox, first clients
+            pids = {"worker": worker.pid, "server": server_pid, "moto": self.moto_pid, "bench_client": me}
+            cpu0 = {k: procs.cpu_seconds(pid) for k, pid in pids.items()}
+            elapsed = await self._engine(executions, "tp", engine_targets)
+            cpu1 = {k: procs.cpu_seconds(pid) for k, pid in pids.items()}
+            worker_rss = procs.rss_mib(worker.pid)
+        rate = n / elapsed
+        cpu = {k: round((cpu1[k] - cpu0[k]) / n * 1000, 2) for k in cpu0}
+        result: dict[str, Any] = {
+            "executions": n, "in_flight": self.args.in_flight or n, "kinds": list(kinds.KINDS),
+            "seconds": round(elapsed, 1),
+            "engine_per_s": round(rate, 2), "baseline_per_s": round(base["per_s"], 2),
+            "engine_to_baseline": round(rate / base["per_s"], 3),
+            "vs_target_20_per_s": round(rate / TARGETS["throughput_per_s"], 3),
+            "cpu_ms_per_execution": {**cpu, "worker_plus_server": round(cpu["worker"] + cpu["server"], 2),
+                                     "total": round(sum(cpu.values()), 2)},
+            "baseline_cpu_ms_per_execution": {**base_cpu, "total": round(sum(base_cpu.values()), 2)},
+            "worker_rss_mib_after": round(worker_rss, 1),
+            "moto": "own process (moto_server)",
+        }
+        if self.args.compare_n:
+            result["moto_in_process"] = await self._moto_in_process(client, address)
+            result["moto_in_process"]["engine_separate_to_in_process"] = round(
+                rate / result["moto_in_process"]["engine_per_s"], 3)
+        return result
+
+    async def _moto_in_process(self, client: Client, address: str) -> dict[str, Any]:
+        """The same at --compare-n with moto on a thread of the process that calls it (worker, baseline)."""
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+        m = self.args.compare_n
+        port = free_port()
+        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        moto.start()
+        try:
+            endpoint = f"http://127.0.0.1:{port}"
+            base = kinds.baseline(endpoint, kinds.seed(endpoint, m))
+        finally:
+            moto.stop()
+        port = free_port()
+        endpoint = f"http://127.0.0.1:{port}"
+        with procs.worker(self.logdir, self.worker_env(address, endpoint), moto_port=port, name="worker-moto"):
+            targets = kinds.seed(endpoint, m)
+            executions = Executions(client, TASK_QUEUE)
+            await self._engine(executions, "warm2", kinds.seed(endpoint, self.args.warmup))
+            elapsed = await self._engine(executions, "inproc", targets)
+        rate = m / elapsed
+        return {"executions": m, "engine_per_s": round(rate, 2), "baseline_per_s": round(base["per_s"], 2),
+                "engine_to_baseline": round(rate / base["per_s"], 3)}
+
+    # ---- 2: approval latency ----------------------------------------------------------------
+
+    async def approval(self, client: Client, address: str, endpoint: str) -> dict[str, Any]:
+        executions = Executions(client, TASK_QUEUE)
+        out: dict[str, Any] = {"measure": "approve sent (client clock) -> backup activity started (history); "
+                                          "one approval at a time, the next once the previous left AWAITING_APPROVAL",
+                               "interval_s": self.args.approval_interval}
+        with procs.worker(self.logdir, self.worker_env(address, endpoint), name="worker-approval"):
+            await self._engine(executions, "warm3", kinds.seed(endpoint, self.args.warmup))
+            for path in ("signal", "update"):
+                latencies = await self._approvals(client, executions, path, kinds.seed(endpoint, self.args.approvals))
+                out[path] = {**_summary(latencies),
+                             "vs_target_150_ms_p99": round(_pct(latencies, 99) / TARGETS["approval_p99_ms"], 3)}
+        return out
+
+    async def _approvals(self, client: Client, executions: Executions, path: str,
+                         targets: list[kinds.Target]) -> list[float]:
+        tag = f"{self.run_id}-{path}"
+        started = await bounded(list(enumerate(targets)), lambda it: executions.start(
+            kinds.request(tag, it[0], it[1], auto=False)), 100)
+        if await awaiting_approval(client, len(started), timeout=600) < len(started):
+            raise SystemExit(f"{path}: not all {len(started)} executions reached AWAITING_APPROVAL")
+        approver = ApprovalInput(actor="bob", role=Role.APPROVER)
+        sent: dict[str, float] = {}
+        from workflows.execution import ExecutionWorkflow
+
+        for s in started:  # one approval at a time: latency, not the queue an approval burst would build
+            sent[s.execution_id] = time.time()
+            if path == "update":
+                await executions.decide(s.execution_id, True, approver)
+            else:
+                await executions.handle(s.execution_id).signal(ExecutionWorkflow.approve_signal, approver)
+            await executions.wait(s.execution_id, until=CHANGING, timeout=120)  # pacing only: polled
+            await asyncio.sleep(self.args.approval_interval)
+        await asyncio.gather(*(executions.handle(s.execution_id).result() for s in started))
+
+        async def latency(execution_id: str) -> float:
+            scheduled: int | None = None
+            async for event in client.get_workflow_handle(execution_id).fetch_history_events():
+                if (event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+                        and event.activity_task_scheduled_event_attributes.activity_type.name == "backup"):
+                    scheduled = event.event_id
+                if (scheduled is not None and event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+                        and event.activity_task_started_event_attributes.scheduled_event_id == scheduled):
+                    return (event.event_time.ToDatetime(UTC).timestamp() - sent[execution_id]) * 1000
+            raise RuntimeError(f"{execution_id}: no backup activity in its history")
+
+        return list(await bounded(list(sent), latency, 20))
+
+    # ---- 4: parked scale --------------------------------------------------------------------
+
+    async def parked(self, client: Client, server_pid: int, address: str, endpoint: str) -> dict[str, Any]:
+        count = self.args.parked
+        seed_t0 = time.perf_counter()
+        targets = kinds.seed(endpoint, count)
+        seed_s = time.perf_counter() - seed_t0
+        executions = Executions(client, TASK_QUEUE)
+        server_before = procs.rss_mib(server_pid)
+        with procs.worker(self.logdir, self.worker_env(address, endpoint), name="worker-parked") as worker:
+            worker_idle = procs.rss_mib(worker.pid)
+            tag = f"{self.run_id}-park"
+            t0 = time.perf_counter()
+            started = await bounded(list(enumerate(targets)), lambda it: executions.start(
+                kinds.request(tag, it[0], it[1], auto=False)), 100)
+            submitted_s = time.perf_counter() - t0
+            parked = await awaiting_approval(client, count, timeout=1800)
+            parked_s = time.perf_counter() - t0
+            await asyncio.sleep(2)
+            figures = {"worker_rss_mib": round(procs.rss_mib(worker.pid), 1),
+                       "worker_peak_rss_mib": round(procs.peak_rss_mib(worker.pid), 1),
+                       "server_rss_mib": round(procs.rss_mib(server_pid), 1)}
+            clean_t0 = time.perf_counter()
+            await bounded(started, lambda s: executions.handle(s.execution_id).terminate("bench clean-up"), 100)
+            clean_s = time.perf_counter() - clean_t0
+        return {"executions": count, "parked": parked, "seed_seconds": round(seed_s, 1),
+                "seconds_to_submit_all": round(submitted_s, 1), "seconds_until_all_awaiting_approval": round(parked_s, 1),
+                "starts_per_s": round(count / parked_s, 1),
+                "worker_rss_mib_idle": round(worker_idle, 1), **figures,
+                "server_rss_mib_before": round(server_before, 1),
+                "worker_rss_vs_target_300_mib": round(figures["worker_rss_mib"] / TARGETS["worker_rss_parked_mib"], 3),
+                "terminate_seconds": round(clean_s, 1)}
+
+
+def save(result: dict[str, Any], directory: Path) -> None:
+    """The timestamped file and latest.json; called after every part, so a stopped run keeps what it measured."""
+    directory.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=2)
+    (directory / f"bench-{result['when'].replace(':', '')}.json").write_text(text)
+    (directory / "latest.json").write_text(text)
+
+
+def progress(message: str) -> None:
+    print(f"[bench {datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Every part in turn; SIGTERM and SIGINT stop it cleanly (the child processes too)."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if task is not None:
+            loop.add_signal_handler(sig, task.cancel)
+    return await _main(args)
+
+
+async def _main(args: argparse.Namespace) -> dict[str, Any]:
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise SystemExit(f"unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION=kinds.REGION)
+    os.environ.pop("AWS_PROFILE", None)
+    home = Path(tempfile.mkdtemp(prefix="reclaim-bench-"))
+    logdir = home / "logs"
+    logdir.mkdir()
+    result: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "executions": n,
-        "throughput_per_s": round(rate, 2),
-        "baseline_boto3_per_s": round(base_rate, 2),
-        "engine_to_baseline_ratio": round(rate / base_rate, 3),
-        "approval_to_backup_ms": {
-            path: {"p50": round(statistics.median(v), 1), "p99": round(_pct(v, 99), 1), "n": len(v)}
-            for path, v in (("signal", signal), ("update", update))
-        },
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "temporal": "dev server, SQLite file + WAL pragmas",
+        "read_model": "DATABASE_URL" if os.environ.get("DATABASE_URL") else "SQLite file",
+        "worker_bytecode": "none (PYTHONDONTWRITEBYTECODE inherited)" if args.no_pycache else "cached (.pyc)",
+        "logs": str(logdir) if args.keep else None,
+        "complete": False,
     }
+    with procs.moto_server(logdir) as (endpoint, moto_pid), \
+            dev_server(home, ui_port=None, persistent=True) as server:
+        bench = Bench(args, logdir, home, moto_pid)
+        client = await connect(Settings(temporal_address=server.address))
+        if "throughput" in parts:
+            progress("throughput")
+            result["throughput"] = await bench.throughput(client, server.process.pid, server.address, endpoint)
+            save(result, args.results)
+        if "approval" in parts:
+            progress("approval")
+            result["approval"] = await bench.approval(client, server.address, endpoint)
+            save(result, args.results)
+        if "api" in parts:
+            from bench import api
+
+            progress("api")
+            result["api"] = await api.run(logdir, server.address, rows=args.api_rows, requests=args.api_requests,
+                                          database_url=os.environ.get("DATABASE_URL"))
+            worst = max(result["api"][k]["p99_ms"] for k in ("get_one", "list_first_page", "list_filtered"))
+            result["api"]["worst_p99_vs_target_50_ms"] = round(worst / TARGETS["api_p99_ms"], 3)
+            save(result, args.results)
+        if "parked" in parts:
+            progress("parked")
+            result["parked"] = await bench.parked(client, server.process.pid, server.address, endpoint)
+    result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["complete"] = True
+    if not args.keep:  # on failure the folder stays, with the logs of every process
+        shutil.rmtree(home, ignore_errors=True)
+    return result
+
+
+def table(result: dict[str, Any]) -> str:
+    rows: list[tuple[str, str]] = []
+    if "throughput" in result:
+        t = result["throughput"]
+        rows += [(f"executions/s, engine (N={t['executions']})", f"{t['engine_per_s']}"),
+                 ("executions/s, boto3 thread-pool baseline", f"{t['baseline_per_s']}"),
+                 ("engine / baseline", f"{t['engine_to_baseline']}"),
+                 ("engine / target (20/s)", f"{t['vs_target_20_per_s']}"),
+                 ("CPU ms/execution worker+server (all)", "{worker_plus_server} ({total})".format(
+                     **t["cpu_ms_per_execution"])),
+                 ("CPU ms/execution, baseline (moto+threads)", "{total}".format(**t["baseline_cpu_ms_per_execution"]))]
+        if "moto_in_process" in t:
+            m = t["moto_in_process"]
+            rows += [(f"moto in-process: engine, baseline /s (N={m['executions']})",
+                      f"{m['engine_per_s']}, {m['baseline_per_s']}"),
+                     ("engine with moto apart / in-process", f"{m['engine_separate_to_in_process']}")]
+    if "approval" in result:
+        for path in ("signal", "update"):
+            a = result["approval"][path]
+            rows.append((f"approve->backup p50/p99 ms ({path})", f"{a['p50']}/{a['p99']}"))
+    if "api" in result:
+        for name in ("get_one", "list_first_page", "list_filtered", "list_first_page_before_vacuum"):
+            a = result["api"][name]
+            rows.append((f"API {name} p50/p99 ms ({result['api']['rows']} rows)", f"{a['p50_ms']}/{a['p99_ms']}"))
+    if "parked" in result:
+        p = result["parked"]
+        rows += [(f"parked {p['parked']}: worker RSS MiB (peak)", f"{p['worker_rss_mib']} ({p['worker_peak_rss_mib']})"),
+                 ("parked: server RSS MiB (before)", f"{p['server_rss_mib']} ({p['server_rss_mib_before']})"),
+                 ("parked: s until all awaiting approval", f"{p['seconds_until_all_awaiting_approval']}")]
+    width = max(len(r[0]) for r in rows) + 2 if rows else 10
+    return "\n".join([f"{'measure':<{width}}value", *(f"{k:<{width}}{v}" for k, v in rows)])
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts: {', '.join(PARTS)}")
+    parser.add_argument("--n", type=int, default=1000, help="throughput executions (and baseline calls)")
+    parser.add_argument("--in-flight", type=int, default=0,
+                        help="throughput: at most this many executions running at once (0: all submitted at once)")
+    parser.add_argument("--compare-n", type=int, default=300,
+                        help="executions for the moto-in-process comparison (0: skip)")
+    parser.add_argument("--warmup", type=int, default=8, help="executions each new worker runs before measuring")
+    parser.add_argument("--approvals", type=int, default=200, help="executions per approval path")
+    parser.add_argument("--approval-interval", type=float, default=0.0,
+                        help="extra seconds between one approval's backup and the next approval")
+    parser.add_argument("--api-rows", type=int, default=100_000)
+    parser.add_argument("--api-requests", type=int, default=500, help="requests per API endpoint")
+    parser.add_argument("--parked", type=int, default=3000,
+                        help="executions parked awaiting approval (the issue asks for 10000: about 20 min here)")
+    parser.add_argument("--no-pycache", action="store_true",
+                        help="workers inherit PYTHONDONTWRITEBYTECODE (sandbox imports compile source every time)")
+    parser.add_argument("--keep", action="store_true", help="keep the databases and logs (a temporary folder)")
+    parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
+    return parser.parse_args(argv)
+
+
+def run(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse(argv)
+    result = asyncio.run(main(args))
+    save(result, args.results)
+    print(json.dumps(result))
+    print()
+    print(table(result))
+    return result
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--executions", type=int, default=200)
-    parser.add_argument("--approvals", type=int, default=50)
-    args = parser.parse_args()
-    result = asyncio.run(main(args.executions, args.approvals))
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"bench-{result['when'].replace(':', '')}.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result))
-    print(f"\n{'measure':<34}{'value':>12}")
-    print(f"{'executions/s (engine)':<34}{result['throughput_per_s']:>12}")
-    print(f"{'executions/s (boto3 baseline)':<34}{result['baseline_boto3_per_s']:>12}")
-    print(f"{'engine / baseline':<34}{result['engine_to_baseline_ratio']:>12}")
-    for path, figures in result["approval_to_backup_ms"].items():
-        print(f"{'approve->backup p50/p99 ms (' + path + ')':<34}{figures['p50']:>6}/{figures['p99']}")
+    run()

@@ -55,6 +55,13 @@ class ExecutionRequest(StrictModel):
     options: ExecutionOptions = Field(default_factory=ExecutionOptions)
     requested_by: str = Field(min_length=1, max_length=128)
     policy: Policy = Field(default_factory=Policy)
+    plan_id: str | None = Field(default=None, description="Set when a plan runs this execution as its item.")
+    plan_approval: "PlanApproval | None" = Field(
+        default=None, description="The approval of the plan's dry run that covers this item."
+    )
+    expected: "Observation | None" = Field(
+        default=None, description="The resource as the approved dry run saw it; any drift is refused."
+    )
 
 
 class Decision(StrEnum):
@@ -90,6 +97,16 @@ class ApprovalRecord(StrictModel):
     via: str = "signal"
 
 
+class PlanApproval(StrictModel):
+    """A person's approval of a whole dry-run report, handed to each item it covers."""
+
+    plan_id: str
+    actor: str
+    role: Role
+    comment: str = ""
+    at: datetime
+
+
 class RollbackInput(StrictModel):
     actor: str = Field(min_length=1, max_length=128)
     reason: str = Field(default="", max_length=2000)
@@ -117,9 +134,32 @@ class Observation(StrictModel):
     tags: dict[str, str] = Field(default_factory=dict)
 
 
+def drift(expected: Observation, seen: Observation, volatile: frozenset[str] = frozenset()) -> list[str]:
+    """What changed since `expected` was observed, one phrase per field.
+
+    Compared as JSON, the way both observations travel; `volatile` keys (sizes,
+    counters) change on their own and are not drift.
+    """
+    before, now = expected.model_dump(mode="json"), seen.model_dump(mode="json")
+    changes: list[str] = []
+    for section, label in (("state", ""), ("tags", "tag ")):
+        old, new = before[section], now[section]
+        for key in sorted(set(old) | set(new)):
+            if section == "state" and key in volatile:
+                continue
+            if old.get(key) != new.get(key):
+                changes.append(f"{label}{key} was {_shown(old, key)}, now {_shown(new, key)}")
+    return changes
+
+
+def _shown(values: dict[str, Any], key: str) -> str:
+    return repr(values[key]) if key in values else "absent"
+
+
 class ValidateInput(StrictModel):
     execution_id: str
     recommendation: Recommendation
+    expected: Observation | None = Field(default=None, description="Refuse any drift from this observation.")
 
 
 class ActionStepInput(StrictModel):
@@ -205,3 +245,6 @@ class ExecutionView(StrictModel):
     finished_at: datetime | None = None
     log: list[StepLogEntry] = Field(default_factory=list)
     sequence: int = Field(default=0, description="Grows with every change; the read model keeps the newest.")
+
+
+ExecutionRequest.model_rebuild()

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from activities.budget import MutationBudget
 from domain.execution import TASK_QUEUE
 from domain.policy import Policy, Role
 
@@ -53,6 +54,15 @@ class Settings(BaseSettings):
     )
     web_ui_url: str = Field(default="http://localhost:8233", description="Where operators open the Web UI.")
     max_concurrent_activities: int = 32
+    aws_mutations_per_second: float = Field(
+        default=5.0, ge=0, description="This worker's budget of mutating AWS calls per account and region "
+        "(EC2's mutating bucket refills 5/s); share it out when several workers run; 0 turns it off.")
+    aws_mutation_burst: int = Field(default=50, ge=1, description="Mutating calls allowed at once (EC2's bucket: 50).")
+
+    def mutation_budget(self) -> MutationBudget | None:
+        if self.aws_mutations_per_second <= 0:
+            return None
+        return MutationBudget(rate_per_second=self.aws_mutations_per_second, burst=self.aws_mutation_burst)
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_tokens_file: Path | None = Field(default=None, description="JSON or YAML list of tokens (hashed).")

@@ -40,7 +40,8 @@ async def embedded_stack(
         client = await connect(settings)
         store = await Store.open(settings.database())
         sessions = sessions or SessionFactory(
-            role_arn_template=settings.role_arn_template, endpoint_url=settings.aws_endpoint_url
+            role_arn_template=settings.role_arn_template, endpoint_url=settings.aws_endpoint_url,
+            mutation_budget=settings.mutation_budget(),
         )
         worker = build_worker(client, task_queue=settings.task_queue, sessions=sessions, store=store,
                               max_concurrent_activities=settings.max_concurrent_activities)

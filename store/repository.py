@@ -26,6 +26,7 @@ from domain.execution import ApprovalRecord, ExecutionView, LastChange
 from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus
 from store import db
+from store.plans import PlanRecords
 from store.savings import KindSavings, LedgerStatus, SavingsEntry, SavingsSummary
 from store.tables import ApprovalRow, Base, ExecutionRow, RecommendationRow, SavingsLedgerRow, as_utc
 
@@ -61,6 +62,7 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self.url: str = db.render_url(engine.url)
+        self.plans = PlanRecords(engine, self._insert)
 
     @classmethod
     async def open(cls, url: str | None = None, *, migrate: bool = True) -> Store:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Dialect, Float, Integer, MetaData, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Dialect, Float, Index, Integer, MetaData, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -149,3 +149,54 @@ class SavingsLedgerRow(Base):
     status: Mapped[str] = mapped_column(String)
     recorded_at: Mapped[datetime]
     reversed_at: Mapped[datetime | None]
+
+
+class PlanRow(Base):
+    """The newest known state of one plan; `view` is `PlanView.model_dump(mode="json")`.
+
+    `report` is filled once the plan ends: the JSON report, kept so it can be fetched later.
+    """
+
+    __tablename__ = "plans"
+
+    plan_id: Mapped[str] = mapped_column(String, primary_key=True)
+    customer_ids: Mapped[str] = mapped_column(Text, doc="Comma-separated, sorted; for tenant filtering.")
+    requested_by: Mapped[str] = mapped_column(String)
+    status: Mapped[str] = mapped_column(String, index=True)
+    sequence: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(index=True)
+    updated_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    view: Mapped[dict[str, Any]]
+    report: Mapped[dict[str, Any] | None]
+
+
+class PlanItemRow(Base):
+    """One recommendation of a plan: its place (wave, position), the dry run's verdict and the outcome.
+
+    The plan workflow reads its items from here page by page, so a 10,000-item plan
+    never carries its recommendations in its own history.
+    """
+
+    __tablename__ = "plan_items"
+
+    plan_id: Mapped[str] = mapped_column(String, primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    wave: Mapped[int] = mapped_column(Integer)
+    wave_position: Mapped[int] = mapped_column(Integer)
+    recommendation_id: Mapped[str] = mapped_column(String)
+    customer_id: Mapped[str] = mapped_column(String)
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String)
+    reason: Mapped[str | None] = mapped_column(Text)
+    execution_id: Mapped[str | None] = mapped_column(String)
+    estimated_monthly_savings: Mapped[float] = mapped_column(Float)
+    actual_monthly_savings: Mapped[float | None] = mapped_column(Float)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    dry_run_status: Mapped[str | None] = mapped_column(String)
+    dry_run_reason: Mapped[str | None] = mapped_column(Text)
+    observed: Mapped[dict[str, Any] | None]
+    approved: Mapped[bool] = mapped_column(Boolean)
+
+    __table_args__ = (Index("ix_plan_items_plan_id_wave", "plan_id", "wave", "wave_position"),)

@@ -365,6 +365,7 @@ async def test_a_recently_changed_resource_is_refused_until_the_cooldown_ends(st
     assert view.status is S.REJECTED_BY_VALIDATION
     assert "cooldown of 7 days" in (view.reason or "") and first.execution_id in (view.reason or "")
     assert aws.instance_state(instance)[0] == "running"
+    await stack.executions.handle(second.execution_id).result()  # its lease is released only as it closes
 
     from domain.execution import ExecutionOptions, ExecutionRequest
     from domain.policy import Policy

@@ -1,7 +1,7 @@
 """Recorded histories replay against today's workflow code: determinism is checked in every run.
 
-A change that alters the command order of ExecutionWorkflow must be guarded
-with `workflow.patched`, or this fails.
+A change that alters the command order of ExecutionWorkflow or PlanWorkflow
+must be guarded with `workflow.patched`, or this fails.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 def test_every_path_is_recorded() -> None:
     names = {p.stem for p in HISTORIES}
     assert {"stop_completed_window_closed", "capacity_failure_compensated", "gp3_rolled_back_on_request",
-            "cancelled_awaiting_approval", "approval_expired", "dry_run_planned"} <= names
+            "cancelled_awaiting_approval", "approval_expired", "dry_run_planned",
+            "plan_dry_run_approved_drift_refused", "plan_item_approved_by_plan", "plan_continued_as_new_first_run",
+            "plan_threshold_paused_aborted"} <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

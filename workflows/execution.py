@@ -47,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
         ValidateInput,
         lease_id_for,
     )
+    from domain.plan import ItemSettled
     from domain.policy import (
         approval_refusal,
         approval_requirement,
@@ -60,13 +61,15 @@ with workflow.unsafe.imports_passed_through():
 
 S = ExecutionStatus
 
+# Reads retry until READ_DEADLINE, not a count: a throttling streak or a database restart
+# outlasts any small number of attempts, and a read changes nothing however often it runs.
 READ_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=10),
-    maximum_attempts=5,
     non_retryable_error_types=NON_RETRYABLE_TYPES,
 )
+READ_DEADLINE = timedelta(minutes=10)
 MUTATE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -137,6 +140,8 @@ class ExecutionWorkflow:
         self._rollback: RollbackInput | None = None
         self._lease: workflow.ChildWorkflowHandle[Any, Any] | None = None
         self._records: list[Awaitable[Any]] = []
+        self._observed: Observation | None = None
+        self._plan_notified = False
 
     # ---- run ---------------------------------------------------------------------------
 
@@ -193,6 +198,7 @@ class ExecutionWorkflow:
                 ExecutionActivities.check_permissions,
                 self._step_input(assessment),
                 start_to_close_timeout=timedelta(minutes=2),
+                schedule_to_close_timeout=READ_DEADLINE,
                 retry_policy=READ_RETRY,
             )
             report.plan = assessment.plan
@@ -202,7 +208,10 @@ class ExecutionWorkflow:
             raise _Rejected(S.PLANNED, "dry run: permissions checked, nothing changed")
 
         approved_by_human = False
-        if not auto_approved:
+        if not auto_approved and self._request.plan_approval is not None:
+            self._accept_plan_approval()
+            approved_by_human = True
+        elif not auto_approved:
             await self._await_approval()
             approved_by_human = True
             # Hours may have passed: look again before touching anything.
@@ -230,6 +239,7 @@ class ExecutionWorkflow:
             ResourceRef(account_id=rec.account_id, region=rec.region, resource_id=rec.resource_id,
                         exclude_execution_id=self._view.execution_id),
             start_to_close_timeout=timedelta(seconds=30),
+            schedule_to_close_timeout=READ_DEADLINE,
             retry_policy=READ_RETRY,
         )
         refusal = cooldown_refusal(policy, last.at if last else None, workflow.now())
@@ -255,10 +265,13 @@ class ExecutionWorkflow:
     async def _validate(self, again: bool = False) -> Assessment:
         assessment: Assessment = await workflow.execute_local_activity_method(
             ExecutionActivities.validate,
-            ValidateInput(execution_id=self._view.execution_id, recommendation=self._request.recommendation),
+            ValidateInput(execution_id=self._view.execution_id, recommendation=self._request.recommendation,
+                          expected=self._request.expected),
             start_to_close_timeout=timedelta(seconds=60),
+            schedule_to_close_timeout=READ_DEADLINE,
             retry_policy=READ_RETRY,
         )
+        self._observed = assessment.observed
         prefix = "changed while waiting: " if again else ""
         if not assessment.valid:
             raise _Rejected(S.REJECTED_BY_VALIDATION, prefix + (assessment.reason or "invalid"))
@@ -281,6 +294,20 @@ class ExecutionWorkflow:
             last = self._view.approvals[-1]
             raise _Rejected(S.REJECTED, f"rejected by {last.actor}: {last.comment}".rstrip(": "))
         self._log(f"approved by {self._view.approvals[-1].actor}")
+
+    def _accept_plan_approval(self) -> None:
+        """The approved dry-run report covers this item: its approval is this execution's."""
+        grant = self._request.plan_approval
+        assert grant is not None
+        refusal = approval_refusal(self._request.policy, grant.actor, grant.role, self._request.requested_by)
+        if refusal:
+            raise _Rejected(S.REJECTED_BY_VALIDATION, f"the plan's approval does not cover this item: {refusal}")
+        self._view.approvals.append(ApprovalRecord(
+            id=str(workflow.uuid4()), execution_id=self._view.execution_id, actor=grant.actor, role=grant.role,
+            decision=Decision.APPROVE, comment=grant.comment, at=grant.at, accepted=True,
+            via=f"plan {grant.plan_id}",
+        ))
+        self._log(f"approved by {grant.actor} with the dry run of plan {grant.plan_id}")
 
     def _refusal(self, decision: Decision, attempt: ApprovalInput) -> str | None:
         if self._view.status is not S.AWAITING_APPROVAL or self._decision is not None:
@@ -556,6 +583,22 @@ class ExecutionWorkflow:
         self._view.log.append(StepLogEntry(at=now, status=status, message=message))
         workflow.upsert_search_attributes([sa.EXECUTION_STATUS.value_set(status.value)])
         self._record()
+        if status in TERMINAL or status is S.COMPLETED:
+            self._notify_plan()
+
+    def _notify_plan(self) -> None:
+        """Tell the plan this item settled: a completed change stays open for its rollback window."""
+        parent = workflow.info().parent
+        if self._request.plan_id is None or parent is None or self._plan_notified:
+            return
+        self._plan_notified = True
+        settled = ItemSettled(
+            execution_id=self._view.execution_id, status=self._view.status, reason=self._view.reason,
+            actual_monthly_savings=self._view.actual_monthly_savings,
+            observed=self._observed if self._view.dry_run else None,
+        )
+        handle = workflow.get_external_workflow_handle(parent.workflow_id)
+        self._records.append(asyncio.ensure_future(handle.signal("item_settled", settled)))
 
     def _log(self, message: str) -> None:
         self._view.log.append(StepLogEntry(at=workflow.now(), status=self._view.status, message=message))

@@ -76,6 +76,7 @@ class AsgRightsize(Action[AsgRightsizeParams]):
     params_model = AsgRightsizeParams
     reversible = True
     base_risk = RiskLevel.MEDIUM
+    volatile_state = frozenset({"busy"})
     permissions = (
         "autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeScalingActivities",
         "autoscaling:DescribeLaunchConfigurations", "autoscaling:UpdateAutoScalingGroup",

@@ -40,6 +40,8 @@ class Action(ABC, Generic[P]):
     base_risk: ClassVar[RiskLevel]
     destroys_data: ClassVar[bool] = False
     permissions: ClassVar[tuple[str, ...]]
+    volatile_state: ClassVar[frozenset[str]] = frozenset()
+    """Observed state keys that change on their own (sizes, transient statuses): not drift."""
 
     def __init__(self, sessions: SessionFactory, recommendation: Recommendation, execution_id: str) -> None:
         self.sessions = sessions

@@ -78,6 +78,7 @@ class DynamodbBillingMode(Action[BillingModeParams]):
     params_model = BillingModeParams
     reversible = True
     base_risk = RiskLevel.LOW
+    volatile_state = frozenset({"status"})
     permissions = ("dynamodb:DescribeTable", "dynamodb:ListTagsOfResource", "dynamodb:UpdateTable")
 
     @property

@@ -51,6 +51,7 @@ class LambdaMemory(Action[MemoryParams]):
     params_model = MemoryParams
     reversible = True
     base_risk = RiskLevel.LOW
+    volatile_state = frozenset({"state", "last_update_status"})
     permissions = ("lambda:GetFunctionConfiguration", "lambda:ListTags", "lambda:UpdateFunctionConfiguration")
 
     @property

@@ -66,6 +66,7 @@ class LogsRetention(Action[RetentionParams]):
     reversible = True
     base_risk = RiskLevel.LOW
     destroys_data = True
+    volatile_state = frozenset({"stored_bytes"})
     permissions = ("logs:DescribeLogGroups", "logs:ListTagsForResource", "logs:PutRetentionPolicy",
                    "logs:DeleteRetentionPolicy")
 

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starter.api import errors, metrics
 from starter.api.auth import TokenStore
 from starter.api.deps import Services
-from starter.api.routes import events, executions, health, recommendations
+from starter.api.routes import events, executions, health, plans, recommendations
 from starter.api.routes import metrics as metrics_routes
 from starter.executions import Executions
 from starter.settings import Settings
@@ -52,6 +52,7 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
     metrics.install(app)  # per-app registry + request-duration middleware
     app.include_router(executions.router)
     app.include_router(events.router)
+    app.include_router(plans.router)
     app.include_router(recommendations.router)
     app.include_router(metrics_routes.router)
     app.include_router(health.router)

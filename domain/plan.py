@@ -1,0 +1,460 @@
+"""Plans: many recommendations run as one durable unit, in waves, under rate control.
+
+Everything here is pure (no I/O, no clock): the plan workflow calls these
+functions to decide, and the property tests check them directly.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from domain.base import StrictModel
+from domain.execution import ExecutionOptions, Observation, PlanApproval
+from domain.policy import Policy, Role
+from domain.recommendation import ID_PATTERN, Recommendation
+from domain.status import ExecutionStatus
+
+S = ExecutionStatus
+
+MAX_ITEMS = 10_000
+_QUOTA = re.compile(r"^\s*([0-9]{1,6})\s*(%?)\s*$")
+
+
+def plan_workflow_id(plan_id: str) -> str:
+    """`plan:` cannot clash with an execution id (`exec-`/`plan-` + a recommendation id)."""
+    return f"plan:{plan_id}"
+
+
+class Strategy(StrEnum):
+    SEQUENTIAL = "sequential"
+    PARALLEL = "parallel"
+    BY_REGION = "by_region"
+    BY_RESOURCE_TYPE = "by_resource_type"
+    WAVES = "waves"
+
+
+class WaveMode(StrEnum):
+    PARALLEL = "parallel"
+    """Items start together, up to the concurrency limit."""
+    ORDERED = "ordered"
+    """One item at a time, in the order given."""
+
+
+class Quota(StrictModel):
+    """A count or a percentage of a whole, as SSM Automation's MaxConcurrency/MaxErrors."""
+
+    value: int = Field(ge=0, le=1_000_000)
+    percent: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, raw: Any) -> Any:
+        if isinstance(raw, bool):
+            raise ValueError("expected a number or a percentage such as 10 or 25%")
+        if isinstance(raw, int):
+            return {"value": raw}
+        if isinstance(raw, str):
+            match = _QUOTA.match(raw)
+            if match is None:
+                raise ValueError(f"expected a number or a percentage such as 10 or 25%, got {raw!r}")
+            return {"value": int(match.group(1)), "percent": bool(match.group(2))}
+        return raw
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Quota:
+        if self.percent and not 0 <= self.value <= 100:
+            raise ValueError("a percentage is between 0% and 100%")
+        return self
+
+    def of(self, whole: int) -> int:
+        """The count this quota allows out of `whole` (a percentage rounds up: 10% of 5 is 1)."""
+        if not self.percent:
+            return self.value
+        return math.ceil(self.value * whole / 100)
+
+    def __str__(self) -> str:
+        return f"{self.value}{'%' if self.percent else ''}"
+
+
+class RateControl(StrictModel):
+    max_concurrency: Quota = Field(default_factory=lambda: Quota(value=10),
+                                   description="Items of a wave running at once: a number or a % of the wave.")
+    error_threshold: Quota | None = Field(
+        default=None,
+        description="Failed items (a number or a % of the plan) at which the plan pauses: no new item "
+                    "starts until it is resumed or aborted. None: never pause.",
+    )
+    ramp_up: bool = Field(default=False, description="Start each wave 1, 2, 4, ... at a time up to the limit.")
+    pause_timeout: timedelta = Field(default=timedelta(hours=24), gt=timedelta(0),
+                                     description="A paused plan nobody resumes is aborted after this.")
+    approval_timeout: timedelta = Field(default=timedelta(hours=24), gt=timedelta(0),
+                                        description="How long an approved-dry-run plan waits for its approval.")
+
+    def concurrency(self, wave_size: int) -> int:
+        return max(1, self.max_concurrency.of(wave_size))
+
+    def threshold(self, plan_size: int) -> int | None:
+        if self.error_threshold is None:
+            return None
+        return max(1, self.error_threshold.of(plan_size))
+
+
+def ramp_limit(limit: int, ramp_up: bool, succeeded_in_wave: int) -> int:
+    """1, 2, 4, ...: the next step opens once as many items succeeded as the ramp allowed so far."""
+    if not ramp_up:
+        return limit
+    step = 1
+    while step < limit and succeeded_in_wave >= 2 * step - 1:
+        step *= 2
+    return min(step, limit)
+
+
+class WaveSpec(StrictModel):
+    """An explicit wave as an operator writes it in a plan file."""
+
+    name: str = Field(pattern=ID_PATTERN)
+    items: list[str] = Field(min_length=1, description="Recommendation ids.")
+    depends_on: list[str] = Field(default_factory=list)
+    wait_seconds: float = Field(default=0, ge=0, le=7 * 24 * 3600)
+    mode: WaveMode = WaveMode.PARALLEL
+
+
+class PlanSpec(StrictModel):
+    """A plan file (JSON or YAML): what to run and how."""
+
+    id: str | None = Field(default=None, pattern=ID_PATTERN, description="Default: a new id.")
+    name: str = Field(default="", max_length=200)
+    recommendations: list[Recommendation] = Field(default_factory=list)
+    recommendation_ids: list[str] = Field(default_factory=list, description="Recommendations already imported.")
+    strategy: Strategy = Strategy.PARALLEL
+    waves: list[WaveSpec] = Field(default_factory=list, description="Only with strategy `waves`.")
+    rate: RateControl = Field(default_factory=RateControl)
+    dry_run: bool = Field(default=False, description="Dry-run every item, then wait for the report's approval.")
+    options: ExecutionOptions = Field(default_factory=ExecutionOptions,
+                                      description="Options of every item's execution (dry_run is the plan's).")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> PlanSpec:
+        if self.strategy is Strategy.WAVES and not self.waves:
+            raise ValueError("strategy `waves` needs `waves`")
+        if self.strategy is not Strategy.WAVES and self.waves:
+            raise ValueError(f"`waves` are only used with strategy `waves`, not `{self.strategy.value}`")
+        return self
+
+
+class WavePlan(StrictModel):
+    """A wave as the workflow runs it: items are stored, the workflow knows how many."""
+
+    index: int
+    name: str
+    size: int
+    depends_on: list[int] = Field(default_factory=list)
+    wait_seconds: float = 0
+    mode: WaveMode = WaveMode.PARALLEL
+
+
+class PlanError(ValueError):
+    """A plan that cannot run as written; the message says why."""
+
+
+def build_waves(spec: PlanSpec, recs: list[Recommendation]) -> tuple[list[WavePlan], list[list[Recommendation]]]:
+    """Waves in run order, each with its recommendations (in order); refuses what cannot run."""
+    if not recs:
+        raise PlanError("a plan needs at least one recommendation")
+    if len(recs) > MAX_ITEMS:
+        raise PlanError(f"a plan holds at most {MAX_ITEMS} recommendations, got {len(recs)}")
+    by_id: dict[str, Recommendation] = {}
+    for rec in recs:
+        if rec.id in by_id:
+            raise PlanError(f"recommendation {rec.id} appears twice")
+        by_id[rec.id] = rec
+    resources: dict[tuple[str, str, str], str] = {}
+    for rec in recs:
+        key = (rec.account_id, rec.region, rec.resource_id)
+        if key in resources:
+            raise PlanError(f"recommendations {resources[key]} and {rec.id} change the same resource {rec.resource_id}")
+        resources[key] = rec.id
+
+    if spec.strategy is Strategy.WAVES:
+        return _explicit_waves(spec.waves, by_id)
+    if spec.strategy in (Strategy.SEQUENTIAL, Strategy.PARALLEL):
+        mode = WaveMode.ORDERED if spec.strategy is Strategy.SEQUENTIAL else WaveMode.PARALLEL
+        return [WavePlan(index=0, name=spec.strategy.value, size=len(recs), mode=mode)], [list(recs)]
+    groups: dict[str, list[Recommendation]] = {}
+    for rec in recs:
+        group = rec.region if spec.strategy is Strategy.BY_REGION else resource_type(rec.kind)
+        groups.setdefault(group, []).append(rec)
+    names = sorted(groups)
+    return ([WavePlan(index=i, name=name, size=len(groups[name])) for i, name in enumerate(names)],
+            [groups[name] for name in names])
+
+
+def resource_type(kind: str) -> str:
+    """`ec2.stop` and `ec2.rightsize` change the same type of resource: `ec2`."""
+    return kind.split(".", 1)[0]
+
+
+def _explicit_waves(
+    waves: list[WaveSpec], by_id: dict[str, Recommendation]
+) -> tuple[list[WavePlan], list[list[Recommendation]]]:
+    names = [w.name for w in waves]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise PlanError(f"wave {duplicate} is defined twice")
+    placed: dict[str, str] = {}
+    for wave in waves:
+        for item in wave.items:
+            if item not in by_id:
+                raise PlanError(f"wave {wave.name} names recommendation {item}, which is not in the plan")
+            if item in placed:
+                raise PlanError(f"recommendation {item} is in waves {placed[item]} and {wave.name}")
+            placed[item] = wave.name
+        for dep in wave.depends_on:
+            if dep not in names:
+                raise PlanError(f"wave {wave.name} depends on {dep}, which is not a wave of the plan")
+            if dep == wave.name:
+                raise PlanError(f"wave {wave.name} depends on itself")
+    missing = [rec_id for rec_id in by_id if rec_id not in placed]
+    if missing:
+        raise PlanError(f"recommendations in no wave: {', '.join(missing[:5])}")
+    ordered = _topological(waves)
+    index = {w.name: i for i, w in enumerate(ordered)}
+    plans = [
+        WavePlan(index=i, name=w.name, size=len(w.items), depends_on=sorted(index[d] for d in w.depends_on),
+                 wait_seconds=w.wait_seconds, mode=w.mode)
+        for i, w in enumerate(ordered)
+    ]
+    return plans, [[by_id[item] for item in w.items] for w in ordered]
+
+
+def _topological(waves: list[WaveSpec]) -> list[WaveSpec]:
+    """Dependencies first; otherwise the order the operator wrote (stable Kahn)."""
+    done: set[str] = set()
+    ordered: list[WaveSpec] = []
+    remaining = list(waves)
+    while remaining:
+        ready = next((w for w in remaining if all(d in done for d in w.depends_on)), None)
+        if ready is None:
+            raise PlanError("waves depend on each other in a cycle: " + ", ".join(w.name for w in remaining))
+        ordered.append(ready)
+        done.add(ready.name)
+        remaining.remove(ready)
+    return ordered
+
+
+def transitive_dependents(waves: list[WavePlan], failed: set[int]) -> set[int]:
+    """Every wave that depends, directly or through others, on a failed wave."""
+    hit: set[int] = set()
+    changed = True
+    while changed:
+        changed = False
+        for wave in waves:
+            if wave.index not in hit and any(d in failed or d in hit for d in wave.depends_on):
+                hit.add(wave.index)
+                changed = True
+    return hit
+
+
+# ---- items and outcomes -------------------------------------------------------------------
+
+
+class ItemState(StrEnum):
+    """Where an item stands in its plan; once it ran, its execution's own status is used."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SKIPPED = "SKIPPED"
+    """A wave it depends on failed."""
+    NOT_STARTED = "NOT_STARTED"
+    """The plan was aborted before the item started."""
+    NOT_APPROVED = "NOT_APPROVED"
+    """Left out of the approved dry run (refused in it, or not in the approved subset)."""
+    DUPLICATE = "DUPLICATE"
+    """The recommendation already has an execution of its own."""
+
+
+class Outcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DECLINED = "declined"
+    NOT_RUN = "not_run"
+    OPEN = "open"
+
+
+_FAILED = {S.FAILED.value, S.ROLLED_BACK.value, S.ROLLBACK_FAILED.value, S.REJECTED_BY_VALIDATION.value,
+           ItemState.DUPLICATE.value}
+_DECLINED = {S.REJECTED.value, S.EXPIRED.value, S.CANCELLED.value}
+_NOT_RUN = {ItemState.SKIPPED.value, ItemState.NOT_STARTED.value, ItemState.NOT_APPROVED.value}
+
+
+def outcome(status: str) -> Outcome:
+    """A failed item counts toward the error threshold and fails its wave; a declined one
+    (a person said no, or nobody answered) does neither."""
+    if status in (S.COMPLETED.value, S.PLANNED.value):
+        return Outcome.SUCCEEDED
+    if status in _FAILED:
+        return Outcome.FAILED
+    if status in _DECLINED:
+        return Outcome.DECLINED
+    if status in _NOT_RUN:
+        return Outcome.NOT_RUN
+    return Outcome.OPEN
+
+
+class PlanItem(StrictModel):
+    """One item as the workflow needs it to start its execution."""
+
+    position: int
+    wave: int
+    recommendation: Recommendation
+    expected: Observation | None = Field(default=None, description="What the approved dry run saw.")
+
+
+class ItemResult(StrictModel):
+    """What the plan learned about one item; written to the store in batches."""
+
+    plan_id: str
+    position: int
+    status: str
+    execution_id: str | None = None
+    reason: str | None = None
+    actual_monthly_savings: float | None = None
+    observed: Observation | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class ItemSettled(StrictModel):
+    """The signal an execution sends its plan once nothing more happens without a person."""
+
+    execution_id: str
+    status: ExecutionStatus
+    reason: str | None = None
+    actual_monthly_savings: float | None = None
+    observed: Observation | None = None
+
+
+class PlanStatus(StrEnum):
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    AWAITING_APPROVAL = "AWAITING_APPROVAL"
+    COMPLETED = "COMPLETED"
+    COMPLETED_WITH_FAILURES = "COMPLETED_WITH_FAILURES"
+    ABORTED = "ABORTED"
+    FAILED = "FAILED"
+
+
+PLAN_TERMINAL = frozenset({PlanStatus.COMPLETED, PlanStatus.COMPLETED_WITH_FAILURES, PlanStatus.ABORTED,
+                           PlanStatus.FAILED})
+
+
+class WaveState(StrEnum):
+    PENDING = "PENDING"
+    WAITING = "WAITING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+    NOT_STARTED = "NOT_STARTED"
+
+
+class WaveProgress(StrictModel):
+    index: int
+    name: str
+    mode: WaveMode
+    size: int
+    depends_on: list[int] = Field(default_factory=list)
+    wait_seconds: float = 0
+    state: WaveState = WaveState.PENDING
+    counts: dict[str, int] = Field(default_factory=dict, description="Items per status.")
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class PlanDecision(StrictModel):
+    """Approval (or rejection) of a dry-run report as a whole, or of a subset of it."""
+
+    actor: str = Field(min_length=1, max_length=128)
+    role: Role
+    comment: str = Field(default="", max_length=2000)
+    items: list[str] | None = Field(default=None, description="Recommendation ids to run; default: every planned item.")
+
+
+class PlanControl(StrictModel):
+    """Pause, resume or abort."""
+
+    actor: str = Field(min_length=1, max_length=128)
+    role: Role
+    reason: str = Field(default="", max_length=2000)
+
+
+class PlanEvent(StrictModel):
+    at: datetime
+    message: str
+
+
+class PlanView(StrictModel):
+    """The progress query's answer, and what the store keeps of a plan."""
+
+    plan_id: str
+    name: str = ""
+    customer_ids: list[str]
+    requested_by: str
+    status: PlanStatus = PlanStatus.RUNNING
+    phase: str = Field(default="execute", description="`dry_run` or `execute`.")
+    dry_run: bool = False
+    strategy: Strategy
+    rate: RateControl
+    reason: str | None = None
+    total: int
+    waves: list[WaveProgress]
+    counts: dict[str, int] = Field(default_factory=dict)
+    failures: int = Field(default=0, description="Failed items since the plan last resumed.")
+    running: int = 0
+    approval: PlanApproval | None = Field(default=None, description="Who approved the dry run, and when.")
+    not_approved: int = Field(default=0, description="Items left out of the approved dry run.")
+    events: list[PlanEvent] = Field(default_factory=list)
+    started_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+    estimated_monthly_savings: float = 0.0
+    actual_monthly_savings: float = 0.0
+    sequence: int = 0
+
+
+class PlanInput(StrictModel):
+    """The workflow's input: the plan as submitted, or, after continue-as-new, as it stood."""
+
+    options: ExecutionOptions
+    policy: Policy = Field(default_factory=Policy)
+    view: PlanView
+    cursor: PlanCursor | None = None
+    history_limit: int = Field(default=10_000, ge=100,
+                               description="Continue as new past this many history events (tests lower it).")
+
+
+class PlanCursor(StrictModel):
+    """Where a continued plan picks up: the wave and the next item position in it."""
+
+    wave: int
+    offset: int
+    succeeded_in_wave: int = 0
+    failed_waves: list[int] = Field(default_factory=list)
+    phase_done: bool = False
+
+
+class ItemPage(StrictModel):
+    plan_id: str
+    wave: int
+    offset: int
+    limit: int
+    approved_only: bool = False
+
+
+PlanInput.model_rebuild()

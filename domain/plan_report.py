@@ -1,0 +1,156 @@
+"""A plan's report: every item's outcome, savings estimated vs verified, failures and rollbacks.
+
+Built from the stored items (so it can be rebuilt any time) and rendered as JSON
+or Markdown. Pure: the activity that stores it and the CLI/API that show it share it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field
+
+from domain.base import StrictModel
+from domain.plan import Outcome, PlanStatus, PlanView, RateControl, Strategy, WaveProgress, outcome
+from domain.recommendation import Recommendation
+from domain.status import ExecutionStatus
+
+_ROLLED_BACK = {ExecutionStatus.ROLLED_BACK.value, ExecutionStatus.ROLLBACK_FAILED.value}
+
+
+class ReportItem(StrictModel):
+    position: int
+    wave: int
+    recommendation: Recommendation
+    status: str
+    reason: str | None = None
+    execution_id: str | None = None
+    estimated_monthly_savings: float
+    actual_monthly_savings: float | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    dry_run_status: str | None = None
+    dry_run_reason: str | None = None
+    approved: bool = False
+    current_status: str | None = Field(
+        default=None, description="The execution's status now (a rollback after the plan ended shows here)."
+    )
+
+    @property
+    def final_status(self) -> str:
+        return self.current_status or self.status
+
+
+class ReportLine(StrictModel):
+    recommendation_id: str
+    kind: str
+    resource_id: str
+    account_id: str
+    region: str
+    wave: str
+    status: str
+    execution_id: str | None = None
+    reason: str | None = None
+    estimated_monthly_savings: float
+    actual_monthly_savings: float | None = None
+    dry_run_status: str | None = None
+
+
+class PlanReport(StrictModel):
+    plan_id: str
+    name: str
+    status: PlanStatus
+    reason: str | None = None
+    requested_by: str
+    approved_by: str | None = None
+    strategy: Strategy
+    rate: RateControl
+    dry_run: bool
+    started_at: datetime
+    finished_at: datetime | None = None
+    total: int
+    counts: dict[str, int]
+    outcomes: dict[str, int]
+    estimated_monthly_savings: float = Field(description="Sum over the plan's items.")
+    estimated_monthly_savings_done: float = Field(description="Sum over the items that completed and stay done.")
+    actual_monthly_savings: float = Field(description="Verified savings of the items that completed and stay done.")
+    waves: list[WaveProgress]
+    items: list[ReportLine]
+    failures: list[ReportLine]
+    rollbacks: list[ReportLine]
+
+
+def build_report(view: PlanView, items: list[ReportItem]) -> PlanReport:
+    names = {w.index: w.name for w in view.waves}
+    lines = [_line(item, names.get(item.wave, str(item.wave))) for item in items]
+    done = [item for item in items if item.final_status == ExecutionStatus.COMPLETED.value]
+    counts: dict[str, int] = {}
+    outcomes: dict[str, int] = {}
+    for line in lines:
+        counts[line.status] = counts.get(line.status, 0) + 1
+        kind = outcome(line.status).value
+        outcomes[kind] = outcomes.get(kind, 0) + 1
+    return PlanReport(
+        plan_id=view.plan_id, name=view.name, status=view.status, reason=view.reason,
+        requested_by=view.requested_by, approved_by=view.approval.actor if view.approval else None, strategy=view.strategy, rate=view.rate,
+        dry_run=view.dry_run, started_at=view.started_at, finished_at=view.finished_at, total=len(items),
+        counts=dict(sorted(counts.items())), outcomes=dict(sorted(outcomes.items())),
+        estimated_monthly_savings=round(sum(i.estimated_monthly_savings for i in items), 2),
+        estimated_monthly_savings_done=round(sum(i.estimated_monthly_savings for i in done), 2),
+        actual_monthly_savings=round(sum(i.actual_monthly_savings or 0.0 for i in done), 2),
+        waves=view.waves,
+        items=lines,
+        failures=[line for line in lines if outcome(line.status) is Outcome.FAILED],
+        rollbacks=[line for line in lines if line.status in _ROLLED_BACK],
+    )
+
+
+def _line(item: ReportItem, wave: str) -> ReportLine:
+    rec = item.recommendation
+    return ReportLine(
+        recommendation_id=rec.id, kind=rec.kind, resource_id=rec.resource_id, account_id=rec.account_id,
+        region=rec.region, wave=wave, status=item.final_status, execution_id=item.execution_id,
+        reason=item.reason, estimated_monthly_savings=item.estimated_monthly_savings,
+        actual_monthly_savings=item.actual_monthly_savings, dry_run_status=item.dry_run_status,
+    )
+
+
+def render_markdown(report: PlanReport) -> str:
+    def cell(value: object) -> str:
+        return "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
+
+    out = [
+        f"# Plan {report.plan_id}{': ' + report.name if report.name else ''}",
+        "",
+        f"- Status: **{report.status.value}**" + (f" ({cell(report.reason)})" if report.reason else ""),
+        f"- Requested by: {report.requested_by}" + (f"; approved by: {report.approved_by}" if report.approved_by else ""),
+        f"- Strategy: {report.strategy.value}; max concurrency {report.rate.max_concurrency}; error threshold "
+        f"{report.rate.error_threshold or 'none'}" + ("; ramp-up" if report.rate.ramp_up else ""),
+        f"- Started: {report.started_at.isoformat()}" + (
+            f"; finished: {report.finished_at.isoformat()}" if report.finished_at else ""),
+        f"- Items: {report.total} (" + ", ".join(f"{k} {v}" for k, v in report.counts.items()) + ")",
+        f"- Monthly savings: estimated ${report.estimated_monthly_savings:,.2f} for the plan, "
+        f"${report.estimated_monthly_savings_done:,.2f} for what was done; verified "
+        f"${report.actual_monthly_savings:,.2f}",
+        "",
+        "## Waves",
+        "",
+        "| # | wave | mode | state | items | outcome |",
+        "|---|---|---|---|---|---|",
+    ]
+    for wave in report.waves:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(wave.counts.items()))
+        out.append(f"| {wave.index + 1} | {cell(wave.name)} | {wave.mode.value} | {wave.state.value} | {wave.size} | {counts} |")
+    for title, lines in (("Failures", report.failures), ("Rollbacks", report.rollbacks)):
+        if lines:
+            out += ["", f"## {title}", "", "| recommendation | resource | status | reason |", "|---|---|---|---|"]
+            out += [f"| {cell(x.recommendation_id)} | {cell(x.resource_id)} | {x.status} | {cell(x.reason)} |"
+                    for x in lines]
+    out += ["", "## Items", "",
+            "| recommendation | kind | resource | wave | status | estimated $/mo | verified $/mo | execution |",
+            "|---|---|---|---|---|---|---|---|"]
+    for x in report.items:
+        verified = "" if x.actual_monthly_savings is None else f"{x.actual_monthly_savings:,.2f}"
+        out.append(f"| {cell(x.recommendation_id)} | {x.kind} | {cell(x.resource_id)} | {cell(x.wave)} | {x.status} "
+                   f"| {x.estimated_monthly_savings:,.2f} | {verified} | {cell(x.execution_id)} |")
+    return "\n".join(out) + "\n"

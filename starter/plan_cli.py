@@ -1,0 +1,294 @@
+"""`reclaim plan ...`: run many recommendations as one plan, steer it, watch it, report on it."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from pydantic import ValidationError
+from rich.live import Live
+from rich.table import Table
+
+from domain.plan import (
+    PLAN_TERMINAL,
+    PlanControl,
+    PlanDecision,
+    PlanSpec,
+    PlanStatus,
+    PlanView,
+    Quota,
+    Strategy,
+)
+from domain.plan_report import render_markdown
+from starter.cli_common import AsUser, _store, acting, out, run, state
+from starter.executions import ReclaimError
+
+plan_app = typer.Typer(no_args_is_help=True, help="Run many recommendations as one plan: waves, rate control, "
+                                                  "one approval.")
+
+
+@asynccontextmanager
+async def _plans() -> Any:
+    from starter.plans import Plans
+    from starter.temporal_client import connect
+
+    try:
+        client = await connect(state.settings)
+    except RuntimeError as exc:
+        raise ReclaimError(f"cannot reach Temporal at {state.settings.temporal_address} ({exc})") from None
+    async with _store() as store:
+        yield Plans(client, state.settings.task_queue, store)
+
+
+def read_plan(path: Path) -> PlanSpec:
+    """A plan file (JSON or YAML): a plan object, or just a list of recommendations."""
+    try:
+        text = sys.stdin.read() if str(path) == "-" else Path(path).read_text()
+    except FileNotFoundError:
+        raise ReclaimError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReclaimError(f"{path}: cannot read it ({exc})") from None
+    try:
+        raw = yaml.safe_load(text)  # JSON is YAML too
+    except yaml.YAMLError as exc:
+        raise ReclaimError(f"{path}: neither JSON nor YAML ({str(exc).splitlines()[0]})") from None
+    if isinstance(raw, list):
+        raw = {"recommendations": raw}
+    if not isinstance(raw, dict):
+        raise ReclaimError(f"{path}: expected a plan object or a list of recommendations")
+    try:
+        return PlanSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()[:5])
+        raise ReclaimError(f"{path}: invalid plan: {problems}") from None
+
+
+def _quota(value: str | None, option: str) -> Quota | None:
+    if value is None:
+        return None
+    try:
+        return Quota.model_validate(value)
+    except ValidationError:
+        raise ReclaimError(f"{option}: expected a number or a percentage such as 10 or 25%, got {value!r}") from None
+
+
+@plan_app.command("run")
+def run_plan(
+    file: Annotated[Path, typer.Argument(help="Plan file, JSON or YAML ('-' for stdin).")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Dry-run every item, then wait for approval.")] = False,
+    strategy: Annotated[Strategy | None, typer.Option("--strategy", case_sensitive=False)] = None,
+    max_concurrency: Annotated[str | None, typer.Option("--max-concurrency", help="N or N% of a wave.")] = None,
+    error_threshold: Annotated[str | None, typer.Option("--error-threshold", help="N or N% failed items.")] = None,
+    ramp_up: Annotated[bool, typer.Option("--ramp-up", help="Start each wave 1, 2, 4, ... at a time.")] = False,
+    plan_id: Annotated[str | None, typer.Option("--id", help="Plan id (default: a new one).")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until it ends or needs a person.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_user: AsUser = None,
+) -> None:
+    """Start a plan (the same --id again finds the running plan)."""
+    settings = acting(as_user)
+
+    async def go() -> PlanView:
+        spec = read_plan(file)
+        updates: dict[str, Any] = {}
+        if dry_run:
+            updates["dry_run"] = True
+        if plan_id:
+            updates["id"] = plan_id
+        rate = spec.rate.model_copy(update={k: v for k, v in {
+            "max_concurrency": _quota(max_concurrency, "--max-concurrency"),
+            "error_threshold": _quota(error_threshold, "--error-threshold"),
+        }.items() if v is not None})
+        if ramp_up:
+            rate.ramp_up = True
+        raw = {**spec.model_dump(), **updates, "rate": rate.model_dump()}
+        if strategy is not None:
+            raw["strategy"] = strategy
+        try:
+            spec = PlanSpec.model_validate(raw)
+        except ValidationError as exc:
+            raise ReclaimError("; ".join(e["msg"] for e in exc.errors())) from None
+        async with _plans() as plans:
+            view = await plans.submit(spec, requested_by=settings.user, policy=settings.policy())
+            if wait:
+                view = await plans.wait(view.plan_id, timeout=24 * 3600)
+            return view
+
+    view = run(go)
+    if as_json:
+        out.print_json(view.model_dump_json(exclude={"events"}))
+        return
+    out.print(f"plan {view.plan_id}: {view.status.value}, {view.total} items in {len(view.waves)} waves"
+              + (" (dry run)" if view.dry_run else ""))
+    if wait:
+        out.print(progress_table(view))
+
+
+def _control(action: str, plan_id: str, reason: str, as_user: str | None) -> None:
+    settings = acting(as_user)
+
+    async def go() -> str:
+        async with _plans() as plans:
+            return await plans.control(plan_id, action, PlanControl(actor=settings.user, role=settings.role,
+                                                                   reason=reason))
+
+    out.print(run(go))
+
+
+@plan_app.command()
+def approve(
+    plan_id: str,
+    items: Annotated[str | None, typer.Option("--items", help="Only these recommendation ids (comma-separated).")] = None,
+    comment: Annotated[str, typer.Option("--comment", "-m")] = "",
+    as_user: AsUser = None,
+) -> None:
+    """Approve a dry-run plan's report: exactly its planned items (or the ones named) run."""
+    settings = acting(as_user)
+    chosen = [i.strip() for i in items.split(",") if i.strip()] if items is not None else None
+
+    async def go() -> str:
+        async with _plans() as plans:
+            return await plans.decide(plan_id, True, PlanDecision(actor=settings.user, role=settings.role,
+                                                                  comment=comment, items=chosen))
+
+    out.print(run(go))
+
+
+@plan_app.command()
+def reject(
+    plan_id: str,
+    reason: Annotated[str, typer.Option("--reason", "-m")] = "",
+    as_user: AsUser = None,
+) -> None:
+    """Reject a dry-run plan's report: nothing runs, the plan ends ABORTED."""
+    settings = acting(as_user)
+
+    async def go() -> str:
+        async with _plans() as plans:
+            return await plans.decide(plan_id, False, PlanDecision(actor=settings.user, role=settings.role,
+                                                                   comment=reason))
+
+    out.print(run(go))
+
+
+@plan_app.command()
+def pause(plan_id: str, reason: Annotated[str, typer.Option("--reason", "-m")] = "", as_user: AsUser = None) -> None:
+    """Start no new item until resumed (running items finish)."""
+    _control("pause", plan_id, reason, as_user)
+
+
+@plan_app.command()
+def resume(plan_id: str, reason: Annotated[str, typer.Option("--reason", "-m")] = "", as_user: AsUser = None) -> None:
+    """Go on after a pause or a reached error threshold (failures count afresh)."""
+    _control("resume", plan_id, reason, as_user)
+
+
+@plan_app.command()
+def abort(plan_id: str, reason: Annotated[str, typer.Option("--reason", "-m")] = "", as_user: AsUser = None) -> None:
+    """Stop the plan: nothing new starts; running items are cancelled and undo what they changed."""
+    _control("abort", plan_id, reason, as_user)
+
+
+@plan_app.command()
+def status(plan_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show a plan's progress once: counts per wave and status."""
+
+    async def go() -> PlanView:
+        async with _plans() as plans:
+            return await plans.progress(plan_id)
+
+    view = run(go)
+    if as_json:
+        out.print_json(view.model_dump_json())
+        return
+    out.print(progress_table(view))
+
+
+@plan_app.command()
+def watch(
+    plan_id: str,
+    interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between refreshes.")] = 1.0,
+    until_settled: Annotated[bool, typer.Option("--exit/--no-exit",
+                                                help="Exit when the plan ends or needs a person.")] = True,
+) -> None:
+    """Live progress per wave until the plan ends (or waits for a person)."""
+
+    async def go() -> PlanView:
+        import asyncio
+
+        from starter.plans import PLAN_SETTLED
+
+        async with _plans() as plans:
+            view = await plans.progress(plan_id)
+            with Live(progress_table(view), console=out, refresh_per_second=4, transient=False) as live:
+                while not (until_settled and view.status in PLAN_SETTLED) and view.status not in PLAN_TERMINAL:
+                    await asyncio.sleep(interval)
+                    view = await plans.progress(plan_id)
+                    live.update(progress_table(view))
+            return view
+
+    view = run(go)
+    if view.status in (PlanStatus.FAILED, PlanStatus.ABORTED):
+        raise typer.Exit(3)
+
+
+@plan_app.command()
+def report(
+    plan_id: str,
+    format_: Annotated[str, typer.Option("--format", help="md or json.")] = "md",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file.")] = None,
+) -> None:
+    """The plan's report: every item, estimated vs verified savings, failures, rollbacks."""
+    async def go() -> str:
+        if format_ not in ("md", "json"):
+            raise ReclaimError(f"--format: expected md or json, got {format_!r}")
+        async with _plans() as plans:
+            built = await plans.report(plan_id)
+        return render_markdown(built) if format_ == "md" else json.dumps(built.model_dump(mode="json"), indent=2)
+
+    text = run(go)
+    if output is not None:
+        output.write_text(text)
+        out.print(f"report written to {output}")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+@plan_app.command("list")
+def list_plans(
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 20,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Plans from the read model, newest first."""
+
+    async def go() -> list[PlanView]:
+        async with _store() as store:
+            return await store.plans.list_plans(limit=limit)
+
+    views = run(go)
+    if as_json:
+        out.print_json(data=[v.model_dump(mode="json", exclude={"events"}) for v in views])
+        return
+    table = Table("plan", "status", "items", "waves", "requested by", "started")
+    for v in views:
+        table.add_row(v.plan_id, v.status.value, str(v.total), str(len(v.waves)), v.requested_by,
+                      v.started_at.strftime("%Y-%m-%d %H:%M"))
+    out.print(table)
+
+
+def progress_table(view: PlanView) -> Table:
+    title = (f"plan {view.plan_id}  [bold]{view.status.value}[/bold]  {view.phase}  "
+             f"{sum(n for s, n in view.counts.items() if s not in ('RUNNING',))}/{view.total + view.not_approved} "
+             f"settled, {view.running} running  {time.strftime('%H:%M:%S')}")
+    table = Table("#", "wave", "mode", "state", "items", "statuses", title=title, caption=view.reason or "")
+    for wave in view.waves:
+        counts = ", ".join(f"{s} {n}" for s, n in sorted(wave.counts.items()))
+        table.add_row(str(wave.index + 1), wave.name, wave.mode.value, wave.state.value, str(wave.size), counts)
+    return table
+

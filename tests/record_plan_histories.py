@@ -1,0 +1,88 @@
+"""Record PlanWorkflow histories (and a plan item's) for tests/test_replay.py.
+
+`python -m tests.record_plan_histories [PREFIX]` runs a few plans on a throwaway
+dev server and moto and writes their histories to tests/histories/plan_*.json:
+an approved dry run with a drifted item (and one of its items' execution), a
+plan that continued as new (its first run), a paused-then-aborted plan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+from moto.server import ThreadedMotoServer
+
+from domain.plan import PLAN_TERMINAL, PlanControl, PlanDecision, PlanSpec, PlanStatus
+from domain.policy import Role
+from starter.demo import DemoAccount
+from starter.devserver import free_port
+from starter.plans import Plans
+from starter.settings import Settings
+from starter.stack import embedded_stack
+from tests.helpers import recommendation
+
+OUT = Path(__file__).parent / "histories"
+FAST = {"rollback_window": timedelta(0)}
+
+
+def _spec(recs: list, **fields: object) -> PlanSpec:
+    return PlanSpec.model_validate({"recommendations": [r.model_dump(mode="json") for r in recs],
+                                    "options": FAST, **fields})
+
+
+async def main(prefix: str = "") -> None:
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    account = DemoAccount(endpoint)
+    settings = Settings(home=Path(tempfile.mkdtemp()), task_queue="record-plans", aws_endpoint_url=endpoint)
+    async with embedded_stack(settings, port=0, ui_port=None, persistent=False) as stack:
+        plans = Plans(stack.client, settings.task_queue, stack.store)
+        recorded: dict[str, tuple[str, str | None]] = {}
+
+        instances = [account.instance("m5.large") for _ in range(3)]
+        recs = [recommendation("ec2.stop", i, {"expected_instance_type": "m5.large"}) for i in instances]
+        dry = (await plans.submit(_spec(recs, dry_run=True, strategy="sequential"), requested_by="alice")).plan_id
+        await plans.wait(dry)
+        account.ec2.create_tags(Resources=[instances[1]], Tags=[{"Key": "owner", "Value": "bob"}])
+        await plans.decide(dry, True, PlanDecision(actor="bob", role=Role.APPROVER))
+        await plans.wait(dry, until=PLAN_TERMINAL)
+        recorded["plan_dry_run_approved_drift_refused"] = (plans.handle(dry).id, None)
+        recorded["plan_item_approved_by_plan"] = (f"exec-{recs[0].id}", None)
+
+        many = [recommendation("ec2.stop", account.instance("m5.large"), {"expected_instance_type": "m5.large"})
+                for _ in range(16)]
+        long_id = (await plans.submit(_spec(many, rate={"max_concurrency": 3}), requested_by="alice",
+                                      history_limit=100)).plan_id
+        await plans.wait(long_id, until=PLAN_TERMINAL)
+        first_run = [e.run_id async for e in stack.client.list_workflows(f"WorkflowId = '{plans.handle(long_id).id}'")]
+        recorded["plan_continued_as_new_first_run"] = (plans.handle(long_id).id, first_run[-1])
+
+        failing = [recommendation("ec2.stop", f"i-00000000000000{n:03d}") for n in range(2)]
+        fine = [recommendation("ec2.stop", account.instance("m5.large"), {"expected_instance_type": "m5.large"})]
+        paused = (await plans.submit(_spec([*failing, *fine], strategy="sequential",
+                                           rate={"error_threshold": 1}), requested_by="alice")).plan_id
+        assert (await plans.wait(paused)).status is PlanStatus.PAUSED
+        await plans.control(paused, "abort", PlanControl(actor="olga", role=Role.OPERATOR, reason="enough"))
+        await plans.wait(paused, until=PLAN_TERMINAL)
+        recorded["plan_threshold_paused_aborted"] = (plans.handle(paused).id, None)
+
+        OUT.mkdir(exist_ok=True)
+        for name, (workflow_id, run_id) in recorded.items():
+            handle = stack.client.get_workflow_handle(workflow_id, run_id=run_id)
+            history = await handle.fetch_history()
+            (OUT / f"{prefix}{name}.json").write_text(history.to_json())
+            print(f"recorded {name}: {len(history.events)} events")
+    moto.stop()
+
+
+if __name__ == "__main__":
+    import sys
+
+    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else ""))

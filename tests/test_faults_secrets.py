@@ -1,0 +1,168 @@
+"""No secret in any history or log line: AWS secret key, session token, API bearer token.
+
+The worker (`python -m worker`, INFO logs) and the API (`reclaim api`) run as
+processes whose environment holds recognisable fake credentials; executions go
+through the API with a bearer token, including refusals and a rejected token.
+Afterwards every workflow history on the task queue (payloads decoded), every
+captured log line, the CLI's output and the read-model database are searched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.client import Client
+
+from starter.devserver import free_port, port_open
+from tests.conftest import AwsAccount
+from tests.fault_support import stop_process
+from tests.helpers import ACCOUNT, REGION, eventually
+from workflows.execution import ExecutionWorkflow
+
+ROOT = Path(__file__).parent.parent
+RECLAIM = str(Path(sys.executable).parent / "reclaim")
+
+
+def _strings(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+    elif isinstance(node, str):
+        yield node
+
+
+def readable(history_json: str) -> str:
+    """The history as text with every base64 field (payload data, metadata) decoded beside it."""
+    parts = [history_json]
+    for text in _strings(json.loads(history_json)):
+        with contextlib.suppress(binascii.Error, ValueError):
+            parts.append(base64.b64decode(text, validate=True).decode("utf-8", "replace"))
+    return "\n".join(parts)
+
+
+def _process(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+
+
+async def _status_is(client: Client, execution_id: str, status: str) -> bool:
+    view = await client.get_workflow_handle_for(ExecutionWorkflow.run, execution_id).query(ExecutionWorkflow.status)
+    return view.status.value == status
+
+
+def _rec(n: str, kind: str, resource: str, **params: Any) -> dict[str, Any]:
+    return {"id": f"secret-{n}-{uuid.uuid4().hex[:8]}", "customer_id": "acme", "account_id": ACCOUNT,
+            "region": REGION, "kind": kind, "resource_id": resource, "params": params,
+            "estimated_monthly_savings": 10.0}
+
+
+@pytest.mark.timeout(240)
+async def test_no_secret_reaches_a_history_a_log_line_or_the_store(
+    client: Client, aws: AwsAccount, tmp_path: Path,
+) -> None:
+    marker = uuid.uuid4().hex
+    secrets = {
+        "AWS secret key": f"FaultSecretAccessKey{marker}",
+        "AWS session token": f"FaultSessionToken{marker}",
+        "API bearer token": f"fault-bearer-{marker}",
+        "approver bearer token": f"fault-approver-bearer-{marker}",
+    }
+    wrong_token = f"fault-wrong-bearer-{marker}"
+    task_queue, port, database = f"secrets-{uuid.uuid4()}", free_port(), tmp_path / "reclaim.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECLAIM_", "TEMPORAL_"))}
+    env.update(
+        AWS_ACCESS_KEY_ID="AKIAFAULTTEST0000001", AWS_SECRET_ACCESS_KEY=secrets["AWS secret key"],
+        AWS_SESSION_TOKEN=secrets["AWS session token"], AWS_ENDPOINT_URL=aws.endpoint,
+        TEMPORAL_ADDRESS=client.service_client.config.target_host, RECLAIM_TASK_QUEUE=task_queue,
+        DATABASE_URL=f"sqlite:///{database}",
+        RECLAIM_API_TOKENS=json.dumps({"tokens": [
+            {"subject": "ci", "role": "admin", "customers": ["*"], "token": secrets["API bearer token"]},
+            {"subject": "bob", "role": "approver", "customers": ["acme"],
+             "token": secrets["approver bearer token"]}]}),
+    )
+    logs = {"worker": tmp_path / "worker.log", "api": tmp_path / "api.log"}
+    worker = _process([sys.executable, "-m", "worker"], env, logs["worker"])
+    api = _process([RECLAIM, "api", "--port", str(port)], env, logs["api"])
+    cli_output: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not port_open("127.0.0.1", port):
+            assert api.poll() is None and time.monotonic() < deadline, logs["api"].read_text()
+            time.sleep(0.2)
+        headers = {"Authorization": f"Bearer {secrets['API bearer token']}"}
+        recs = [
+            _rec("stop", "ec2.stop", aws.instance(), expected_instance_type="m5.large"),
+            _rec("delete", "ebs.delete", aws.volume(size=20), expected_size_gib=20),
+            _rec("prod", "ec2.stop", aws.instance(tags={"env": "production"})),
+            _rec("gone", "ec2.stop", "i-0000000000000dead"),
+            _rec("drift", "ec2.rightsize", aws.instance(), expected_instance_type="m5.4xlarge",
+                 target_instance_type="m5.large"),
+        ]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as http:
+            refused = await http.get("/api/v1/executions", headers={"Authorization": f"Bearer {wrong_token}"})
+            assert refused.status_code == 401
+            ids = []
+            for rec in recs:
+                answer = await http.post("/api/v1/executions/execute", json={"recommendation": rec})
+                assert answer.status_code == 202, answer.text
+                ids.append(answer.json()["execution_id"])
+            settled = {"COMPLETED", "REJECTED_BY_VALIDATION", "AWAITING_APPROVAL", "FAILED", "ROLLED_BACK"}
+            deadline = time.monotonic() + 90
+            while True:
+                views = [(await http.get(f"/api/v1/executions/{i}")) for i in ids]
+                statuses = [v.json()["status"] if v.status_code == 200 else None for v in views]
+                if all(s in settled for s in statuses) or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.3)
+            assert statuses == ["COMPLETED", "AWAITING_APPROVAL", "REJECTED_BY_VALIDATION",
+                                "REJECTED_BY_VALIDATION", "REJECTED_BY_VALIDATION"], statuses
+            approved = await http.post(f"/api/v1/executions/{ids[1]}/approve", json={"comment": "ok"}, headers={
+                "Authorization": "Bearer " + secrets["approver bearer token"]})
+            assert approved.status_code == 200, approved.text
+        cli_env = {**env, "RECLAIM_API_URL": f"http://127.0.0.1:{port}", "RECLAIM_API_TOKEN": secrets["API bearer token"]}
+        for argv in ([RECLAIM, "status", ids[1], "--json"], [RECLAIM, "list"],
+                     [RECLAIM, "status", "exec-missing"], [RECLAIM, "execute", str(tmp_path / "missing.json")]):
+            done = subprocess.run(argv, cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=60)
+            cli_output.append(done.stdout + done.stderr)
+        # Completed executions stay open for their rollback window: their histories are read as they stand.
+        await eventually(lambda: _status_is(client, ids[1], "COMPLETED"), timeout=90)
+    finally:
+        stop_process(api)
+        stop_process(worker)
+
+    histories = {}
+    async for found in client.list_workflows(f'TaskQueue="{task_queue}"'):
+        history = await client.get_workflow_handle(found.id, run_id=found.run_id).fetch_history()
+        histories[found.id] = readable(history.to_json())
+    texts = {**{f"history of {k}": v for k, v in histories.items()},
+             **{f"{name} log": path.read_text(errors="replace") for name, path in logs.items()},
+             "CLI output": "\n".join(cli_output), "read model": database.read_bytes().decode("latin-1")}
+
+    # The search is not vacuous: what should be there is found the same way.
+    assert len(histories) >= len(ids) + 2  # the executions and their resource leases
+    assert all(i in histories for i in ids)
+    assert recs[0]["resource_id"] in histories[ids[0]] and '"status":"COMPLETED"' in histories[ids[0]]
+    assert "worker polling task queue" in texts["worker log"]
+    assert ids[1] in texts["CLI output"] and recs[0]["id"] in texts["read model"]
+    leaks = [f"{what} in {where}" for where, text in texts.items() for what, secret in secrets.items()
+             if secret in text]
+    leaks += [f"the rejected bearer token in {where}" for where, text in texts.items() if wrong_token in text]
+    assert not leaks, leaks

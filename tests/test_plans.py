@@ -1,0 +1,231 @@
+"""Plans end to end: real Temporal dev server, real worker, moto, the SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from domain.execution import ApprovalInput, ExecutionView
+from domain.plan import PLAN_TERMINAL, PlanControl, PlanDecision, PlanSpec, PlanStatus, PlanView, WaveState
+from domain.plan_report import render_markdown
+from domain.policy import Role
+from domain.status import ExecutionStatus as S
+from starter.executions import NotFound, Refused
+from starter.plans import Plans
+from tests.conftest import AwsAccount, Stack
+from tests.helpers import recommendation
+
+FAST = {"step_timeout": timedelta(seconds=20), "verify_timeout": timedelta(seconds=20),
+        "rollback_window": timedelta(0)}
+
+
+@pytest.fixture
+def plans(stack: Stack) -> Plans:
+    return Plans(stack.client, stack.task_queue, stack.store)
+
+
+async def test_parallel_plan_completes(plans: Plans, aws: AwsAccount) -> None:
+    instances = [aws.instance("m5.large") for _ in range(3)]
+    recs = [recommendation("ec2.stop", i, {"expected_instance_type": "m5.large"}) for i in instances]
+    spec = PlanSpec.model_validate({"recommendations": [r.model_dump(mode="json") for r in recs],
+                                    "strategy": "parallel", "options": FAST})
+    view = await plans.submit(spec, requested_by="alice")
+    done = await plans.wait(view.plan_id, timeout=120)
+    assert done.status is PlanStatus.COMPLETED, done.reason
+    assert done.counts == {S.COMPLETED.value: 3}
+    assert done.waves[0].state is WaveState.SUCCEEDED
+    assert all(aws.instance_state(i)[0] == "stopped" for i in instances)
+    report = await plans.report(view.plan_id)
+    assert [line.status for line in report.items] == ["COMPLETED"] * 3
+
+
+def _spec(recs: list, **fields: object) -> PlanSpec:
+    fields.setdefault("options", FAST)
+    return PlanSpec.model_validate({"recommendations": [r.model_dump(mode="json") for r in recs], **fields})
+
+
+async def test_approved_dry_run_runs_exactly_its_set_and_refuses_drift(
+    plans: Plans, stack: Stack, aws: AwsAccount
+) -> None:
+    instances = [aws.instance("m5.large") for _ in range(4)]
+    recs = [recommendation("ec2.stop", i, {"expected_instance_type": "m5.large"}) for i in instances[:3]]
+    missing = recommendation("ec2.stop", "i-0000000000000dead", {"expected_instance_type": "m5.large"})
+    # auto_approve off: without the plan's approval every item would wait for a person.
+    spec = _spec([*recs, missing], dry_run=True, options={**FAST, "auto_approve": False})
+    plan_id = (await plans.submit(spec, requested_by="alice")).plan_id
+
+    dry = await plans.wait(plan_id, timeout=120)
+    assert dry.status is PlanStatus.AWAITING_APPROVAL, dry.reason
+    assert dry.counts == {S.PLANNED.value: 3, S.REJECTED_BY_VALIDATION.value: 1}
+    assert all(aws.instance_state(i)[0] == "running" for i in instances)  # a dry run changes nothing
+    report = await plans.report(plan_id)
+    assert {line.recommendation_id: line.status for line in report.items} == {
+        **{r.id: "PLANNED" for r in recs}, missing.id: "REJECTED_BY_VALIDATION"}
+
+    # Someone changes one resource after the dry run was reviewed.
+    aws.ec2.create_tags(Resources=[instances[1]], Tags=[{"Key": "owner", "Value": "bob"}])
+
+    with pytest.raises(Refused, match="cannot approve"):
+        await plans.decide(plan_id, True, PlanDecision(actor="alice", role=Role.APPROVER))
+    with pytest.raises(Refused, match="role viewer"):
+        await plans.decide(plan_id, True, PlanDecision(actor="carol", role=Role.VIEWER))
+    with pytest.raises(Refused, match="not planned"):
+        await plans.decide(plan_id, True, PlanDecision(actor="bob", role=Role.APPROVER, items=[missing.id]))
+    assert (await plans.progress(plan_id)).status is PlanStatus.AWAITING_APPROVAL
+
+    await plans.decide(plan_id, True, PlanDecision(actor="bob", role=Role.APPROVER, comment="reviewed"))
+    done = await plans.wait(plan_id, timeout=120)
+    assert done.status is PlanStatus.COMPLETED_WITH_FAILURES, done.reason
+    assert done.counts == {S.COMPLETED.value: 2, S.REJECTED_BY_VALIDATION.value: 1, "NOT_APPROVED": 1}
+    assert done.approval is not None and done.approval.actor == "bob"
+    assert [aws.instance_state(i)[0] for i in instances] == ["stopped", "running", "stopped", "running"]
+
+    report = await plans.report(plan_id)
+    by_id = {line.recommendation_id: line for line in report.items}
+    assert by_id[missing.id].status == "NOT_APPROVED"
+    drifted = by_id[recs[1].id]
+    assert drifted.status == "REJECTED_BY_VALIDATION"
+    assert "drifted since the approved dry run: tag owner was absent, now 'bob'" in (drifted.reason or "")
+    assert [f.recommendation_id for f in report.failures] == [recs[1].id]
+    # The approval the items ran under is the plan's, recorded in each execution's audit.
+    view = await stack.executions.status(by_id[recs[0].id].execution_id or "")
+    assert [(a.actor, a.via) for a in view.approvals] == [("bob", f"plan {plan_id}")]
+    assert "NOT_APPROVED 1" in render_markdown(report)
+
+
+async def test_approving_a_subset_runs_only_that_subset(plans: Plans, aws: AwsAccount) -> None:
+    instances = [aws.instance("m5.large") for _ in range(3)]
+    recs = [recommendation("ec2.stop", i, {"expected_instance_type": "m5.large"}) for i in instances]
+    plan_id = (await plans.submit(_spec(recs, dry_run=True), requested_by="alice")).plan_id
+    assert (await plans.wait(plan_id, timeout=120)).status is PlanStatus.AWAITING_APPROVAL
+    await plans.decide(plan_id, True, PlanDecision(actor="bob", role=Role.APPROVER, items=[recs[2].id]))
+    done = await plans.wait(plan_id, timeout=120)
+    assert done.status is PlanStatus.COMPLETED, done.reason
+    assert done.counts == {S.COMPLETED.value: 1, "NOT_APPROVED": 2}
+    assert [aws.instance_state(i)[0] for i in instances] == ["running", "running", "stopped"]
+
+
+async def test_rejected_dry_run_aborts_and_changes_nothing(plans: Plans, aws: AwsAccount) -> None:
+    instance = aws.instance("m5.large")
+    rec = recommendation("ec2.stop", instance, {"expected_instance_type": "m5.large"})
+    plan_id = (await plans.submit(_spec([rec], dry_run=True), requested_by="alice")).plan_id
+    assert (await plans.wait(plan_id, timeout=120)).status is PlanStatus.AWAITING_APPROVAL
+    await plans.decide(plan_id, False, PlanDecision(actor="bob", role=Role.APPROVER, comment="not now"))
+    done = await plans.wait(plan_id, timeout=60)
+    assert done.status is PlanStatus.ABORTED
+    assert done.reason == "dry run rejected by bob: not now"
+    assert aws.instance_state(instance)[0] == "running"
+
+
+async def test_items_are_approved_one_by_one_and_the_plan_pauses_resumes_and_aborts(
+    plans: Plans, stack: Stack, aws: AwsAccount
+) -> None:
+    instances = [aws.instance("m5.large") for _ in range(4)]
+    recs = [recommendation("ec2.stop", i, {"expected_instance_type": "m5.large"}) for i in instances]
+    spec = _spec(recs, strategy="sequential", options={**FAST, "auto_approve": False})
+    plan_id = (await plans.submit(spec, requested_by="alice")).plan_id
+    first = f"exec-{recs[0].id}"
+    assert (await _settled(stack, first)).status is S.AWAITING_APPROVAL
+    control = PlanControl(actor="olga", role=Role.OPERATOR)
+
+    with pytest.raises(Refused, match="role viewer"):
+        await plans.control(plan_id, "pause", PlanControl(actor="vic", role=Role.VIEWER))
+    assert "pause accepted" in await plans.control(plan_id, "pause", control)
+    with pytest.raises(Refused, match=r"only a RUNNING"):
+        await plans.control(plan_id, "pause", control)
+    await stack.executions.decide(first, True, ApprovalInput(actor="bob", role=Role.APPROVER))
+    paused = await _until(plans, plan_id, lambda v: v.counts.get("COMPLETED") == 1)
+    assert paused.status is PlanStatus.PAUSED and paused.running == 0  # no new item while paused
+
+    await plans.control(plan_id, "resume", control)
+    second = f"exec-{recs[1].id}"
+    assert (await _settled(stack, second)).status is S.AWAITING_APPROVAL
+    await plans.control(plan_id, "abort", PlanControl(actor="olga", role=Role.OPERATOR, reason="change freeze"))
+    done = await plans.wait(plan_id, timeout=60)
+    assert done.status is PlanStatus.ABORTED and done.reason == "change freeze"
+    assert done.counts == {"COMPLETED": 1, "CANCELLED": 1, "NOT_STARTED": 2}
+    assert [aws.instance_state(i)[0] for i in instances] == ["stopped", "running", "running", "running"]
+    with pytest.raises(Refused, match="ABORTED"):
+        await plans.control(plan_id, "resume", control)
+
+
+async def _until(plans: Plans, plan_id: str, check: Any, timeout: float = 60) -> PlanView:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        view = await plans.progress(plan_id)
+        if check(view):
+            return view
+        assert asyncio.get_running_loop().time() < deadline, view
+        await asyncio.sleep(0.1)
+
+
+async def _settled(stack: Stack, execution_id: str) -> ExecutionView:
+    """The plan starts its items asynchronously: wait for the execution to exist, then to settle."""
+    for _ in range(300):
+        try:
+            return await stack.executions.wait(execution_id, timeout=60)
+        except NotFound:
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{execution_id} never started")
+
+
+async def test_error_threshold_pauses_and_holds_exactly(plans: Plans, stack: Stack, aws: AwsAccount) -> None:
+    """Concurrency 2, threshold 2: once two items failed, only the one already running may finish."""
+    failing = [recommendation("ec2.stop", f"i-00000000000000{n:03d}", {"expected_instance_type": "m5.large"})
+               for n in range(3)]
+    fine = [recommendation("ec2.stop", aws.instance("m5.large"), {"expected_instance_type": "m5.large"})
+            for _ in range(3)]
+    spec = _spec([*failing, *fine], strategy="parallel", rate={"max_concurrency": 2, "error_threshold": "2"})
+    plan_id = (await plans.submit(spec, requested_by="alice")).plan_id
+    paused = await plans.wait(plan_id, timeout=120)
+    assert paused.status is PlanStatus.PAUSED
+    assert paused.reason == "error threshold reached: 2 failed items (threshold 2)"
+    # Items 0 and 1 start; one fails and frees a slot for item 2; the second failure reaches the threshold.
+    assert paused.counts[S.REJECTED_BY_VALIDATION.value] >= 2 and sum(paused.counts.values()) <= 3
+    settled = await _until(plans, plan_id, lambda v: v.running == 0)
+    await asyncio.sleep(1.0)
+    later = await plans.progress(plan_id)
+    assert later.counts == settled.counts and sum(later.counts.values()) <= 3  # nothing new started
+    assert all(aws.instance_state(r.resource_id)[0] == "running" for r in fine)
+
+    # Resuming counts failures afresh.
+    await plans.control(plan_id, "resume", PlanControl(actor="olga", role=Role.OPERATOR))
+    done = await plans.wait(plan_id, until=PLAN_TERMINAL, timeout=120)
+    assert done.status is PlanStatus.COMPLETED_WITH_FAILURES, done.reason
+    assert done.counts == {S.REJECTED_BY_VALIDATION.value: 3, S.COMPLETED.value: 3}
+    assert all(aws.instance_state(r.resource_id)[0] == "stopped" for r in fine)
+
+
+async def test_a_plan_continues_as_new_and_keeps_its_history_bounded(
+    plans: Plans, stack: Stack, aws: AwsAccount
+) -> None:
+    ids = aws.ec2.run_instances(ImageId=aws.ami(), MinCount=30, MaxCount=30, InstanceType="m5.large")
+    instances = [i["InstanceId"] for i in ids["Instances"]]
+    recs = [recommendation("ec2.stop", i, {"expected_instance_type": "m5.large"}) for i in instances]
+    spec = _spec(recs, strategy="by_region", rate={"max_concurrency": 4})
+    plan_id = (await plans.submit(spec, requested_by="alice", history_limit=100)).plan_id
+    done = await plans.wait(plan_id, until=PLAN_TERMINAL, timeout=300)
+    assert done.status is PlanStatus.COMPLETED, done.reason
+    assert done.counts == {S.COMPLETED.value: 30}
+    assert all(aws.instance_state(i)[0] == "stopped" for i in instances)
+    continued = sum(1 for e in done.events if "continuing as new" in e.message)
+    assert continued >= 2, done.events
+    lengths = await _run_lengths(stack, plans.handle(plan_id).id, continued + 1)
+    assert max(lengths) <= 100 + 4 * 12, lengths  # the limit, plus the items in flight when it was reached
+    report = await plans.report(plan_id)
+    assert len(report.items) == 30 and {line.status for line in report.items} == {"COMPLETED"}
+
+
+async def _run_lengths(stack: Stack, workflow_id: str, runs: int) -> list[int]:
+    """Each run's history length (visibility is eventually consistent: wait for every run)."""
+    for _ in range(100):
+        found = [e.run_id async for e in stack.client.list_workflows(f"WorkflowId = '{workflow_id}'")]
+        if len(found) == runs:
+            break
+        await asyncio.sleep(0.1)
+    assert len(found) == runs, found
+    return [len((await stack.client.get_workflow_handle(workflow_id, run_id=r).fetch_history()).events)
+            for r in found]
