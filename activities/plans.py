@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import Field
 from temporalio import activity
 
+from activities.store_errors import store_call
 from domain.base import StrictModel
 from domain.plan import ItemPage, ItemResult, ItemState, PlanItem, PlanView
 from domain.plan_report import build_report
@@ -44,10 +45,12 @@ class PlanActivities:
         self.store = store
 
     @activity.defn(name="load_plan_items")
+    @store_call
     async def load_plan_items(self, page: ItemPage) -> list[PlanItem]:
         return await self.store.plans.page(page.plan_id, page.wave, page.offset, page.limit, page.approved_only)
 
     @activity.defn(name="record_plan_items")
+    @store_call
     async def record_plan_items(self, batch: ItemBatch) -> None:
         if batch.results:
             await self.store.plans.record(batch.results, batch.dry_run)
@@ -55,16 +58,19 @@ class PlanActivities:
             await self.store.plans.upsert(batch.view)
 
     @activity.defn(name="mark_plan_wave")
+    @store_call
     async def mark_plan_wave(self, mark: WaveMark) -> int:
         return await self.store.plans.mark_wave(mark.plan_id, mark.wave, mark.status, mark.reason,
                                                 mark.approved_only)
 
     @activity.defn(name="approve_plan_items")
+    @store_call
     async def approve_plan_items(self, chosen: ApprovedSet) -> dict[int, int]:
         """Exactly the approved set: the dry run's planned items (in the subset, if one was named)."""
         return await self.store.plans.approve(chosen.plan_id, chosen.recommendation_ids)
 
     @activity.defn(name="finish_plan")
+    @store_call
     async def finish_plan(self, view: PlanView) -> None:
         """The final view and the report built from every stored item, kept for later."""
         await self.store.plans.upsert(view)

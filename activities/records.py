@@ -11,6 +11,7 @@ from typing import Any
 
 from temporalio import activity
 
+from activities.store_errors import store_call
 from domain.execution import ExecutionView, LastChange, ResourceRef
 from store.repository import Store
 
@@ -20,10 +21,12 @@ class RecordActivities:
         self.store = store
 
     @activity.defn(name="record_execution")
+    @store_call
     async def record_execution(self, view: ExecutionView) -> bool:
         return await self.store.upsert_execution(view)
 
     @activity.defn(name="last_change")
+    @store_call
     async def last_change(self, ref: ResourceRef) -> LastChange | None:
         """Read-only, run as a local activity: when Reclaim last mutated this resource."""
         found = await self.store.last_change(

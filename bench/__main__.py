@@ -40,7 +40,7 @@ from domain.status import ExecutionStatus as S
 from starter.devserver import dev_server, free_port
 from starter.executions import Executions
 from starter.settings import Settings
-from starter.temporal_client import connect
+from starter.temporal_client import connect_when_ready
 
 PARTS = ("throughput", "approval", "api", "parked")
 TASK_QUEUE = "bench"
@@ -313,7 +313,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     with procs.moto_server(logdir) as (endpoint, moto_pid), \
             dev_server(home, ui_port=None, persistent=True) as server:
         bench = Bench(args, logdir, home, moto_pid)
-        client = await connect(Settings(temporal_address=server.address))
+        client = await connect_when_ready(Settings(temporal_address=server.address))
         if "throughput" in parts:
             progress("throughput")
             result["throughput"] = await bench.throughput(client, server.process.pid, server.address, endpoint)

@@ -14,7 +14,7 @@ from activities.aws import SessionFactory
 from starter.api.deps import Services
 from starter.devserver import DevServer, dev_server
 from starter.settings import Settings
-from starter.temporal_client import connect
+from starter.temporal_client import connect_when_ready
 from store.repository import Store
 from worker import build_worker
 
@@ -37,7 +37,7 @@ async def embedded_stack(
         settings.temporal_address = server.address
         if server.ui_url:
             settings.web_ui_url = server.ui_url
-        client = await connect(settings)
+        client = await connect_when_ready(settings)
         store = await Store.open(settings.database())
         sessions = sessions or SessionFactory(
             role_arn_template=settings.role_arn_template, endpoint_url=settings.aws_endpoint_url,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from temporalio.client import Client, TLSConfig
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -22,6 +25,19 @@ async def connect(settings: Settings) -> Client:
         tls=tls,
         data_converter=pydantic_data_converter,
     )
+
+
+async def connect_when_ready(settings: Settings, timeout: float = 60.0) -> Client:
+    """Connect to a server we have just started: its port opens before its frontend is healthy
+    ("Frontend is not healthy yet"), so a refused first connection is retried until `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await connect(settings)
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 async def ensure_search_attributes(client: Client, namespace: str = "default") -> None:

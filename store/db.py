@@ -86,7 +86,10 @@ def create_engine(url: URL) -> AsyncEngine:
         engine = create_async_engine(url)
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         return engine
-    return create_async_engine(url, pool_pre_ping=True)
+    # Bounded waits: an unreachable server (not refusing, just silent) must fail a write within
+    # the activity's own timeout, not hang it until Temporal cancels it mid-connect.
+    return create_async_engine(url, pool_pre_ping=True, pool_timeout=10,
+                               connect_args={"timeout": 10, "command_timeout": 60})
 
 
 def _sqlite_on_connect(dbapi_connection: Any, connection_record: Any) -> None:

@@ -151,14 +151,29 @@ async def test_unhealable_aws_error_ends_with_its_code_and_is_compensated(
 async def test_throttling_is_retried_with_backoff_and_completes(
     stack: Stack, aws: AwsAccount, faults: FaultInjector
 ) -> None:
+    """Two layers, as with real throttling: botocore retries the request itself (4 sends in all),
+    then Temporal retries the activity; the fifth throttled send is the second attempt's first."""
     instance = aws.instance()
-    faults.rules.append(FaultRule("StopInstances", "RequestLimitExceeded", resource=instance, times=2))
+    faults.rules.append(FaultRule("StopInstances", "RequestLimitExceeded", resource=instance, times=5))
     view = await run_to_end(stack, recommendation("ec2.stop", instance))
     assert view.status is S.COMPLETED
     assert aws.instance_state(instance)[0] == "stopped"
+    assert faults.rules[0].fired == 5
+    assert faults.calls["StopInstances"] == 6  # 5 answered by the fault, 1 by AWS
+    history = await stack.executions.handle(view.execution_id).fetch_history()
+    assert attempts_of(history, "apply") == [2]
+
+
+async def test_a_short_throttling_streak_is_absorbed_by_botocore(
+    stack: Stack, aws: AwsAccount, faults: FaultInjector
+) -> None:
+    instance = aws.instance()
+    faults.rules.append(FaultRule("StopInstances", "Throttling", resource=instance, times=2))
+    view = await run_to_end(stack, recommendation("ec2.stop", instance))
+    assert view.status is S.COMPLETED
     assert faults.rules[0].fired == 2
     history = await stack.executions.handle(view.execution_id).fetch_history()
-    assert attempts_of(history, "apply") == [3]
+    assert attempts_of(history, "apply") == [1]
 
 
 async def test_denied_permission_in_dry_run_is_reported(

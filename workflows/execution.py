@@ -402,7 +402,10 @@ class ExecutionWorkflow:
             self._transition(S.VERIFYING, "waiting for the resource to reach the target state")
             verified: StepResult = await workflow.execute_activity_method(
                 ExecutionActivities.verify, step,
-                start_to_close_timeout=timedelta(minutes=2),
+                # One look per attempt (the retry policy polls): an attempt lost with its worker
+                # is retried after a step timeout, well inside the verification window.
+                start_to_close_timeout=min(self._request.options.step_timeout,
+                                           self._request.options.verify_timeout / 2),
                 schedule_to_close_timeout=self._request.options.verify_timeout,
                 retry_policy=VERIFY_RETRY,
             )
