@@ -159,7 +159,8 @@ async def test_no_secret_reaches_a_history_a_log_line_or_the_store(
     # The search is not vacuous: what should be there is found the same way.
     assert len(histories) >= len(ids) + 2  # the executions and their resource leases
     assert all(i in histories for i in ids)
-    assert recs[0]["resource_id"] in histories[ids[0]] and '"status":"COMPLETED"' in histories[ids[0]]
+    # (the input names the resource; the ReclaimStatus search attribute, decoded, says COMPLETED)
+    assert recs[0]["resource_id"] in histories[ids[0]] and '"COMPLETED"' in histories[ids[0]]
     assert "worker polling task queue" in texts["worker log"]
     assert ids[1] in texts["CLI output"] and recs[0]["id"] in texts["read model"]
     leaks = [f"{what} in {where}" for where, text in texts.items() for what, secret in secrets.items()

@@ -87,6 +87,9 @@ RECORD_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
 )
+#: A read-model write as a local activity: one attempt, then the durable way (see _record).
+LOCAL_RECORD_TIMEOUT = timedelta(seconds=5)
+ONE_ATTEMPT = RetryPolicy(maximum_attempts=1)
 MUTATE_DEADLINE = timedelta(minutes=30)
 REVERT_DEADLINE = timedelta(hours=6)
 
@@ -611,13 +614,28 @@ class ExecutionWorkflow:
         """Write the read model without waiting for it: a database outage must not stall AWS work."""
         self._view.sequence += 1
         self._view.updated_at = workflow.now()
-        self._records.append(
-            workflow.start_activity_method(
-                RecordActivities.record_execution,
-                self._view.model_copy(deep=True),
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RECORD_RETRY,
+        view = self._view.model_copy(deep=True)
+        if workflow.patched("read-model-local-writes"):
+            self._records.append(asyncio.ensure_future(self._write_locally(view)))
+        else:
+            self._records.append(self._write_durably(view))
+
+    async def _write_locally(self, view: ExecutionView) -> None:
+        """One attempt as a local activity: a marker in the history, no activity task, no extra
+        workflow task, and the view itself stays out of the history. If the store does not answer,
+        the newest view goes the durable way, retried until it lands."""
+        try:
+            await workflow.execute_local_activity_method(
+                RecordActivities.record_execution, view,
+                schedule_to_close_timeout=LOCAL_RECORD_TIMEOUT, retry_policy=ONE_ATTEMPT,
             )
+        except FailureError:  # ActivityError, or the ApplicationError/TimeoutError itself for a local one
+            await self._write_durably(self._view.model_copy(deep=True))
+
+    def _write_durably(self, view: ExecutionView) -> workflow.ActivityHandle[Any]:
+        return workflow.start_activity_method(
+            RecordActivities.record_execution, view,
+            start_to_close_timeout=timedelta(seconds=30), retry_policy=RECORD_RETRY,
         )
 
     async def _drain_records(self) -> None:
