@@ -20,6 +20,7 @@ from domain.plan import ItemResult, ItemState, PlanItem, PlanView
 from domain.plan_report import ReportItem
 from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus
+from store.db import Writes
 from store.tables import Base, ExecutionRow, PlanItemRow, PlanRow
 
 Insert = Callable[[type[Base]], postgresql.Insert | sqlite.Insert]
@@ -30,8 +31,9 @@ class PlanExists(Exception):
 
 
 class PlanRecords:
-    def __init__(self, engine: AsyncEngine, insert: Insert) -> None:
+    def __init__(self, engine: AsyncEngine, writes: Writes, insert: Insert) -> None:
         self._engine = engine
+        self._writes = writes
         self._insert = insert
 
     async def create(self, view: PlanView, waves: list[list[Recommendation]]) -> None:
@@ -47,7 +49,7 @@ class PlanRecords:
                     "estimated_monthly_savings": rec.estimated_monthly_savings, "approved": False,
                 })
                 position += 1
-        async with self._engine.begin() as conn:
+        async with self._writes.begin() as conn:
             found = await conn.execute(select(PlanRow.plan_id).where(PlanRow.plan_id == view.plan_id))
             if found.first() is not None:
                 raise PlanExists(view.plan_id)
@@ -64,7 +66,7 @@ class PlanRecords:
             set_={name: insert.excluded[name] for name in values if name != "plan_id"},
             where=PlanRow.sequence < insert.excluded.sequence,
         ).returning(PlanRow.plan_id)
-        async with self._engine.begin() as conn:
+        async with self._writes.begin() as conn:
             return (await conn.execute(statement)).first() is not None
 
     async def get(self, plan_id: str) -> PlanView | None:
@@ -104,7 +106,7 @@ class PlanRecords:
 
     async def record(self, results: list[ItemResult], dry_run: bool) -> None:
         """Outcomes of items; a dry run's verdict and observation are kept for its approval."""
-        async with self._engine.begin() as conn:
+        async with self._writes.begin() as conn:
             for result in results:
                 values: dict[str, Any] = {
                     "status": result.status, "reason": result.reason, "execution_id": result.execution_id,
@@ -130,7 +132,7 @@ class PlanRecords:
         )
         if approved_only:
             statement = statement.where(PlanItemRow.approved.is_(True))
-        async with self._engine.begin() as conn:
+        async with self._writes.begin() as conn:
             return (await conn.execute(statement)).rowcount or 0
 
     async def approve(self, plan_id: str, recommendation_ids: Collection[str] | None) -> dict[int, int]:
@@ -141,7 +143,7 @@ class PlanRecords:
         planned = PlanItemRow.dry_run_status == ExecutionStatus.PLANNED.value
         chosen = planned if recommendation_ids is None else planned & PlanItemRow.recommendation_id.in_(
             list(recommendation_ids))
-        async with self._engine.begin() as conn:
+        async with self._writes.begin() as conn:
             await conn.execute(
                 update(PlanItemRow).where(PlanItemRow.plan_id == plan_id).values(
                     approved=case((chosen, True), else_=False),
@@ -188,7 +190,7 @@ class PlanRecords:
         ]
 
     async def save_report(self, plan_id: str, report: dict[str, Any]) -> None:
-        async with self._engine.begin() as conn:
+        async with self._writes.begin() as conn:
             await conn.execute(update(PlanRow).where(PlanRow.plan_id == plan_id).values(report=report))
 
     async def report(self, plan_id: str) -> dict[str, Any] | None:

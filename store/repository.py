@@ -62,7 +62,8 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self.url: str = db.render_url(engine.url)
-        self.plans = PlanRecords(engine, self._insert)
+        self._writes = db.Writes(engine)
+        self.plans = PlanRecords(engine, self._writes, self._insert)
 
     @classmethod
     async def open(cls, url: str | None = None, *, migrate: bool = True) -> Store:
@@ -108,7 +109,7 @@ class Store:
             set_={name: insert.excluded[name] for name in row if name != "execution_id"},
             where=ExecutionRow.sequence < insert.excluded.sequence,
         ).returning(ExecutionRow.execution_id)  # no row back: the stored one was as new or newer
-        async with self._engine.begin() as conn:
+        async with self._writes.begin() as conn:
             changed = (await conn.execute(upsert)).first() is not None
             if changed:
                 await self._record_savings(conn, view)
@@ -117,7 +118,7 @@ class Store:
 
     async def record_approval(self, record: ApprovalRecord) -> None:
         """Keep one decision attempt (refused ones never reach a view); a repeat of the same id is a no-op."""
-        async with self._engine.begin() as conn:
+        async with self._writes.begin() as conn:
             await self._insert_approvals(conn, [record])
 
     async def get_execution(self, execution_id: str) -> ExecutionView | None:
@@ -266,7 +267,7 @@ class Store:
         now = datetime.now(UTC)
         dated = [_recommendation_values(r, now) for r in latest.values() if r.created_at is not None]
         undated = [_recommendation_values(r, now) for r in latest.values() if r.created_at is None]
-        async with self._engine.begin() as conn:
+        async with self._writes.begin() as conn:
             for rows, keep in ((dated, ()), (undated, ("created_at",))):
                 if not rows:
                     continue
