@@ -110,6 +110,13 @@ class ExecutionRow(Base):
     finished_at: Mapped[datetime | None]
     view: Mapped[dict[str, Any]]
 
+    # Keyset pages (newest first) of one customer, optionally in one status, read off one index:
+    # the API's list at 100,000 rows (`make bench`) without sorting or bitmap-AND-ing two indexes.
+    __table_args__ = (
+        Index("ix_executions_customer_started", "customer_id", "started_at", "execution_id"),
+        Index("ix_executions_customer_status_started", "customer_id", "status", "started_at", "execution_id"),
+    )
+
 
 class ApprovalRow(Base):
     """One approval decision attempt, accepted or refused: the audit trail outlives the workflow."""
