@@ -46,6 +46,7 @@ def build_worker(
     sessions: SessionFactory,
     store: Store,
     max_concurrent_activities: int = 32,
+    max_cached_workflows: int = 1000,
     interceptors: Sequence[Interceptor] = (),
     executor: ThreadPoolExecutor | None = None,
 ) -> Worker:
@@ -59,6 +60,7 @@ def build_worker(
         activity_executor=executor or ThreadPoolExecutor(max_workers=max_concurrent_activities),
         max_concurrent_activities=max_concurrent_activities,
         max_concurrent_local_activities=max_concurrent_activities,
+        max_cached_workflows=max_cached_workflows,
         workflow_runner=workflow_runner(),
         interceptors=interceptors,
     )
@@ -80,7 +82,8 @@ async def run_worker(stop: asyncio.Event | None = None) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     worker = build_worker(client, task_queue=settings.task_queue, sessions=sessions, store=store,
-                          max_concurrent_activities=settings.max_concurrent_activities)
+                          max_concurrent_activities=settings.max_concurrent_activities,
+                          max_cached_workflows=settings.max_cached_workflows)
     try:
         async with worker:
             logging.getLogger("reclaim").info("worker polling task queue %s", settings.task_queue)

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     )
     web_ui_url: str = Field(default="http://localhost:8233", description="Where operators open the Web UI.")
     max_concurrent_activities: int = 32
+    max_cached_workflows: int = Field(
+        default=1000, ge=0, description="Workflow runs a worker keeps in memory between their tasks. "
+        "A run not in the cache is replayed from its history when it next moves (a few ms for an "
+        "execution); lower it to bound memory when thousands wait for approval.")
     aws_mutations_per_second: float = Field(
         default=5.0, ge=0, description="This worker's budget of mutating AWS calls per account and region "
         "(EC2's mutating bucket refills 5/s); share it out when several workers run; 0 turns it off.")

@@ -44,7 +44,8 @@ async def embedded_stack(
             mutation_budget=settings.mutation_budget(),
         )
         worker = build_worker(client, task_queue=settings.task_queue, sessions=sessions, store=store,
-                              max_concurrent_activities=settings.max_concurrent_activities)
+                              max_concurrent_activities=settings.max_concurrent_activities,
+                              max_cached_workflows=settings.max_cached_workflows)
         try:
             async with worker:
                 yield Embedded(server, client, store, settings)

@@ -27,7 +27,7 @@ Insert = Callable[[type[Base]], postgresql.Insert | sqlite.Insert]
 
 
 class PlanExists(Exception):
-    pass
+    """A plan with this id is already stored (a repeated submission, or an id in use)."""
 
 
 class PlanRecords:

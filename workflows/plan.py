@@ -68,7 +68,7 @@ CONTROL_ROLES = (Role.OPERATOR, Role.APPROVER, Role.ADMIN)
 
 
 class _Aborted(Exception):
-    pass
+    """Unwinds a wave once the plan is being aborted."""
 
 
 @workflow.defn(name="PlanWorkflow")
