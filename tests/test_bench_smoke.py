@@ -23,3 +23,15 @@ def test_bench_throughput_and_api_at_tiny_sizes(tmp_path: Path) -> None:
     for name in ("get_one", "list_first_page", "list_filtered"):
         assert result["api"][name]["n"] == 3
     assert "approval" not in result and "parked" not in result
+
+
+def test_bench_approval_and_parked_at_tiny_sizes(tmp_path: Path) -> None:
+    result = run(["--only", "approval,parked", "--approvals", "2", "--parked", "3", "--parked-cache", "2",
+                  "--warmup", "1", "--results", str(tmp_path)])
+
+    assert result["complete"] is True
+    for path in ("signal", "update"):
+        assert result["approval"][path]["n"] == 2
+    parked = result["parked"]
+    assert (parked["executions"], parked["parked"], parked["max_cached_workflows"]) == (3, 3, 2)
+    assert parked["worker_rss_mib"] > 0
