@@ -43,6 +43,8 @@ from workflows.execution import ExecutionWorkflow
 EXECUTIONS = 50
 SEED = 20250406
 MAX_KILLS = 25
+#: Executions keep arriving this long, so that kills keep landing mid-run however fast each one is.
+STAGGER_SECONDS = 75
 ROOT = Path(__file__).parents[2]
 
 
@@ -81,7 +83,7 @@ async def test_workers_killed_at_random_points_never_lose_or_repeat_a_change(
         return worker_process(address, task_queue, counting_moto.endpoint, database_url, log)
 
     async def staggered(n: int, p: Planned) -> str:
-        await asyncio.sleep(rng.uniform(0, 30))
+        await asyncio.sleep(rng.uniform(0, STAGGER_SECONDS))
         return await drive(client, task_queue, p, run, n)
 
     drives = [asyncio.create_task(staggered(n, p)) for n, p in enumerate(planned)]
@@ -90,7 +92,7 @@ async def test_workers_killed_at_random_points_never_lose_or_repeat_a_change(
     worker = spawn()
     try:
         while len(kills) < MAX_KILLS and not all(d.done() for d in drives):
-            await asyncio.wait(drives, timeout=rng.uniform(2.0, 7.0))
+            await asyncio.wait(drives, timeout=rng.uniform(1.5, 5.0))
             if all(d.done() for d in drives):
                 break
             worker.send_signal(signal.SIGKILL)
