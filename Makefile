@@ -23,12 +23,12 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 # The fault tests that take minutes each (worker kill -9, dev server restart, PostgreSQL
 # outage, throttling, clean exits); pyproject keeps them out of `make test`.
 faults: $(STAMP)
-	$(BIN)/pytest -q tests/faults
+	$(BIN)/pytest -q --durations=10 tests/faults
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

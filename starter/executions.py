@@ -29,6 +29,9 @@ from workflows.lease import ResourceLeaseWorkflow
 #: Where `--wait` stops: nothing more happens without a person (or the rollback window).
 SETTLED = TERMINAL | {ExecutionStatus.COMPLETED, ExecutionStatus.AWAITING_APPROVAL}
 
+#: How long a repeated dry run waits for the previous one, already PLANNED, to close.
+FINISHING_GRACE_SECONDS = 30.0
+
 
 class ReclaimError(Exception):
     """A user-facing refusal: one clear line, no traceback."""
@@ -79,7 +82,7 @@ class Executions:
         check_recommendation(request.recommendation)
         dry_run = request.options.dry_run
         execution_id = execution_id_for(request.recommendation.id, dry_run)
-        if await self._exists(execution_id) and (not dry_run or not await self._closed(execution_id)):
+        if await self._exists(execution_id) and (not dry_run or not await self._dry_run_done(execution_id)):
             return Started(execution_id, created=False)  # a dry run may be repeated once finished
         rec = request.recommendation
         holder = await self.lease_holder(rec.account_id, rec.region, rec.resource_id)
@@ -106,6 +109,20 @@ class Executions:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 return False
             raise
+        return True
+
+    async def _dry_run_done(self, execution_id: str) -> bool:
+        """Closed, or PLANNED and only releasing its lease: a user who saw PLANNED may plan again at once."""
+        if await self._closed(execution_id):
+            return True
+        try:
+            if (await self.status(execution_id)).status not in TERMINAL:
+                return False
+            await asyncio.wait_for(self.handle(execution_id).result(), timeout=FINISHING_GRACE_SECONDS)
+        except TimeoutError:
+            return False
+        except Exception:  # noqa: BLE001 - failed or gone: either way it no longer holds the id
+            return await self._closed(execution_id)
         return True
 
     async def _closed(self, execution_id: str) -> bool:
