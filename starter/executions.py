@@ -6,7 +6,13 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -121,7 +127,7 @@ class Executions:
             await asyncio.wait_for(self.handle(execution_id).result(), timeout=FINISHING_GRACE_SECONDS)
         except TimeoutError:
             return False
-        except Exception:  # noqa: BLE001 - failed or gone: either way it no longer holds the id
+        except (WorkflowFailureError, RPCError):  # failed or gone: either way it no longer holds the id
             return await self._closed(execution_id)
         return True
 
