@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.worker.workflow_sandbox import SandboxRestrictions
 
 from activities.aws import SessionFactory
 from activities.execution import ExecutionActivities
@@ -25,6 +25,7 @@ from store.repository import Store
 from workflows.execution import ExecutionWorkflow
 from workflows.lease import ResourceLeaseWorkflow
 from workflows.plan import PlanWorkflow
+from workflows.sandbox import CompiledSandboxRunner
 
 WORKFLOWS = [ExecutionWorkflow, ResourceLeaseWorkflow, PlanWorkflow]
 
@@ -33,8 +34,8 @@ PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "boto3", "botocor
                "activities", "store", "sqlalchemy")
 
 
-def workflow_runner() -> SandboxedWorkflowRunner:
-    return SandboxedWorkflowRunner(
+def workflow_runner() -> CompiledSandboxRunner:
+    return CompiledSandboxRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
     )
 
