@@ -18,6 +18,7 @@ from tests.conftest import AwsAccount, Stack
 from tests.helpers import recommendation, request
 from workflows import search_attributes as sa
 
+
 def upserts_per_task(history: WorkflowHistory) -> list[int]:
     """Upserts of our attributes after each completed workflow task (the commands that task produced).
 
