@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -145,21 +145,19 @@ class ExecutionWorkflow:
         self._records: list[Awaitable[Any]] = []
         self._observed: Observation | None = None
         self._plan_notified = False
-        self._coalesce_search_attributes = False
-        self._unpublished: dict[str, SearchAttributeUpdate[Any]] = {}
-        self._publish_scheduled = False
 
     # ---- run ---------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, request: ExecutionRequest) -> ExecutionView:
         rec = request.recommendation
-        self._coalesce_search_attributes = workflow.patched("coalesced-search-attributes")
-        self._publish(
-            sa.CUSTOMER_ID.value_set(rec.customer_id),
-            sa.ACCOUNT_ID.value_set(rec.account_id),
-            sa.RESOURCE_ID.value_set(rec.resource_id),
-            sa.ACTION_KIND.value_set(rec.kind),
+        workflow.upsert_search_attributes(
+            [
+                sa.CUSTOMER_ID.value_set(rec.customer_id),
+                sa.ACCOUNT_ID.value_set(rec.account_id),
+                sa.RESOURCE_ID.value_set(rec.resource_id),
+                sa.ACTION_KIND.value_set(rec.kind),
+            ]
         )
         cancelled = False
         try:
@@ -181,7 +179,6 @@ class ExecutionWorkflow:
         # with it (parent close policy).
         await self._release_lease()
         await self._drain_records()
-        self._flush_search_attributes()  # before the run returns: nothing runs after that
         if cancelled:
             raise asyncio.CancelledError("execution cancelled")
         if self._view.status is S.ROLLBACK_FAILED:
@@ -259,7 +256,7 @@ class ExecutionWorkflow:
         tags = assessment.observed.tags
         risk = assess_risk(policy, assessment.traits, rec.estimated_monthly_savings, tags)
         if risk.level != self._view.risk:
-            self._publish(sa.RISK_LEVEL.value_set(risk.level.value))
+            workflow.upsert_search_attributes([sa.RISK_LEVEL.value_set(risk.level.value)])
         self._view.risk, self._view.risk_reasons = risk.level, risk.reasons
         requirement = approval_requirement(
             policy, assessment.traits, risk, rec.estimated_monthly_savings, tags,
@@ -590,7 +587,7 @@ class ExecutionWorkflow:
         if status in TERMINAL or status is S.COMPLETED:  # the change is done (or never happens)
             self._view.finished_at = now
         self._view.log.append(StepLogEntry(at=now, status=status, message=message))
-        self._publish(sa.EXECUTION_STATUS.value_set(status.value))
+        workflow.upsert_search_attributes([sa.EXECUTION_STATUS.value_set(status.value)])
         self._record()
         if status in TERMINAL or status is S.COMPLETED:
             self._notify_plan()
@@ -608,29 +605,6 @@ class ExecutionWorkflow:
         )
         handle = workflow.get_external_workflow_handle(parent.workflow_id)
         self._records.append(asyncio.ensure_future(handle.signal("item_settled", settled)))
-
-    def _publish(self, *updates: SearchAttributeUpdate[Any]) -> None:
-        """Search attributes, upserted once per workflow task with the values the task ends with.
-
-        Each upsert is a history event and a visibility write on the server; states the
-        workflow passes through within one task (VALIDATING on its way to BACKING_UP) are
-        never seen by a query anyway. The flush runs when the workflow next waits, so the
-        Web UI still shows every state it rests in: awaiting approval, applying, completed.
-        """
-        if not self._coalesce_search_attributes:
-            workflow.upsert_search_attributes(list(updates))
-            return
-        for update in updates:
-            self._unpublished[update.key.name] = update
-        if not self._publish_scheduled:
-            self._publish_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_search_attributes)
-
-    def _flush_search_attributes(self) -> None:
-        self._publish_scheduled = False
-        updates, self._unpublished = list(self._unpublished.values()), {}
-        if updates:
-            workflow.upsert_search_attributes(updates)
 
     def _log(self, message: str) -> None:
         self._view.log.append(StepLogEntry(at=workflow.now(), status=self._view.status, message=message))
