@@ -57,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.status import TERMINAL, ExecutionStatus, can_transition, progress_percent
     from workflows import search_attributes as sa
+    from workflows import versions
     from workflows.lease import LeaseInput, ResourceLeaseWorkflow
 
 S = ExecutionStatus
@@ -151,6 +152,7 @@ class ExecutionWorkflow:
     @workflow.run
     async def run(self, request: ExecutionRequest) -> ExecutionView:
         rec = request.recommendation
+        versions.decide_at_start()
         workflow.upsert_search_attributes(
             [
                 sa.CUSTOMER_ID.value_set(rec.customer_id),
@@ -191,7 +193,7 @@ class ExecutionWorkflow:
         self._transition(S.VALIDATING, "checking the live resource")
         await self._acquire_lease()
         assessment = await self._validate()
-        if workflow.patched("cooldown"):
+        if self._patched_after_local_activity(versions.COOLDOWN):
             await self._check_cooldown()
         opts = self._request.options
         auto_approved = self._auto_approved(assessment)
@@ -226,12 +228,19 @@ class ExecutionWorkflow:
             assessment = await self._validate(again=True)
             # The resource may have become riskier while waiting (tagged production, say):
             # an auto-approval given before the wait does not cover it.
-            if (workflow.patched("policy-after-maintenance-wait") and not approved_by_human
+            if (self._patched_after_local_activity(versions.POLICY_AFTER_MAINTENANCE_WAIT)
+                    and not approved_by_human
                     and not self._auto_approved(assessment)):
                 await self._await_approval()
                 assessment = await self._validate(again=True)
 
         await self._change(assessment)
+
+    @staticmethod
+    def _patched_after_local_activity(patch_id: str) -> bool:
+        if versions.decided_at_start():
+            return workflow.patched(patch_id)
+        return versions.legacy_patched(patch_id, implied_by=versions.READ_MODEL_LOCAL_WRITES)
 
     async def _check_cooldown(self) -> None:
         policy, rec = self._request.policy, self._request.recommendation
@@ -561,7 +570,7 @@ class ExecutionWorkflow:
             await lease.signal(ResourceLeaseWorkflow.release)
             # Wait until the lease has really closed: a rollback right after COMPLETED
             # re-acquires it, and under load the old lease could still be open.
-            if workflow.patched("await-lease-release"):
+            if workflow.patched(versions.AWAIT_LEASE_RELEASE):
                 await lease
 
     def _step_input(self, assessment: Assessment | None) -> ActionStepInput:
@@ -615,7 +624,7 @@ class ExecutionWorkflow:
         self._view.sequence += 1
         self._view.updated_at = workflow.now()
         view = self._view.model_copy(deep=True)
-        if workflow.patched("read-model-local-writes"):
+        if workflow.patched(versions.READ_MODEL_LOCAL_WRITES):
             self._records.append(asyncio.ensure_future(self._write_locally(view)))
         else:
             self._records.append(self._write_durably(view))

@@ -1,0 +1,92 @@
+"""Every `workflow.patched` id of Reclaim's workflows, with when it came and when it may go.
+
+Why patches are decided at the start of a run
+---------------------------------------------
+On replay a patch call is true only if the SDK has been told of the patch
+marker *before* the call, and sdk-core tells of the markers of the workflow
+task being replayed, no further. Live, sdk-core may send a workflow task's
+completion at the instant a local activity resolves, so the local activity's
+marker lands in one workflow task and every command the workflow issues on
+its result (a patch marker among them) in the next. Replayed, the result is
+delivered inside the first task, the patch call comes before the SDK has seen
+its marker, answers false, and the marker later meets no command: a
+nondeterminism error (`tests/histories/v3_demo_rightsize_flaky_nondeterministic.json`
+is one, from a loaded `make demo`). Only the first activation of a run is
+certain to have no local activity before it, so since DECIDED_AT_START every
+patch is asked there, once; later calls return the remembered answer.
+
+Histories written before that (the v1..v3 generations) keep their lazy calls;
+`legacy_patched` lets them replay when their marker landed one task late.
+
+Deprecation: once no open execution predates a patch (the rollback window
+is 7 days by default, approvals 24 h), its branch can use
+`workflow.deprecate_patch` and, one release later, go.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from temporalio import workflow
+from temporalio.common import SearchAttributeKey
+
+#: Since 2026-11-30. Reads the cooldown from the store before approval. Deprecable once no
+#: execution started before 2026-11-30 is open.
+COOLDOWN: Final = "cooldown"
+#: Since 2026-11-30. Re-applies the approval policy after a maintenance-window wait.
+POLICY_AFTER_MAINTENANCE_WAIT: Final = "policy-after-maintenance-wait"
+#: Since 2026-11-30. Releasing the lease waits until the lease workflow has closed.
+AWAIT_LEASE_RELEASE: Final = "await-lease-release"
+#: Since 2026-12-01. Read-model writes as local activities instead of activity tasks.
+READ_MODEL_LOCAL_WRITES: Final = "read-model-local-writes"
+#: Since 2026-12-02: the generation of this date. Every patch is decided in the first activation
+#: of a run; one close step records every final status; a failed undo fails the run whatever
+#: started it; a rollback asked while the resource is busy waits for the lease. Histories: v4_*.
+DECIDED_AT_START: Final = "generation-2026-12-02"
+
+#: In the order they are asked at the start of a run.
+EXECUTION_PATCHES: Final = (READ_MODEL_LOCAL_WRITES, COOLDOWN, POLICY_AFTER_MAINTENANCE_WAIT, AWAIT_LEASE_RELEASE)
+ALL: Final = (DECIDED_AT_START, *EXECUTION_PATCHES)
+
+
+_CHANGE_VERSION = SearchAttributeKey.for_keyword_list("TemporalChangeVersion")
+
+
+def decide_at_start() -> None:
+    """Ask every patch now, in the run's first activation (see the module docstring)."""
+    if workflow.patched(DECIDED_AT_START):
+        for patch_id in EXECUTION_PATCHES:
+            workflow.patched(patch_id)
+
+
+def decided_at_start() -> bool:
+    return workflow.patched(DECIDED_AT_START)  # remembered from decide_at_start: no new command
+
+
+def _notified() -> set[str]:
+    """The SDK's private record of the patch markers it has been told of (replay only).
+
+    temporalio is pinned exactly, and tests/test_replay.py replays the history
+    that needs this, so an SDK change here fails loudly.
+    """
+    notified: set[str] = getattr(workflow._Runtime.current(), "_patches_notified")  # noqa: B009
+    return notified
+
+
+def legacy_patched(patch_id: str, *, implied_by: str) -> bool:
+    """`workflow.patched` for a lazy call in a history written before DECIDED_AT_START.
+
+    A history whose run asked `implied_by` (a later patch) was written by code
+    that always took `patch_id` at this point, live, so its marker is in the
+    history, perhaps one workflow task further on than sdk-core looks. sdk-core
+    applies that task's events before it activates the workflow again, so
+    waiting cannot help: the answer is known, and the SDK is told it.
+    """
+    if workflow.unsafe.is_replaying() and workflow.patched(implied_by) and patch_id not in _notified():
+        _notified().add(patch_id)
+        used = workflow.patched(patch_id)
+        # sdk-core, not having seen the marker, does not add the TemporalChangeVersion upsert it
+        # added live right after it; on replay an upsert changes nothing and only has to match.
+        workflow.upsert_search_attributes([_CHANGE_VERSION.value_set(sorted(_notified()))])
+        return used
+    return workflow.patched(patch_id)
