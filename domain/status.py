@@ -35,11 +35,12 @@ _TRANSITIONS: dict[ExecutionStatus, frozenset[ExecutionStatus]] = {
         {S.REJECTED_BY_VALIDATION, S.PLANNED, S.AWAITING_APPROVAL, S.SCHEDULED, S.BACKING_UP,
          S.CANCELLED, S.FAILED}
     ),
+    # FAILED: a look at the live resource that cannot be made (access denied, say) before any change.
     S.AWAITING_APPROVAL: frozenset(
-        {S.REJECTED, S.EXPIRED, S.SCHEDULED, S.BACKING_UP, S.CANCELLED, S.REJECTED_BY_VALIDATION}
+        {S.REJECTED, S.EXPIRED, S.SCHEDULED, S.BACKING_UP, S.CANCELLED, S.REJECTED_BY_VALIDATION, S.FAILED}
     ),
     # A resource that became riskier while waiting for its window needs a human after all.
-    S.SCHEDULED: frozenset({S.BACKING_UP, S.AWAITING_APPROVAL, S.CANCELLED, S.REJECTED_BY_VALIDATION}),
+    S.SCHEDULED: frozenset({S.BACKING_UP, S.AWAITING_APPROVAL, S.CANCELLED, S.REJECTED_BY_VALIDATION, S.FAILED}),
     S.BACKING_UP: frozenset({S.APPLYING, S.ROLLING_BACK, S.CANCELLED, S.FAILED}),
     S.APPLYING: frozenset({S.VERIFYING, S.ROLLING_BACK}),
     S.VERIFYING: frozenset({S.COMPLETED, S.ROLLING_BACK}),

@@ -27,6 +27,7 @@ from domain.execution import (
     execution_id_for,
     lease_id_for,
 )
+from domain.presentation import execution_summary
 from domain.recommendation import Recommendation
 from domain.status import TERMINAL, ExecutionStatus
 from workflows.execution import ExecutionWorkflow
@@ -103,6 +104,8 @@ class Executions:
                 id_reuse_policy=(WorkflowIDReusePolicy.ALLOW_DUPLICATE if dry_run
                                  else WorkflowIDReusePolicy.REJECT_DUPLICATE),
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                static_summary=execution_summary(rec, dry_run),
+                static_details=f"Requested by {request.requested_by}; recommendation {rec.id}.",
             )
         except WorkflowAlreadyStartedError:
             return Started(execution_id, created=False)
@@ -185,7 +188,10 @@ class Executions:
 
     async def rollback(self, execution_id: str, request: RollbackInput) -> str:
         try:
-            return await self.handle(execution_id).execute_update(ExecutionWorkflow.rollback_update, request)
+            # temporalio's overloads do not match an async update handler's coroutine type.
+            answer: str = await self.handle(execution_id).execute_update(
+                ExecutionWorkflow.rollback_update, request)  # type: ignore[arg-type]
+            return answer
         except WorkflowUpdateFailedError as exc:
             raise Refused(_cause_message(exc)) from None
         except RPCError as exc:

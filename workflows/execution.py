@@ -15,9 +15,7 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import (
-    ActivityError,
     ApplicationError,
-    ChildWorkflowError,
     FailureError,
     WorkflowAlreadyStartedError,
     is_cancelled_exception,
@@ -55,10 +53,12 @@ with workflow.unsafe.imports_passed_through():
         cooldown_refusal,
         protection_reason,
     )
+    from domain.presentation import execution_details, lease_summary
     from domain.status import TERMINAL, ExecutionStatus, can_transition, progress_percent
     from workflows import search_attributes as sa
     from workflows import versions
     from workflows.lease import LeaseInput, ResourceLeaseWorkflow
+    from workflows.outcomes import closing_failure, describe_error
 
 S = ExecutionStatus
 
@@ -92,6 +92,9 @@ RECORD_RETRY = RetryPolicy(
 LOCAL_RECORD_TIMEOUT = timedelta(seconds=5)
 ONE_ATTEMPT = RetryPolicy(maximum_attempts=1)
 MUTATE_DEADLINE = timedelta(minutes=30)
+#: A rollback that waits for a busy resource asks again after these, doubling in between.
+LEASE_RETRY_FIRST = timedelta(seconds=5)
+LEASE_RETRY_MAX = timedelta(minutes=5)
 REVERT_DEADLINE = timedelta(hours=6)
 
 
@@ -102,18 +105,6 @@ class _Rejected(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
-
-
-def _describe(error: BaseException) -> str:
-    """The innermost useful message, with the AWS error code when there is one."""
-    cause: BaseException | None = error
-    while isinstance(cause, (ActivityError, ChildWorkflowError)) and cause.cause is not None:
-        cause = cause.cause
-    if isinstance(cause, ApplicationError) and cause.type:
-        return f"{cause.type}: {cause.message}"
-    if isinstance(cause, FailureError):
-        return cause.message
-    return str(cause) or type(cause).__name__
 
 
 @workflow.defn(name="ExecutionWorkflow")
@@ -146,6 +137,7 @@ class ExecutionWorkflow:
         self._records: list[Awaitable[Any]] = []
         self._observed: Observation | None = None
         self._plan_notified = False
+        self._rollback_waiting = False
 
     # ---- run ---------------------------------------------------------------------------
 
@@ -161,6 +153,7 @@ class ExecutionWorkflow:
                 sa.ACTION_KIND.value_set(rec.kind),
             ]
         )
+        closing = versions.decided_at_start()
         cancelled = False
         try:
             await self._execute()
@@ -169,18 +162,25 @@ class ExecutionWorkflow:
         except _Rejected as end:
             self._transition(end.status, end.reason, reason=end.reason)
         except (Exception, asyncio.CancelledError) as err:  # never an eviction
-            if not is_cancelled_exception(err):
+            if is_cancelled_exception(err):
+                cancelled = True
+                if self._view.status not in (S.CANCELLED, S.COMPLETED) and can_transition(
+                    self._view.status, S.CANCELLED
+                ):
+                    self._transition(S.CANCELLED, "cancelled before any change", reason="cancelled")
+            elif closing:
+                self._close_on_error(err)
+            else:
                 raise
-            cancelled = True
-            if self._view.status not in (S.CANCELLED, S.COMPLETED) and can_transition(
-                self._view.status, S.CANCELLED
-            ):
-                self._transition(S.CANCELLED, "cancelled before any change", reason="cancelled")
         # Not in a `finally`: a worker evicting this workflow from its cache (a BaseException
         # that is not ours to handle) must not run commands. A failed workflow's lease dies
         # with it (parent close policy).
         await self._release_lease()
         await self._drain_records()
+        if closing:
+            failure = closing_failure(self._view, rollback_requested=self._rollback is not None)
+            if failure is not None:  # before the cancellation: a failed undo is an alarm whatever started it
+                raise failure
         if cancelled:
             raise asyncio.CancelledError("execution cancelled")
         if self._view.status is S.ROLLBACK_FAILED:
@@ -188,6 +188,19 @@ class ExecutionWorkflow:
                 f"rollback failed: {self._view.reason}", type="RollbackFailed", non_retryable=True
             )
         return self._view
+
+    def _close_on_error(self, err: BaseException) -> None:
+        """Every way out ends in a status a person can read: an error outside the change itself
+        (access denied while validating, a store that never answers) is FAILED with its reason."""
+        why = describe_error(err)
+        if self._view.status is S.COMPLETED:  # the change stands; only the backup clean-up failed
+            self._view.rollback_available_until = None
+            self._log(f"backup clean-up failed, backups kept: {why}")
+            self._record()
+            return
+        if self._view.status in TERMINAL:
+            return
+        self._transition(S.FAILED, f"failed before any change: {why}", reason=why)
 
     async def _execute(self) -> None:
         self._transition(S.VALIDATING, "checking the live resource")
@@ -263,15 +276,21 @@ class ExecutionWorkflow:
         assert assessment.traits is not None
         opts, policy, rec = self._request.options, self._request.policy, self._request.recommendation
         tags = assessment.observed.tags
-        risk = assess_risk(policy, assessment.traits, rec.estimated_monthly_savings, tags)
+        savings, savings_note = rec.estimated_monthly_savings, None
+        if versions.decided_at_start():
+            # The submitter's figure could be understated to slip past a human: the larger counts.
+            savings = max(rec.estimated_monthly_savings, assessment.estimated_monthly_savings)
+            savings_note = (f"savings: submitted ${rec.estimated_monthly_savings:,.2f}/month, "
+                            f"{rec.kind} estimates ${assessment.estimated_monthly_savings:,.2f}/month "
+                            f"from the live resource; ${savings:,.2f} counts")
+        risk = assess_risk(policy, assessment.traits, savings, tags)
         if risk.level != self._view.risk:
             workflow.upsert_search_attributes([sa.RISK_LEVEL.value_set(risk.level.value)])
         self._view.risk, self._view.risk_reasons = risk.level, risk.reasons
         requirement = approval_requirement(
-            policy, assessment.traits, risk, rec.estimated_monthly_savings, tags,
-            auto_approve_requested=opts.auto_approve,
+            policy, assessment.traits, risk, savings, tags, auto_approve_requested=opts.auto_approve,
         )
-        self._view.approval_reasons = requirement.reasons
+        self._view.approval_reasons = [*requirement.reasons, *([savings_note] if savings_note else [])]
         return requirement.auto_approved
 
     async def _validate(self, again: bool = False) -> Assessment:
@@ -322,7 +341,11 @@ class ExecutionWorkflow:
         self._log(f"approved by {grant.actor} with the dry run of plan {grant.plan_id}")
 
     def _refusal(self, decision: Decision, attempt: ApprovalInput) -> str | None:
-        if self._view.status is not S.AWAITING_APPROVAL or self._decision is not None:
+        if self._decision is not None:  # decided, perhaps in this very workflow task
+            taken = next((a for a in reversed(self._view.approvals) if a.accepted), None)
+            verb = "approved" if self._decision is Decision.APPROVE else "rejected"
+            return f"already {verb} by {taken.actor}" if taken else f"already {verb}"
+        if self._view.status is not S.AWAITING_APPROVAL:
             return f"execution is {self._view.status.value}, not awaiting approval"
         return approval_refusal(
             self._request.policy, attempt.actor, attempt.role, self._request.requested_by,
@@ -368,7 +391,7 @@ class ExecutionWorkflow:
     def _validate_approve(self, attempt: ApprovalInput) -> None:
         refusal = self._refusal(Decision.APPROVE, attempt)
         if refusal:
-            raise ValueError(refusal)
+            raise ApplicationError(refusal, type="Refused", non_retryable=True)
 
     @workflow.update(name="reject")
     def reject_update(self, attempt: ApprovalInput) -> ApprovalRecord:
@@ -378,7 +401,7 @@ class ExecutionWorkflow:
     def _validate_reject(self, attempt: ApprovalInput) -> None:
         refusal = self._refusal(Decision.REJECT, attempt)
         if refusal:
-            raise ValueError(refusal)
+            raise ApplicationError(refusal, type="Refused", non_retryable=True)
 
     # ---- the change and its compensation -----------------------------------------------
 
@@ -395,7 +418,7 @@ class ExecutionWorkflow:
             if is_cancelled_exception(err):
                 self._transition(S.CANCELLED, "cancelled before any change", reason="cancelled")
                 raise
-            raise _Rejected(S.FAILED, f"backup failed, nothing was changed: {_describe(err)}") from None
+            raise _Rejected(S.FAILED, f"backup failed, nothing was changed: {describe_error(err)}") from None
         self._view.backups.append(backup)
         step.backup = backup
         self._log(f"backup ready{': ' + backup.backup_id if backup.backup_id else ''}")
@@ -428,7 +451,7 @@ class ExecutionWorkflow:
             self._transition(S.COMPLETED, f"verified: {verified.message}")
         except (Exception, asyncio.CancelledError) as err:  # cancellation compensates too; eviction does not
             cancelled = is_cancelled_exception(err)
-            cause = "cancelled" if cancelled else _describe(err)
+            cause = "cancelled" if cancelled else describe_error(err)
             await asyncio.shield(asyncio.ensure_future(self._compensate(compensations, cause, cancelled)))
             if cancelled:
                 raise
@@ -441,8 +464,8 @@ class ExecutionWorkflow:
             try:
                 await undo()
             except Exception as err:
-                self._transition(S.ROLLBACK_FAILED, f"{name} failed: {_describe(err)}",
-                                 reason=f"{cause}; {name} failed: {_describe(err)}")
+                self._transition(S.ROLLBACK_FAILED, f"{name} failed: {describe_error(err)}",
+                                 reason=f"{cause}; {name} failed: {describe_error(err)}")
                 return
         if cancelled:
             self._transition(S.CANCELLED, "cancelled; the change was undone", reason="cancelled")
@@ -474,6 +497,9 @@ class ExecutionWorkflow:
                 )
                 if await self._try_acquire_lease():
                     break
+                if versions.decided_at_start():  # an accepted request is carried out, never dropped
+                    await self._await_free_resource()
+                    break
                 self._log("rollback refused: another execution is changing the resource; ask again later")
                 self._rollback = None
                 self._record()
@@ -504,6 +530,17 @@ class ExecutionWorkflow:
             asyncio.ensure_future(self._compensate([("revert", lambda: self._revert(step))], cause, False))
         )
 
+    async def _await_free_resource(self) -> None:
+        """Hold an accepted rollback until the execution changing the resource lets go of it."""
+        self._rollback_waiting = True
+        self._log("rollback waits: another execution is changing the resource; it runs as soon as that ends")
+        self._record()
+        delay = LEASE_RETRY_FIRST
+        while not await self._try_acquire_lease():
+            await workflow.sleep(delay)
+            delay = min(delay * 2, LEASE_RETRY_MAX)
+        self._rollback_waiting = False
+
     def _remaining_window(self) -> timedelta:
         until = self._view.rollback_available_until
         assert until is not None
@@ -526,15 +563,22 @@ class ExecutionWorkflow:
         self._rollback = request
 
     @workflow.update(name="rollback")
-    def rollback_update(self, request: RollbackInput) -> str:
+    async def rollback_update(self, request: RollbackInput) -> str:
         self._rollback = request
-        return f"rollback of {self._view.execution_id} requested"
+        if not versions.decided_at_start():
+            return f"rollback of {self._view.execution_id} requested"
+        # The caller learns whether it runs now or waits for the resource (never accepted, then dropped).
+        await workflow.wait_condition(lambda: self._rollback_waiting or self._view.status is not S.COMPLETED)
+        if self._rollback_waiting:
+            return (f"rollback of {self._view.execution_id} accepted: another execution is changing the "
+                    "resource; the rollback runs as soon as that ends")
+        return f"rollback of {self._view.execution_id} started"
 
     @rollback_update.validator
     def _validate_rollback(self, request: RollbackInput) -> None:
         refusal = self._rollback_refusal(request)
         if refusal:
-            raise ValueError(refusal)
+            raise ApplicationError(refusal, type="Refused", non_retryable=True)
 
     @workflow.query(name="status")
     def status(self) -> ExecutionView:
@@ -557,6 +601,7 @@ class ExecutionWorkflow:
                 ResourceLeaseWorkflow.run,
                 LeaseInput(holder=self._view.execution_id),
                 id=lease_id_for(rec.account_id, rec.region, rec.resource_id),
+                static_summary=lease_summary(rec.resource_id, self._view.execution_id),
                 parent_close_policy=ParentClosePolicy.TERMINATE,
                 cancellation_type=ChildWorkflowCancellationType.ABANDON,
             )
@@ -597,6 +642,7 @@ class ExecutionWorkflow:
             self._view.finished_at = now
         self._view.log.append(StepLogEntry(at=now, status=status, message=message))
         workflow.upsert_search_attributes([sa.EXECUTION_STATUS.value_set(status.value)])
+        workflow.set_current_details(execution_details(self._view))  # user metadata: no command
         self._record()
         if status in TERMINAL or status is S.COMPLETED:
             self._notify_plan()

@@ -54,9 +54,11 @@ with workflow.unsafe.imports_passed_through():
         ramp_limit,
     )
     from domain.policy import Role, approval_refusal
+    from domain.presentation import execution_summary
     from domain.status import ExecutionStatus
     from workflows import search_attributes as sa
-    from workflows.execution import ExecutionWorkflow, _describe
+    from workflows.execution import ExecutionWorkflow
+    from workflows.outcomes import child_outcome, describe_error
 
 PAGE = 100
 FLUSH_AT = 50
@@ -301,6 +303,7 @@ class PlanWorkflow:
         try:
             handle = await workflow.start_child_workflow(
                 ExecutionWorkflow.run, request, id=execution_id,
+                static_summary=execution_summary(rec, dry_run),
                 id_reuse_policy=(WorkflowIDReusePolicy.ALLOW_DUPLICATE if dry_run
                                  else WorkflowIDReusePolicy.REJECT_DUPLICATE),
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
@@ -327,10 +330,8 @@ class PlanWorkflow:
                 settled = ItemSettled(execution_id=execution_id, status=view.status, reason=view.reason,
                                       actual_monthly_savings=view.actual_monthly_savings)
             except (ChildWorkflowError, asyncio.CancelledError) as err:
-                cancelled = isinstance(err, asyncio.CancelledError) or "cancel" in _describe(err).lower()
-                settled = ItemSettled(execution_id=execution_id,
-                                      status=ExecutionStatus.CANCELLED if cancelled else ExecutionStatus.FAILED,
-                                      reason=_describe(err))
+                settled = ItemSettled(execution_id=execution_id, status=child_outcome(err),
+                                      reason=describe_error(err))
         self._awaiting.discard(execution_id)
         self._unsettled.discard(item.position)
         self._handles.pop(item.position, None)
@@ -507,7 +508,7 @@ class PlanWorkflow:
     @staticmethod
     def _raise_refusal(refusal: str | None) -> None:
         if refusal:
-            raise ValueError(refusal)
+            raise ApplicationError(refusal, type="Refused", non_retryable=True)
 
     @workflow.signal(name="item_settled")
     def item_settled(self, settled: ItemSettled) -> None:
