@@ -70,18 +70,20 @@ def build_worker(
 async def run_worker(stop: asyncio.Event | None = None) -> None:
     """Run until SIGINT/SIGTERM (or `stop` is set), then drain and shut down cleanly."""
     from starter.settings import Settings
-    from starter.temporal_client import connect
+    from starter.temporal_client import connect_patiently
 
     settings = Settings()
-    client = await connect(settings)
-    store = await Store.open(settings.database())
-    sessions = SessionFactory(role_arn_template=settings.role_arn_template, endpoint_url=settings.aws_endpoint_url,
-                              mutation_budget=settings.mutation_budget())
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    client = await connect_patiently(settings, stop, logging.getLogger("reclaim.worker"))
+    if client is None:  # stopped before Temporal ever answered
+        return
+    store = await Store.open(settings.database())
+    sessions = SessionFactory(role_arn_template=settings.role_arn_template, endpoint_url=settings.aws_endpoint_url,
+                              mutation_budget=settings.mutation_budget())
     worker = build_worker(client, task_queue=settings.task_queue, sessions=sessions, store=store,
                           max_concurrent_activities=settings.max_concurrent_activities,
                           max_cached_workflows=settings.max_cached_workflows)

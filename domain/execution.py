@@ -33,11 +33,13 @@ class ExecutionOptions(StrictModel):
     auto_approve: bool = Field(
         default=True, description="Allow the policy to auto-approve; False always asks a human."
     )
-    approval_timeout: timedelta = Field(default=timedelta(hours=24), gt=timedelta(0))
-    rollback_window: timedelta = Field(default=timedelta(days=7), ge=timedelta(0))
-    verify_timeout: timedelta = Field(default=timedelta(minutes=10), gt=timedelta(0))
+    # Upper bounds keep durations within what Temporal timers and datetime arithmetic hold
+    # (P999999999D overflowed after the change was applied) and within any sane policy.
+    approval_timeout: timedelta = Field(default=timedelta(hours=24), gt=timedelta(0), le=timedelta(days=30))
+    rollback_window: timedelta = Field(default=timedelta(days=7), ge=timedelta(0), le=timedelta(days=90))
+    verify_timeout: timedelta = Field(default=timedelta(minutes=10), gt=timedelta(0), le=timedelta(days=1))
     step_timeout: timedelta = Field(
-        default=timedelta(minutes=2), gt=timedelta(0),
+        default=timedelta(minutes=2), gt=timedelta(0), le=timedelta(hours=6),
         description="Longest one attempt of a mutating step may take before it is retried elsewhere.",
     )
     not_before: datetime | None = Field(

@@ -8,6 +8,8 @@ from pydantic import Field
 from domain.base import StrictModel
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+#: Ids, names and ARNs of AWS resources: printable ASCII without spaces or control characters.
+RESOURCE_ID_PATTERN = r"^[\x21-\x7e]{1,512}$"
 
 
 class Recommendation(StrictModel):
@@ -23,7 +25,9 @@ class Recommendation(StrictModel):
     account_id: str = Field(pattern=r"^[0-9]{12}$")
     region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]$")
     kind: str = Field(pattern=r"^[a-z0-9]+\.[a-z0-9_]+$", examples=["ec2.stop"])
-    resource_id: str = Field(min_length=1, max_length=256)
+    resource_id: str = Field(
+        pattern=RESOURCE_ID_PATTERN, description="The resource's AWS id or name (printable ASCII, no spaces); "
+        "each kind checks its own form, e.g. i-0123456789abcdef0 for EC2 instances.")
     params: dict[str, Any] = Field(default_factory=dict)
     estimated_monthly_savings: float = Field(ge=0, le=10_000_000)
     tags: dict[str, str] = Field(default_factory=dict, description="Tags as the recommender saw them.")

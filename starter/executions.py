@@ -56,6 +56,10 @@ class Refused(ReclaimError):
     """The workflow's validator said no (wrong role, own request, wrong state)."""
 
 
+class InvalidResourceId(ReclaimError):
+    """The resource id does not have the form of its kind's resource type."""
+
+
 @dataclass(frozen=True)
 class Started:
     execution_id: str
@@ -68,8 +72,12 @@ def check_recommendation(rec: Recommendation) -> None:
         kind = action_class(rec.kind)
     except LookupError as exc:
         raise ReclaimError(str(exc.args[0])) from None
+    from activities.actions.base import resource_id_problem
     from activities.errors import Refused as ActionRefused
 
+    problem = resource_id_problem(kind.resource_type, rec.resource_id)
+    if problem:
+        raise InvalidResourceId(problem)
     try:
         kind.parse_params(rec.params)
     except ActionRefused as exc:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 
 from temporalio.client import Client, TLSConfig
@@ -11,7 +13,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from starter.settings import Settings
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, *, lazy: bool = False) -> Client:
+    """`lazy`: connect at the first call, and again at every call until Temporal answers (the API
+    starts before Temporal in a compose stack and must serve /healthz meanwhile)."""
     tls: bool | TLSConfig = settings.temporal_tls or bool(settings.temporal_api_key)
     if settings.temporal_tls_client_cert_path and settings.temporal_tls_client_key_path:
         tls = TLSConfig(
@@ -24,6 +28,7 @@ async def connect(settings: Settings) -> Client:
         api_key=settings.temporal_api_key,
         tls=tls,
         data_converter=pydantic_data_converter,
+        lazy=lazy,
     )
 
 
@@ -38,6 +43,23 @@ async def connect_when_ready(settings: Settings, timeout: float = 60.0) -> Clien
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)
+
+
+async def connect_patiently(settings: Settings, stop: asyncio.Event, log: logging.Logger) -> Client | None:
+    """Connect, waiting for a Temporal that is not up yet: one line per try, never a traceback.
+    None if `stop` is set first."""
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            return await connect(settings)
+        except RuntimeError as exc:
+            first_line = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+            log.warning("Temporal at %s is not reachable (%s); trying again in %.0f s",
+                        settings.temporal_address, first_line, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+        delay = min(delay * 2, 30.0)
+    return None
 
 
 async def ensure_search_attributes(client: Client, namespace: str = "default") -> None:

@@ -516,7 +516,7 @@ async def test_approval_by_a_second_person_completes_the_change(api: Api, aws: A
     assert aws.instance_state(instance)[0] == "stopped"
     again = await api.act("approver", "approve", execution_id)
     assert again.status_code == 409 and again.json()["error"] == "refused"
-    assert "not awaiting approval" in again.json()["detail"]
+    assert again.json()["detail"] == f"already approved by {SUBJECT['approver']}"
 
 
 async def test_self_approval_is_refused_and_recorded(api: Api, aws: AwsAccount) -> None:

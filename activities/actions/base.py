@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
@@ -28,6 +29,31 @@ P = TypeVar("P", bound=StrictModel)
 
 BACKUP_TAG = "reclaim:execution-id"
 """Tag carried by every backup Reclaim creates: how a retried backup finds the first one."""
+
+
+#: The form of each resource type's id or name (AWS's documented shapes), checked at the edge so
+#: that a malformed id is refused with its field instead of reaching a workflow.
+_HEX_ID = "[0-9a-f]{8}(?:[0-9a-f]{9})?"
+RESOURCE_ID_PATTERNS: dict[str, str] = {
+    "AWS::EC2::Instance": f"i-{_HEX_ID}",
+    "AWS::EC2::Volume": f"vol-{_HEX_ID}",
+    "AWS::EC2::Snapshot": f"snap-{_HEX_ID}",
+    "AWS::EC2::EIP": f"eipalloc-{_HEX_ID}",
+    "AWS::RDS::DBInstance": "[A-Za-z][A-Za-z0-9-]{0,62}",
+    "AWS::S3::Bucket": "[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]",
+    "AWS::DynamoDB::Table": "[A-Za-z0-9_.-]{3,255}",
+    "AWS::Lambda::Function": "(?:arn:aws[a-z-]*:lambda:[a-z0-9-]+:[0-9]{12}:function:)?[A-Za-z0-9_-]{1,64}",
+    "AWS::Logs::LogGroup": "[A-Za-z0-9_./#-]{1,512}",
+    "AWS::AutoScaling::AutoScalingGroup": "[\\x21-\\x7e]{1,255}",
+}
+
+
+def resource_id_problem(resource_type: str, resource_id: str) -> str | None:
+    """Why `resource_id` cannot name a resource of this type, or None."""
+    pattern = RESOURCE_ID_PATTERNS.get(resource_type)
+    if pattern is None or re.fullmatch(pattern, resource_id):
+        return None
+    return f"{resource_id!r} is not a valid {resource_type} id or name (expected the form {pattern})"
 
 
 class Action(ABC, Generic[P]):

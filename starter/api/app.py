@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from starter.api import errors, metrics
 from starter.api.auth import TokenStore
 from starter.api.deps import Services
+from starter.api.limits import BodySizeLimit
 from starter.api.routes import events, executions, health, plans, recommendations
 from starter.api.routes import metrics as metrics_routes
 from starter.executions import Executions
@@ -29,7 +30,7 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
         from store.repository import Store
 
         config = settings or Settings()
-        client = await connect(config)
+        client = await connect(config, lazy=True)  # /healthz answers 503 until Temporal does
         store = await Store.open(config.database())
         app.state.services = Services(
             settings=config, executions=Executions(client, config.task_queue), store=store,
@@ -49,6 +50,7 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
     if services is not None:
         app.state.services = services  # usable without a lifespan run (httpx ASGITransport)
     errors.install(app)
+    app.add_middleware(BodySizeLimit)
     metrics.install(app)  # per-app registry + request-duration middleware
     app.include_router(executions.router)
     app.include_router(events.router)

@@ -10,7 +10,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from temporalio.service import RPCError
 
 log = logging.getLogger("reclaim.api")
 
@@ -74,6 +76,34 @@ def install(app: FastAPI) -> None:
         return JSONResponse({"error": _name(exc.status_code), "detail": exc.detail}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
+    @app.exception_handler(RPCError)
+    async def _temporal_down(request: Request, exc: RPCError) -> JSONResponse:
+        log.warning("Temporal did not answer %s %s: %s", request.method, request.url.path, exc.message)
+        return JSONResponse({"error": "unavailable", "detail": "Temporal is unreachable; try again shortly"},
+                            status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(DBAPIError)
+    async def _database_down(request: Request, exc: DBAPIError) -> JSONResponse:
+        log.warning("the database did not answer %s %s: %s", request.method, request.url.path,
+                    type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__)
+        return JSONResponse({"error": "unavailable", "detail": "the database is unreachable; try again shortly"},
+                            status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(OSError)  # a connection refused or timed out below the drivers (TimeoutError too)
+    async def _dependency_down(request: Request, exc: OSError) -> JSONResponse:
+        log.warning("a dependency did not answer %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"error": "unavailable", "detail": "a dependency is unreachable; try again shortly"},
+                            status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(RuntimeError)
+    async def _runtime(request: Request, exc: RuntimeError) -> JSONResponse:
+        if str(exc).startswith(_TEMPORAL_CONNECT_FAILED):  # a lazy client that cannot reach Temporal yet
+            log.warning("Temporal did not answer %s %s: %s", request.method, request.url.path,
+                        str(exc).splitlines()[0][:200])
+            return JSONResponse({"error": "unavailable", "detail": "Temporal is unreachable; try again shortly"},
+                                status_code=503, headers={"Retry-After": "5"})
+        return await _unexpected(request, exc)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -87,6 +117,8 @@ def install(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+#: How temporalio's bridge words a connection that could not be made.
+_TEMPORAL_CONNECT_FAILED = "Failed client connect"
 _UNPARSEABLE_BODY = "There was an error parsing the body"
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 _FASTAPI_422 = "#/components/schemas/HTTPValidationError"

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Response
 from pydantic import Field, model_validator
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.actions.base import action_class
 from domain.base import StrictModel
@@ -29,7 +30,14 @@ from domain.status import ExecutionStatus
 from starter.api.auth import Principal
 from starter.api.deps import ApproverDep, OperatorDep, ServicesDep, ViewerDep
 from starter.api.errors import ApiError, responses
-from starter.executions import NotFound, ReclaimError, Refused, ResourceBusy, check_recommendation
+from starter.executions import (
+    InvalidResourceId,
+    NotFound,
+    ReclaimError,
+    Refused,
+    ResourceBusy,
+    check_recommendation,
+)
 
 router = APIRouter(prefix="/api/v1/executions", tags=["executions"])
 
@@ -78,15 +86,22 @@ def _detail(view: ExecutionView, ui: str, namespace: str) -> ExecutionDetail:
 
 
 async def _find(svc: Any, execution_id: str) -> ExecutionView | None:
+    """The execution, or None when there is none; an outage is raised (503), never read as 404."""
     view: ExecutionView | None = await svc.store.get_execution(execution_id)
     if view is None:
         try:
             view = await svc.executions.status(execution_id)
-        except (NotFound, ReclaimError):
+        except NotFound:
             view = None
-        except Exception:  # e.g. an id Temporal refuses outright
-            view = None
+        except RPCError as exc:
+            if exc.status not in _NO_SUCH_ID:
+                raise
+            view = None  # an id Temporal refuses outright names no execution
     return view
+
+
+#: Temporal's answers that mean "no such execution"; anything else is an outage.
+_NO_SUCH_ID = frozenset({RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT})
 
 
 async def _visible(svc: Any, principal: Principal, execution_id: str) -> ExecutionView:
@@ -106,6 +121,9 @@ def _check(rec: Recommendation) -> None:
                        [{"field": "body.recommendation.kind", "message": str(exc.args[0])}]) from None
     try:
         check_recommendation(rec)
+    except InvalidResourceId as exc:
+        raise ApiError(422, "invalid_request",
+                       [{"field": "body.recommendation.resource_id", "message": str(exc)}]) from None
     except ReclaimError as exc:
         raise ApiError(422, "invalid_request", [{"field": "body.recommendation.params", "message": str(exc)}]) from None
 
