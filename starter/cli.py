@@ -275,7 +275,11 @@ def actions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 @app.command("worker")
 def worker_cmd() -> None:
     """Run a worker (scale by running more)."""
+    import logging
+
     from worker import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     async def go() -> None:
         await run_worker()
@@ -307,10 +311,10 @@ def api_cmd(
     port: Annotated[int | None, typer.Option(help="Port (default RECLAIM_API_PORT or 8000).")] = None,
 ) -> None:
     """Serve the REST API (OpenAPI at /docs)."""
-    from starter.api.server import serve
+    from starter.api.server import serve_until_interrupted
 
     settings = state.settings
-    run(lambda: serve(settings, host or settings.api_host, port or settings.api_port))
+    run(lambda: serve_until_interrupted(settings, host or settings.api_host, port or settings.api_port))
 
 
 @app.command()

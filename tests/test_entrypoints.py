@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -62,3 +63,56 @@ def test_dev_runs_in_the_foreground_and_exits_cleanly_on_ctrl_c(tmp_path: Path) 
     assert "Traceback" not in stderr
     assert (tmp_path / ".reclaim" / "temporal.db").exists()  # persistent history
     assert not port_open("127.0.0.1", port)  # the dev server went down with it
+
+
+def _get(url: str) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.status, json.load(answer)
+    except urllib.error.HTTPError as err:
+        return err.code, json.load(err)
+
+
+def test_api_and_worker_started_before_temporal_wait_for_it_without_a_traceback(tmp_path: Path) -> None:
+    """As in a compose stack where Temporal comes up last: both start, say so in one line, then connect."""
+    from starter.devserver import dev_server
+
+    temporal_port, api_port = free_port(), free_port()
+    env = _env(tmp_path) | {"TEMPORAL_ADDRESS": f"127.0.0.1:{temporal_port}"}
+    api_log, worker_log = tmp_path / "api.log", tmp_path / "worker.log"
+    with api_log.open("w") as api_err, worker_log.open("w") as worker_err:
+        api = subprocess.Popen([RECLAIM, "api", "--port", str(api_port)], cwd=tmp_path, env=env,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=api_err)
+        worker = subprocess.Popen([RECLAIM, "worker"], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=worker_err)
+    try:
+        deadline = time.monotonic() + 90
+        while not port_open("127.0.0.1", api_port) or "not reachable" not in worker_log.read_text():
+            assert api.poll() is None and worker.poll() is None, api_log.read_text() + worker_log.read_text()
+            assert time.monotonic() < deadline, "the API or the worker did not start without Temporal"
+            time.sleep(0.2)
+        status, health = _get(f"http://127.0.0.1:{api_port}/healthz")
+        assert status == 503
+        assert str(health["checks"]["temporal"]).startswith("unreachable")  # type: ignore[index]
+        assert _get(f"http://127.0.0.1:{api_port}/openapi.json")[0] == 200
+        with dev_server(tmp_path / "late", port=temporal_port, ui_port=None, persistent=False):
+            deadline = time.monotonic() + 120  # the worker's retries back off to 30 s at the most
+            while (_get(f"http://127.0.0.1:{api_port}/healthz")[0] != 200
+                   or "worker polling task queue" not in worker_log.read_text()):
+                assert api.poll() is None and worker.poll() is None
+                assert time.monotonic() < deadline, "API or worker never connected once Temporal answered"
+                time.sleep(0.5)
+            for proc in (api, worker):
+                proc.send_signal(signal.SIGINT)
+            for proc in (api, worker):
+                proc.wait(timeout=60)
+    finally:
+        for proc in (api, worker):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    api_text, worker_text = api_log.read_text(), worker_log.read_text()
+    assert api.returncode == 0 and worker.returncode == 0, api_text + worker_text
+    assert "Traceback" not in api_text and "Traceback" not in worker_text
+    assert "Application startup failed" not in api_text
+    assert f"Temporal at 127.0.0.1:{temporal_port} is not reachable" in worker_text
