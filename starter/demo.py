@@ -122,7 +122,8 @@ def scenes(account: DemoAccount, run: str) -> tuple[list[Scene], list[FaultRule]
     kept = account.volume(50, "gp2", Name="qa-fixtures")
     gp2 = account.volume(500, "gp2", Name="analytics-scratch")
     bucket = account.bucket(f"acme-logs-archive-{run}", team="platform")
-    logs = account.log_group("/aws/lambda/ingest", team="data")
+    # Named per run: the demo's store outlives it, and a second run must not meet the first one's cooldown.
+    logs = account.log_group(f"/aws/lambda/ingest-{run}", team="data")
     faults = [FaultRule("StartInstances", "InsufficientInstanceCapacity", resource=flaky, times=1,
                         message="We currently do not have sufficient c5.large capacity (injected by the demo)")]
     return [
