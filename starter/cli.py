@@ -66,7 +66,13 @@ def execute(
     no_auto_approve: Annotated[bool, typer.Option("--no-auto-approve", help="Always ask a human.")] = False,
     as_user: AsUser = None,
 ) -> None:
-    """Execute recommendations (a duplicate returns the existing execution)."""
+    """Execute recommendations (a duplicate returns the existing execution).
+
+    Exit codes with --wait: 0 every execution reached the outcome asked for (COMPLETED, or
+    PLANNED for --dry-run); 3 some wait for a person (AWAITING_APPROVAL) and none ended
+    otherwise; 4 some ended another way (refused, rejected, failed, rolled back, ...).
+    Without --wait: 0 once all are started. Always 1 for bad input or an unreachable service.
+    """
     settings = acting(as_user)
 
     async def go() -> list[dict[str, Any]]:
@@ -100,13 +106,32 @@ def execute(
     results = run(go)
     if as_json:
         out.print_json(data=results)
-        return
-    for row in results:
-        verb = "started" if row["created"] else "already exists:"
-        line = f"{verb} {row['execution_id']}"
-        if "status" in row:
-            line += f"  {row['status']}" + (f"  ({row['reason']})" if row.get("reason") else "")
-        out.print(line)
+    else:
+        for row in results:
+            verb = "started" if row["created"] else "already exists:"
+            line = f"{verb} {row['execution_id']}"
+            if "status" in row:
+                line += f"  {row['status']}" + (f"  ({row['reason']})" if row.get("reason") else "")
+            out.print(line)
+    if wait:
+        code = wait_exit_code([ExecutionStatus(row["status"]) for row in results], dry_run=dry_run)
+        if code:
+            raise typer.Exit(code)
+
+
+#: `reclaim execute --wait` exit codes beyond 0 (see its --help).
+EXIT_AWAITING_PERSON = 3
+EXIT_OTHER_OUTCOME = 4
+
+
+def wait_exit_code(statuses: list[ExecutionStatus], *, dry_run: bool) -> int:
+    """0 when every execution reached the outcome asked for; else which way they missed it."""
+    wanted = ExecutionStatus.PLANNED if dry_run else ExecutionStatus.COMPLETED
+    if any(s not in (wanted, ExecutionStatus.AWAITING_APPROVAL) for s in statuses):
+        return EXIT_OTHER_OUTCOME
+    if any(s is ExecutionStatus.AWAITING_APPROVAL for s in statuses):
+        return EXIT_AWAITING_PERSON
+    return 0
 
 
 # ---- steering --------------------------------------------------------------------------------

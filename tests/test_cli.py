@@ -214,6 +214,18 @@ async def test_execute_wait_then_duplicate_status_and_list(
     assert "COMPLETED" in completed.stdout
 
 
+async def test_execute_wait_exits_non_zero_unless_the_outcome_asked_for_was_reached(
+    cli: Cli, aws: AwsAccount, tmp_path: Path
+) -> None:
+    prod = aws.instance(tags={"env": "production"})
+    run = await cli("execute", str(write(tmp_path, recommendation("ec2.stop", prod))), "--wait", "--json")
+    assert run.returncode == 4, str(run)
+    assert run.json()[0]["status"] == "REJECTED_BY_VALIDATION"
+    assert aws.instance_state(prod)[0] == "running"
+    helped = await cli("execute", "--help")
+    assert "AWAITING_APPROVAL" in helped.stdout and "Exit codes" in helped.stdout
+
+
 async def test_dry_run_plans_and_changes_nothing(cli: Cli, aws: AwsAccount, tmp_path: Path) -> None:
     instance = aws.instance()
     before = aws.describe_instance(instance)
@@ -233,7 +245,8 @@ async def test_approval_needs_a_second_person_with_an_approver_role(
 ) -> None:
     instance = aws.instance()
     rec = recommendation("ec2.stop", instance)
-    run = succeeded(await cli("execute", str(write(tmp_path, rec)), "--no-auto-approve", "--wait", "--json"))
+    run = await cli("execute", str(write(tmp_path, rec)), "--no-auto-approve", "--wait", "--json")
+    assert run.returncode == 3, str(run)  # only a person can move it now
     [row] = run.json()
     execution_id = row["execution_id"]
     assert row["status"] == "AWAITING_APPROVAL"
