@@ -11,6 +11,7 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -101,7 +102,7 @@ class Executions:
             return Started(execution_id, created=False)  # a dry run may be repeated once finished
         rec = request.recommendation
         holder = await self.lease_holder(rec.account_id, rec.region, rec.resource_id)
-        if holder is not None and holder != execution_id:
+        if holder is not None and holder != execution_id and not await self._let_go(holder, rec):
             raise ResourceBusy(f"resource {rec.resource_id} is busy: execution {holder} is changing it")
         try:
             await self.client.start_workflow(
@@ -118,6 +119,22 @@ class Executions:
         except WorkflowAlreadyStartedError:
             return Started(execution_id, created=False)
         return Started(execution_id, created=True)
+
+    async def _let_go(self, holder: str, rec: Recommendation) -> bool:
+        """Whether `holder` has finished and let go of the resource, waiting (bounded) for one that
+        has settled but is still releasing its lease: a person who saw it settle may act at once."""
+        deadline = time.monotonic() + FINISHING_GRACE_SECONDS
+        while True:
+            try:
+                if (await self.status(holder)).status not in TERMINAL | {ExecutionStatus.COMPLETED}:
+                    return False
+            except (NotFound, RPCError, WorkflowQueryFailedError):
+                pass  # the holder is gone or cannot answer: its lease goes with it
+            if await self.lease_holder(rec.account_id, rec.region, rec.resource_id) != holder:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.1)
 
     async def _exists(self, execution_id: str) -> bool:
         try:

@@ -93,7 +93,8 @@ class Store:
     # -- executions -------------------------------------------------------
 
     async def upsert_execution(self, view: ExecutionView) -> bool:
-        """Store `view` unless a newer (or the same) sequence is already there; True if it landed.
+        """Store `view` unless a newer (or the same) sequence of the same run, or a later run, is
+        already there; True if it landed.
 
         The sequence check sits in the statement itself (`ON CONFLICT … DO UPDATE
         … WHERE stored.sequence < new.sequence`), so concurrent writers cannot race
@@ -314,7 +315,11 @@ class Store:
         return insert.on_conflict_do_update(
             index_elements=[ExecutionRow.execution_id],
             set_={name: insert.excluded[name] for name in columns},
-            where=ExecutionRow.sequence < insert.excluded.sequence,
+            # A later run of the same id (a repeated dry run) wins whatever its sequence; within a
+            # run, the higher sequence does.
+            where=or_(ExecutionRow.started_at < insert.excluded.started_at,
+                      and_(ExecutionRow.started_at == insert.excluded.started_at,
+                           ExecutionRow.sequence < insert.excluded.sequence)),
         ).returning(ExecutionRow.execution_id)  # no row back: the stored one was as new or newer
 
     def _insert(self, table: type[Base]) -> postgresql.Insert | sqlite.Insert:

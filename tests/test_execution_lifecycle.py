@@ -388,3 +388,30 @@ async def test_a_dry_run_does_not_use_up_the_real_execution(stack: Stack, aws: A
     assert real.created and real.execution_id != plan.execution_id
     assert (await stack.executions.wait(real.execution_id)).status is S.COMPLETED
     assert aws.instance_state(instance)[0] == "stopped"
+
+
+async def test_a_repeated_dry_run_replaces_the_first_in_the_read_model(stack: Stack, aws: AwsAccount) -> None:
+    """Dry-run a recommendation whose instance is gone, fix its resource id, dry-run again:
+    `reclaim list` and the API (the read model) show the second run, as the status query does."""
+    rec = recommendation("ec2.stop", "i-0000000000000dead")
+    first = await stack.executions.start(request(rec, dry_run=True))
+    assert (await stack.executions.wait(first.execution_id)).status is S.REJECTED_BY_VALIDATION
+
+    async def first_stored() -> bool:
+        """the first run is in the read model"""
+        row = await stack.store.get_execution(first.execution_id)
+        return row is not None and row.status is S.REJECTED_BY_VALIDATION
+
+    await eventually(first_stored)
+    instance = aws.instance()
+    fixed = rec.model_copy(update={"resource_id": instance})
+    again = await stack.executions.start(request(fixed, dry_run=True))
+    assert again.created and again.execution_id == first.execution_id
+    assert (await stack.executions.wait(again.execution_id)).status is S.PLANNED
+
+    async def second_stored() -> bool:
+        """the second run replaced the first in the read model"""
+        row = await stack.store.get_execution(again.execution_id)
+        return row is not None and (row.status, row.resource_id) == (S.PLANNED, instance)
+
+    await eventually(second_stored)

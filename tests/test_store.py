@@ -326,6 +326,18 @@ async def test_upsert_newest_sequence_wins(store: Store) -> None:
     assert [v.execution_id for v in page.executions] == ["exec-rec-1"]  # the columns moved too
 
 
+async def test_a_later_run_of_the_same_id_wins_whatever_its_sequence(store: Store) -> None:
+    """A repeated dry run reuses its id: its views must replace the first run's, not lose to them."""
+    first = view(1, sequence=2, status=S.REJECTED_BY_VALIDATION, resource_id="i-0000000000000dead")
+    assert await store.upsert_execution(first) is True
+    again = view(1, sequence=2, status=S.PLANNED, resource_id="i-00000000000000a11",
+                 started_at=first.started_at + timedelta(minutes=5))
+    assert await store.upsert_execution(again) is True
+    assert await store.upsert_execution(first.model_copy(update={"sequence": 3})) is False  # the old run, late
+    stored = await store.get_execution("exec-rec-1")
+    assert stored is not None and (stored.status, stored.resource_id) == (S.PLANNED, "i-00000000000000a11")
+
+
 async def test_get_execution_round_trips_the_view(store: Store) -> None:
     original = view(
         1,

@@ -160,6 +160,8 @@ class ExecutionWorkflow:
             if self._view.status is S.COMPLETED:
                 await self._rollback_window()
         except _Rejected as end:
+            if closing:  # a person who sees the final status may act on the resource at once
+                await self._release_lease()
             self._transition(end.status, end.reason, reason=end.reason)
         except (Exception, asyncio.CancelledError) as err:  # never an eviction
             if is_cancelled_exception(err):
@@ -448,6 +450,8 @@ class ExecutionWorkflow:
             self._view.actual_monthly_savings = float(
                 verified.data.get("monthly_savings", assessment.estimated_monthly_savings)
             )
+            if versions.decided_at_start():  # free before COMPLETED is seen (a rollback takes it again)
+                await self._release_lease()
             self._transition(S.COMPLETED, f"verified: {verified.message}")
         except (Exception, asyncio.CancelledError) as err:  # cancellation compensates too; eviction does not
             cancelled = is_cancelled_exception(err)
