@@ -347,6 +347,28 @@ def test_ebs_delete_revert_restores_once(ec2: Any, factory: SessionFactory) -> N
     assert len(tagged(ec2, "volumes", "reclaim:restored-for", EXEC)) == 1
 
 
+def test_ebs_delete_revert_creates_with_a_token_derived_from_the_execution(ec2: Any) -> None:
+    """The tag lookup that finds an earlier restore is eventually consistent: a retried revert
+    that misses it sends the same ClientToken, so AWS answers with the first volume."""
+    sent: list[dict[str, Any]] = []
+
+    def capture(session: Any) -> None:
+        session.events.register("provide-client-params.ec2.CreateVolume",
+                                lambda params, **_: sent.append(dict(params)))
+
+    factory = SessionFactory(session_hooks=[capture])
+    vid = create_volume(ec2)
+    for execution_id in (EXEC, "exec-" + "r" * 80):  # a long id still fits EC2's 64 characters
+        kind = action(factory, "ebs.delete", vid, {}, execution_id=execution_id)
+        seen = kind.inspect()
+        backup = converge(kind.backup, seen)
+        kind._restore(backup)
+        kind._restore(backup)  # as if the first restore were not yet visible to the lookup
+    tokens = [p["ClientToken"] for p in sent]
+    assert tokens[0] == tokens[1] == f"{EXEC}-revert"
+    assert tokens[2] == tokens[3] and len(tokens[2]) == 64 and tokens[2].endswith("-revert")
+
+
 # ---- ebs.gp2_to_gp3 --------------------------------------------------------------------
 
 @pytest.mark.parametrize(("size", "iops", "throughput"),

@@ -8,6 +8,7 @@ still transitioning, so a retried or re-run activity never changes twice.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import pkgutil
 import re
@@ -144,6 +145,15 @@ class Action(ABC, Generic[P]):
         return self.rec.estimated_monthly_savings
 
     # ---- helpers for subclasses -------------------------------------------------------
+
+    def client_token(self, step: str) -> str:
+        """An idempotency token for a create in `step`, derived from the execution: a retried
+        create (its first answer lost, or its resource not yet visible to a tag lookup, which
+        AWS answers eventually consistently) returns the first resource instead of a second."""
+        token = f"{self.execution_id}-{step}"
+        if len(token) > 64:  # EC2's ClientToken limit
+            token = hashlib.sha256(token.encode()).hexdigest()[:63 - len(step)] + "-" + step
+        return token
 
     def dry_run(self, call: Callable[..., Any], label: str, **kwargs: Any) -> str:
         """Make an EC2-style call with DryRun=True; success is the DryRunOperation error."""

@@ -175,7 +175,8 @@ class EbsDelete(Action[DeleteParams]):
         data, sid = backup.data, str(backup.backup_id)
         kwargs = {"SnapshotId": sid, **volume_shape(data)}
         tags = self._restored_tags(data.get("tags") or {}, sid)
-        return dict(self.ec2.create_volume(TagSpecifications=[{"ResourceType": "volume", "Tags": tags}], **kwargs))
+        return dict(self.ec2.create_volume(TagSpecifications=[{"ResourceType": "volume", "Tags": tags}],
+                                           ClientToken=self.client_token("revert"), **kwargs))
 
     def cleanup(self, backup: BackupRecord) -> StepResult:
         if not backup.backup_id:

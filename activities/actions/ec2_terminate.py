@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from typing import Any
@@ -133,9 +132,7 @@ class Ec2Terminate(Action[TerminateParams]):
         return {**{k: seen.state[k] for k in keys}, "tags": tags}
 
     def _launch_spec(self, image_id: str, recipe: dict[str, Any]) -> dict[str, Any]:
-        token = f"{self.execution_id}-revert"
-        if len(token) > 64:  # the ClientToken limit
-            token = hashlib.sha256(token.encode()).hexdigest()[:57] + "-revert"
+        token = self.client_token("revert")
         tags = [*restorable_tags(recipe["tags"]), {"Key": RESTORED_FOR, "Value": self.execution_id},
                 {"Key": "reclaim:restored-from-image", "Value": image_id}]
         arn, subnet, zone = recipe["iam_instance_profile_arn"], recipe["subnet_id"], recipe["availability_zone"]
