@@ -20,7 +20,7 @@ from temporalio.worker.workflow_sandbox import SandboxRestrictions
 from activities.aws import SessionFactory
 from activities.execution import ExecutionActivities
 from activities.plans import PlanActivities
-from activities.records import RecordActivities
+from activities.records import RecordActivities, records_task_queue
 from store.repository import Store
 from workflows.execution import ExecutionWorkflow
 from workflows.lease import ResourceLeaseWorkflow
@@ -40,6 +40,37 @@ def workflow_runner() -> CompiledSandboxRunner:
     )
 
 
+#: Slots of the read-model worker: writes wait on one database, more at once only queue there.
+RECORD_SLOTS = 8
+
+
+class ReclaimWorker:
+    """The worker on the main task queue and, beside it, the read-model writer.
+
+    Durable read-model writes and the plan's store activities run on their own task queue
+    (`records_task_queue`) with their own few slots: however slow or wedged the database,
+    they never take a slot that a backup, a mutation or a verification needs.
+    """
+
+    def __init__(self, main: Worker, records: Worker) -> None:
+        self.main, self.records = main, records
+
+    async def __aenter__(self) -> ReclaimWorker:
+        await self.records.__aenter__()
+        try:
+            await self.main.__aenter__()
+        except BaseException:
+            await self.records.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self.main.__aexit__(*exc)  # type: ignore[arg-type]
+        finally:
+            await self.records.__aexit__(*exc)  # type: ignore[arg-type]
+
+
 def build_worker(
     client: Client,
     *,
@@ -50,14 +81,17 @@ def build_worker(
     max_cached_workflows: int = 1000,
     interceptors: Sequence[Interceptor] = (),
     executor: ThreadPoolExecutor | None = None,
-) -> Worker:
+) -> ReclaimWorker:
     execution = ExecutionActivities(sessions)
     records = RecordActivities(store)
-    return Worker(
+    plans = PlanActivities(store)
+    main = Worker(
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=[*execution.all(), *records.all(), *PlanActivities(store).all()],
+        # The store activities stay here too: local activities run on this worker, and
+        # executions recorded before the records queue existed schedule their writes here.
+        activities=[*execution.all(), *records.all(), *plans.all()],
         activity_executor=executor or ThreadPoolExecutor(max_workers=max_concurrent_activities),
         max_concurrent_activities=max_concurrent_activities,
         max_concurrent_local_activities=max_concurrent_activities,
@@ -65,6 +99,14 @@ def build_worker(
         workflow_runner=workflow_runner(),
         interceptors=interceptors,
     )
+    writer = Worker(
+        client,
+        task_queue=records_task_queue(task_queue),
+        activities=[records.record_execution, *plans.all()],
+        max_concurrent_activities=RECORD_SLOTS,
+        interceptors=interceptors,
+    )
+    return ReclaimWorker(main, writer)
 
 
 async def run_worker(stop: asyncio.Event | None = None) -> None:

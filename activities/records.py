@@ -16,6 +16,11 @@ from domain.execution import ExecutionView, LastChange, ResourceRef
 from store.repository import Store
 
 
+def records_task_queue(task_queue: str) -> str:
+    """The task queue of the read-model writes of executions and plans on `task_queue`."""
+    return f"{task_queue}-records"
+
+
 class RecordActivities:
     def __init__(self, store: Store) -> None:
         self.store = store

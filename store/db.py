@@ -9,12 +9,13 @@ run on open, from whichever process gets there first, so they are serialised
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -90,6 +91,30 @@ def create_engine(url: URL) -> AsyncEngine:
     # the activity's own timeout, not hang it until Temporal cancels it mid-connect.
     return create_async_engine(url, pool_pre_ping=True, pool_timeout=10,
                                connect_args={"timeout": 10, "command_timeout": 60})
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def cancellation_safe(write: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """A write, once begun, runs to its end even if its caller is cancelled.
+
+    A cancelled await inside a transaction (an activity cancelled at its timeout while
+    aiosqlite runs the statement in its thread) could hand the connection back with the
+    transaction still open: SQLite's one write lock then stays taken and every later write
+    waits on "database is locked" (the 1,525-item plan wedged that way). The write runs as
+    its own task instead; a cancelled caller stops waiting for it, the task commits or rolls
+    back and frees the lock and the connection. Writes are idempotent, so one that lands
+    after its caller gave up is harmless.
+    """
+
+    @functools.wraps(write)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        task: asyncio.Task[T] = asyncio.ensure_future(write(*args, **kwargs))
+        return await asyncio.shield(task)
+
+    return wrapper
 
 
 class Writes:

@@ -20,7 +20,7 @@ from domain.plan import ItemResult, ItemState, PlanItem, PlanView
 from domain.plan_report import ReportItem
 from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus
-from store.db import Writes
+from store.db import Writes, cancellation_safe
 from store.tables import Base, ExecutionRow, PlanItemRow, PlanRow
 
 Insert = Callable[[type[Base]], postgresql.Insert | sqlite.Insert]
@@ -36,6 +36,7 @@ class PlanRecords:
         self._writes = writes
         self._insert = insert
 
+    @cancellation_safe
     async def create(self, view: PlanView, waves: list[list[Recommendation]]) -> None:
         """The plan row and all its items, in one transaction; an existing plan id is refused."""
         rows: list[dict[str, Any]] = []
@@ -57,6 +58,7 @@ class PlanRecords:
             for start in range(0, len(rows), 1000):
                 await conn.execute(self._insert(PlanItemRow), rows[start:start + 1000])
 
+    @cancellation_safe
     async def upsert(self, view: PlanView) -> bool:
         """Store `view` unless the stored one is as new or newer."""
         values = _plan_values(view)
@@ -104,6 +106,7 @@ class PlanRecords:
             for r in rows
         ]
 
+    @cancellation_safe
     async def record(self, results: list[ItemResult], dry_run: bool) -> None:
         """Outcomes of items; a dry run's verdict and observation are kept for its approval."""
         async with self._writes.begin() as conn:
@@ -122,6 +125,7 @@ class PlanRecords:
                     .values(**values)
                 )
 
+    @cancellation_safe
     async def mark_wave(self, plan_id: str, wave: int, status: ItemState, reason: str, approved_only: bool) -> int:
         """Items of a wave that never started (skipped, aborted): one statement, however many."""
         statement = (
@@ -135,6 +139,7 @@ class PlanRecords:
         async with self._writes.begin() as conn:
             return (await conn.execute(statement)).rowcount or 0
 
+    @cancellation_safe
     async def approve(self, plan_id: str, recommendation_ids: Collection[str] | None) -> dict[int, int]:
         """Mark exactly the approved set (planned in the dry run, and in the subset if one is given).
 
@@ -189,6 +194,7 @@ class PlanRecords:
             for r in rows
         ]
 
+    @cancellation_safe
     async def save_report(self, plan_id: str, report: dict[str, Any]) -> None:
         async with self._writes.begin() as conn:
             await conn.execute(update(PlanRow).where(PlanRow.plan_id == plan_id).values(report=report))

@@ -92,6 +92,7 @@ class Store:
 
     # -- executions -------------------------------------------------------
 
+    @db.cancellation_safe
     async def upsert_execution(self, view: ExecutionView) -> bool:
         """Store `view` unless a newer (or the same) sequence of the same run, or a later run, is
         already there; True if it landed.
@@ -111,6 +112,7 @@ class Store:
             await self._insert_approvals(conn, view.approvals)
         return changed
 
+    @db.cancellation_safe
     async def record_approval(self, record: ApprovalRecord) -> None:
         """Keep one decision attempt (refused ones never reach a view); a repeat of the same id is a no-op."""
         async with self._writes.begin() as conn:
@@ -250,6 +252,7 @@ class Store:
 
     # -- recommendations --------------------------------------------------
 
+    @db.cancellation_safe
     async def save_recommendations(self, recs: list[Recommendation]) -> int:
         """Insert or replace each recommendation by id; returns how many distinct ids were written.
 

@@ -17,7 +17,7 @@ from moto.server import ThreadedMotoServer
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Interceptor, Worker
+from temporalio.worker import Interceptor
 
 from activities.aws import SessionFactory
 from activities.faults import FaultInjector
@@ -171,7 +171,7 @@ async def stack(
     activity_executor: ThreadPoolExecutor, interceptors: list[Interceptor],
 ) -> AsyncIterator[Stack]:
     task_queue = f"tq-{uuid.uuid4()}"
-    worker: Worker = build_worker(
+    worker = build_worker(
         client, task_queue=task_queue, sessions=sessions, store=store,
         executor=activity_executor, interceptors=interceptors, max_concurrent_activities=16,
     )

@@ -25,7 +25,7 @@ from temporalio.workflow import ActivityCancellationType, ChildWorkflowCancellat
 with workflow.unsafe.imports_passed_through():
     from activities.errors import NON_RETRYABLE_TYPES
     from activities.execution import ExecutionActivities
-    from activities.records import RecordActivities
+    from activities.records import RecordActivities, records_task_queue
     from domain.execution import (
         ActionStepInput,
         ApprovalInput,
@@ -692,8 +692,10 @@ class ExecutionWorkflow:
             await self._write_durably(self._view.model_copy(deep=True))
 
     def _write_durably(self, view: ExecutionView) -> workflow.ActivityHandle[Any]:
+        # On the records queue: a wedged database must never hold a slot that AWS work needs.
+        queue = records_task_queue(workflow.info().task_queue) if versions.decided_at_start() else None
         return workflow.start_activity_method(
-            RecordActivities.record_execution, view,
+            RecordActivities.record_execution, view, task_queue=queue,
             start_to_close_timeout=timedelta(seconds=30), retry_policy=RECORD_RETRY,
         )
 

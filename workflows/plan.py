@@ -26,6 +26,7 @@ from temporalio.exceptions import ApplicationError, ChildWorkflowError, Workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.plans import ApprovedSet, ItemBatch, PlanActivities, WaveMark
+    from activities.records import records_task_queue
     from domain.execution import (
         ExecutionOptions,
         ExecutionRequest,
@@ -79,6 +80,8 @@ class PlanWorkflow:
     def __init__(self, plan: PlanInput) -> None:
         self._input = plan
         self._view = plan.view
+        #: The plan's store activities run beside the execution writes, never in AWS work's slots.
+        self._store_queue = records_task_queue(workflow.info().task_queue)
         self._cursor = plan.cursor or PlanCursor(wave=0, offset=0)
         self._settled: dict[str, ItemSettled] = {}
         self._awaiting: set[str] = set()
@@ -139,6 +142,7 @@ class PlanWorkflow:
             PlanActivities.approve_plan_items, ApprovedSet(plan_id=self._view.plan_id,
                                                            recommendation_ids=decision.items),
             start_to_close_timeout=timedelta(minutes=2), retry_policy=STORE_RETRY,
+            task_queue=self._store_queue,
         )
         approved = sum(per_wave.values())
         self._view.approval = PlanApproval(plan_id=self._view.plan_id, actor=decision.actor, role=decision.role,
@@ -245,6 +249,7 @@ class PlanWorkflow:
                         ItemPage(plan_id=self._view.plan_id, wave=wave.index, offset=self._cursor.offset,
                                  limit=PAGE, approved_only=self._approved_only()),
                         start_to_close_timeout=timedelta(minutes=2), retry_policy=STORE_RETRY,
+                        task_queue=self._store_queue,
                     )
                     if not buffer:
                         raise ApplicationError(f"wave {wave.name} has fewer stored items than planned",
@@ -381,6 +386,7 @@ class PlanWorkflow:
             WaveMark(plan_id=self._view.plan_id, wave=wave.index, status=status, reason=reason,
                      approved_only=self._approved_only()),
             start_to_close_timeout=timedelta(minutes=2), retry_policy=STORE_RETRY,
+            task_queue=self._store_queue,
         )
 
     def _count_many(self, wave: WaveProgress, status: str, n: int) -> None:
@@ -542,6 +548,7 @@ class PlanWorkflow:
             ItemBatch(plan_id=self._view.plan_id, dry_run=self._view.phase == "dry_run", results=results,
                       view=self._view.model_copy(deep=True)),
             start_to_close_timeout=timedelta(minutes=2), retry_policy=STORE_RETRY,
+            task_queue=self._store_queue,
         )
 
     async def _continue_as_new(self) -> None:
@@ -558,6 +565,7 @@ class PlanWorkflow:
         await workflow.execute_activity_method(
             PlanActivities.finish_plan, self._view.model_copy(deep=True),
             start_to_close_timeout=timedelta(minutes=5), retry_policy=STORE_RETRY,
+            task_queue=self._store_queue,
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._view
