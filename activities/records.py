@@ -6,14 +6,21 @@ Temporal's history stays the source of truth; these writes are idempotent
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
-from activities.store_errors import store_call
+from activities.store_errors import STORE_UNAVAILABLE, store_call
 from domain.execution import ExecutionView, LastChange, ResourceRef
 from store.repository import Store
+
+
+def _store_busy(message: str) -> ApplicationError:
+    return ApplicationError(message, type=STORE_UNAVAILABLE, non_retryable=True)
 
 
 def records_task_queue(task_queue: str) -> str:
@@ -21,14 +28,32 @@ def records_task_queue(task_queue: str) -> str:
     return f"{task_queue}-records"
 
 
+#: How long a local-activity write may wait for the store before the workflow writes the durable
+#: way instead: a local activity holds a slot that validations share.
+LOCAL_WRITE_PATIENCE = 1.0
+#: After a local write ran out of patience, local writes are refused at once for this long
+#: (then one tries again): a stalled store costs the local-activity slots nothing.
+LOCAL_WRITES_PAUSED_FOR = 5.0
+
+
 class RecordActivities:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._local_paused_until = 0.0
 
     @activity.defn(name="record_execution")
     @store_call
     async def record_execution(self, view: ExecutionView) -> bool:
-        return await self.store.upsert_execution(view)
+        if not activity.info().is_local:  # the durable way, on the records queue: wait as long as it takes
+            return await self.store.upsert_execution(view)
+        if time.monotonic() < self._local_paused_until:
+            raise _store_busy("the read model is slow; this view goes the durable way")
+        try:
+            # The write itself runs on if we stop waiting (store writes are cancellation-safe).
+            return await asyncio.wait_for(self.store.upsert_execution(view), LOCAL_WRITE_PATIENCE)
+        except TimeoutError:
+            self._local_paused_until = time.monotonic() + LOCAL_WRITES_PAUSED_FOR
+            raise _store_busy(f"the read model did not answer within {LOCAL_WRITE_PATIENCE} s") from None
 
     @activity.defn(name="last_change")
     @store_call

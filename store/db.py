@@ -112,9 +112,15 @@ def cancellation_safe(write: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable
     @functools.wraps(write)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         task: asyncio.Task[T] = asyncio.ensure_future(write(*args, **kwargs))
+        task.add_done_callback(_retrieved)  # a caller that stopped waiting will never look at it
         return await asyncio.shield(task)
 
     return wrapper
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class Writes:
