@@ -13,7 +13,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from moto.server import ThreadedMotoServer
@@ -91,12 +91,18 @@ async def main(prefix: str = "") -> None:
         "gp3_rolled_back_on_request": (recommendation("ebs.gp2_to_gp3", account.volume(100, "gp2")), {}, roll_back),
         "cancelled_awaiting_approval": (recommendation("ec2.stop", account.instance("m5.large")),
                                         {"auto_approve": False}, cancel),
+        # The SCHEDULED path: waits for its maintenance window, looks again, asks the policy again.
+        "scheduled_window_then_completed": (recommendation("ec2.stop", account.instance("m5.large")),
+                                            {**short, "not_before": timedelta(seconds=3)},  # from its start
+                                            None),
     }
     sessions = SessionFactory(endpoint_url=endpoint, session_hooks=[faults.install])
     async with embedded_stack(settings, port=0, ui_port=None, sessions=sessions, persistent=False) as stack:
         ex = Executions(stack.client, settings.task_queue)
         OUT.mkdir(exist_ok=True)
         for name, (rec, options, steer) in scenarios.items():
+            if isinstance(options.get("not_before"), timedelta):
+                options = {**options, "not_before": datetime.now(UTC) + options["not_before"]}  # type: ignore[operator]
             started = await ex.start(request(rec, **options))  # type: ignore[arg-type]
             if steer is not None:
                 await steer(ex, started.execution_id)

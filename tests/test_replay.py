@@ -6,6 +6,9 @@ must be guarded with `workflow.patched`, or this fails.
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -14,8 +17,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from worker import WORKFLOWS, workflow_runner
+from workflows import versions
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+#: Prefix of the histories recorded by the code of the newest generation (versions.DECIDED_AT_START).
+CURRENT_GENERATION = "v4_"
 
 
 def test_every_path_is_recorded() -> None:
@@ -23,7 +29,7 @@ def test_every_path_is_recorded() -> None:
     assert {"stop_completed_window_closed", "capacity_failure_compensated", "gp3_rolled_back_on_request",
             "cancelled_awaiting_approval", "approval_expired", "dry_run_planned",
             "plan_dry_run_approved_drift_refused", "plan_item_approved_by_plan", "plan_continued_as_new_first_run",
-            "plan_threshold_paused_aborted"} <= names
+            "plan_threshold_paused_aborted", "v4_scheduled_window_then_completed"} <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
@@ -33,3 +39,59 @@ async def test_history_replays(path: Path) -> None:
                         workflow_runner=workflow_runner())
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+
+
+def _patch_markers(path: Path) -> list[tuple[int, str]]:
+    """(workflow task number, patch id) of every patch marker in a recorded history."""
+    found, task = [], 0
+    for event in json.loads(path.read_text())["events"]:
+        if event["eventType"] == "EVENT_TYPE_WORKFLOW_TASK_COMPLETED":
+            task += 1
+        attributes = event.get("markerRecordedEventAttributes")
+        if attributes and attributes["markerName"] == "core_patch":
+            payload = attributes["details"]["patch-data"]["payloads"][0]["data"]
+            found.append((task, json.loads(base64.b64decode(payload))["id"]))
+    return found
+
+
+def test_every_patch_id_has_a_recorded_history_with_its_marker() -> None:
+    """A patched branch no history replays is untested: each id is in one (and they all replay)."""
+    recorded = {patch_id for path in HISTORIES for _, patch_id in _patch_markers(path)}
+    assert set(versions.ALL) <= recorded, f"no recorded history has: {set(versions.ALL) - recorded}"
+
+
+def test_workflows_ask_patches_only_by_their_named_ids() -> None:
+    sources = "\n".join(p.read_text() for p in (Path(__file__).parent.parent / "workflows").glob("*.py"))
+    asked = re.findall(r"patched\(\s*([^,)]+)", sources)
+    assert asked, "no patch call found: has the API changed?"
+    literal = [a for a in asked if a.strip().startswith(("'", '"'))]
+    assert not literal, f"patch ids as string literals (name them in workflows/versions.py): {literal}"
+
+
+def test_the_current_generation_decides_every_patch_in_its_first_workflow_task() -> None:
+    """No local activity comes before the first task's commands: no timing can move a marker."""
+    current = [p for p in HISTORIES if p.stem.startswith(CURRENT_GENERATION) and _workflow_type(p) == "ExecutionWorkflow"]
+    assert current, "no history of the current generation is recorded"
+    for path in current:
+        markers = _patch_markers(path)
+        assert {patch_id for _, patch_id in markers} == set(versions.ALL), path.name
+        assert {task for task, _ in markers} == {1}, f"{path.name}: {markers}"
+
+
+def test_the_scheduled_path_is_recorded() -> None:
+    scheduled = [p for p in HISTORIES if '"SCHEDULED"' in _search_attribute_values(p, "ReclaimStatus")]
+    assert scheduled, "no recorded history waits for a maintenance window"
+
+
+def _search_attribute_values(path: Path, name: str) -> str:
+    values = []
+    for event in json.loads(path.read_text())["events"]:
+        upsert = event.get("upsertWorkflowSearchAttributesEventAttributes")
+        if upsert and name in upsert["searchAttributes"]["indexedFields"]:
+            values.append(base64.b64decode(upsert["searchAttributes"]["indexedFields"][name]["data"]).decode())
+    return " ".join(values)
+
+
+def _workflow_type(path: Path) -> str:
+    started = json.loads(path.read_text())["events"][0]["workflowExecutionStartedEventAttributes"]
+    return str(started["workflowType"]["name"])
