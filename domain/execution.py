@@ -66,6 +66,19 @@ class ExecutionRequest(StrictModel):
     )
 
 
+class Refusal(StrEnum):
+    """Why policy refused a change: an answer, not a failure (plans count these apart)."""
+
+    PROTECTED = "protected"
+    PRODUCTION = "production"
+    COOLDOWN = "cooldown"
+    BUSY = "busy"
+    CHANGED = "changed"
+    """The resource no longer is what the recommendation (or the approved dry run) saw: drift, or gone."""
+    NOT_COVERED = "not_covered"
+    """The plan's approval does not cover this item (the approver may not approve it)."""
+
+
 class Decision(StrEnum):
     APPROVE = "approve"
     REJECT = "reject"
@@ -230,6 +243,7 @@ class ExecutionView(StrictModel):
     step: str
     progress_percent: int
     reason: str | None = None
+    refusal: Refusal | None = Field(default=None, description="Set when policy refused the change (not a failure).")
     risk: RiskLevel | None = None
     risk_reasons: list[str] = Field(default_factory=list)
     approval_reasons: list[str] = Field(default_factory=list)

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from domain.base import StrictModel
-from domain.execution import ExecutionOptions, Observation, PlanApproval
+from domain.execution import ExecutionOptions, Observation, PlanApproval, Refusal
 from domain.policy import Policy, Role
 from domain.recommendation import ID_PATTERN, Recommendation
 from domain.status import ExecutionStatus
@@ -277,11 +277,14 @@ class ItemState(StrEnum):
     """Left out of the approved dry run (refused in it, or not in the approved subset)."""
     DUPLICATE = "DUPLICATE"
     """The recommendation already has an execution of its own."""
+    REFUSED = "REFUSED"
+    """Policy refused it (protected, production, cooldown, busy, drifted): an answer, not a failure."""
 
 
 class Outcome(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    REFUSED = "refused"
     DECLINED = "declined"
     NOT_RUN = "not_run"
     OPEN = "open"
@@ -295,13 +298,15 @@ _NOT_RUN = {ItemState.SKIPPED.value, ItemState.NOT_STARTED.value, ItemState.NOT_
 
 def outcome(status: str) -> Outcome:
     """A failed item counts toward the error threshold and fails its wave; a declined one
-    (a person said no, or nobody answered) does neither."""
+    (a person said no, or nobody answered) and a refused one (policy said no) do neither."""
     if status in (S.COMPLETED.value, S.PLANNED.value):
         return Outcome.SUCCEEDED
     if status in _FAILED:
         return Outcome.FAILED
     if status in _DECLINED:
         return Outcome.DECLINED
+    if status == ItemState.REFUSED.value:
+        return Outcome.REFUSED
     if status in _NOT_RUN:
         return Outcome.NOT_RUN
     return Outcome.OPEN
@@ -336,6 +341,7 @@ class ItemSettled(StrictModel):
     execution_id: str
     status: ExecutionStatus
     reason: str | None = None
+    refusal: Refusal | None = None
     actual_monthly_savings: float | None = None
     observed: Observation | None = None
 

@@ -38,6 +38,8 @@ class ReportItem(StrictModel):
 
     @property
     def final_status(self) -> str:
+        if self.status == "REFUSED":  # the execution says REJECTED_BY_VALIDATION; the plan knows why
+            return self.status
         return self.current_status or self.status
 
 
@@ -77,6 +79,9 @@ class PlanReport(StrictModel):
     waves: list[WaveProgress]
     items: list[ReportLine]
     failures: list[ReportLine]
+    refusals: list[ReportLine] = Field(default_factory=list,
+                                       description="Refused by policy (protected, production, cooldown, busy, "
+                                                   "drifted): answers, not failures.")
     rollbacks: list[ReportLine]
 
 
@@ -101,6 +106,7 @@ def build_report(view: PlanView, items: list[ReportItem]) -> PlanReport:
         waves=view.waves,
         items=lines,
         failures=[line for line in lines if outcome(line.status) is Outcome.FAILED],
+        refusals=[line for line in lines if outcome(line.status) is Outcome.REFUSED],
         rollbacks=[line for line in lines if line.status in _ROLLED_BACK],
     )
 
@@ -141,7 +147,8 @@ def render_markdown(report: PlanReport) -> str:
     for wave in report.waves:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(wave.counts.items()))
         out.append(f"| {wave.index + 1} | {cell(wave.name)} | {wave.mode.value} | {wave.state.value} | {wave.size} | {counts} |")
-    for title, lines in (("Failures", report.failures), ("Rollbacks", report.rollbacks)):
+    for title, lines in (("Failures", report.failures), ("Refused by policy", report.refusals),
+                         ("Rollbacks", report.rollbacks)):
         if lines:
             out += ["", f"## {title}", "", "| recommendation | resource | status | reason |", "|---|---|---|---|"]
             out += [f"| {cell(x.recommendation_id)} | {cell(x.resource_id)} | {x.status} | {cell(x.reason)} |"

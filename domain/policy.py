@@ -8,6 +8,7 @@ were applied.
 from datetime import datetime, timedelta
 from enum import StrEnum
 from fnmatch import fnmatchcase
+from typing import Literal
 
 from pydantic import Field
 
@@ -89,12 +90,18 @@ def is_production(policy: Policy, tags: dict[str, str]) -> bool:
 
 def protection_reason(policy: Policy, tags: dict[str, str]) -> str | None:
     """Why the resource must not be touched at all, or None."""
+    found = protection(policy, tags)
+    return found[1] if found else None
+
+
+def protection(policy: Policy, tags: dict[str, str]) -> tuple[Literal["protected", "production"], str] | None:
+    """Which protection keeps the resource untouched, and why in words; None when none does."""
     protect = policy.protect_tag.lower()
     for key, value in tags.items():
         if key.lower() == protect and value.strip().lower() not in ("false", "0", "no", "off"):
-            return f"resource is protected by the tag {key}={value}"
+            return "protected", f"resource is protected by the tag {key}={value}"
     if policy.refuse_production and is_production(policy, tags):
-        return "resource is tagged as production and the policy refuses production resources"
+        return "production", "resource is tagged as production and the policy refuses production resources"
     return None
 
 

@@ -9,7 +9,6 @@ and finish times) and on what the plan recorded (wave times, statuses).
 from __future__ import annotations
 
 import itertools
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,11 +17,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from activities.faults import FaultInjector
 from domain.plan import PLAN_TERMINAL, PlanControl, PlanSpec, PlanStatus, WaveState, transitive_dependents
 from domain.policy import Role
 from starter.plans import Plans
 from tests.conftest import AwsAccount, Stack
 from tests.helpers import recommendation
+from tests.test_plans import failing_instance
 
 FAST = {"step_timeout": timedelta(seconds=20), "verify_timeout": timedelta(seconds=20),
         "rollback_window": timedelta(0)}
@@ -72,6 +73,7 @@ def plans(stack: Stack) -> Plans:
                 {"max_concurrency": 3, "ramp_up": False}))
 async def test_generated_plans_keep_their_order_dependencies_waits_and_threshold(
     drawn: tuple[list[WaveDraft], dict[str, Any]], plans: Plans, stack: Stack, aws: AwsAccount,
+    faults: FaultInjector,
 ) -> None:
     drafts, rate = drawn
     failing: set[str] = set()
@@ -79,7 +81,7 @@ async def test_generated_plans_keep_their_order_dependencies_waits_and_threshold
     for index, draft in enumerate(drafts):
         ids = []
         for fails in draft.items:
-            resource = f"i-{uuid.uuid4().hex[:17]}" if fails else aws.instance("m5.large")
+            resource = failing_instance(aws, faults) if fails else aws.instance("m5.large")
             rec = recommendation("ec2.stop", resource, {"expected_instance_type": "m5.large"})
             if fails:
                 failing.add(rec.id)

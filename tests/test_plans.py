@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from activities.faults import FaultInjector, FaultRule
 from domain.execution import ApprovalInput, ExecutionView
 from domain.plan import PLAN_TERMINAL, PlanControl, PlanDecision, PlanSpec, PlanStatus, PlanView, WaveState
 from domain.plan_report import render_markdown
@@ -59,11 +60,11 @@ async def test_approved_dry_run_runs_exactly_its_set_and_refuses_drift(
 
     dry = await plans.wait(plan_id, timeout=120)
     assert dry.status is PlanStatus.AWAITING_APPROVAL, dry.reason
-    assert dry.counts == {S.PLANNED.value: 3, S.REJECTED_BY_VALIDATION.value: 1}
+    assert dry.counts == {S.PLANNED.value: 3, "REFUSED": 1}  # a resource gone is an answer, not a failure
     assert all(aws.instance_state(i)[0] == "running" for i in instances)  # a dry run changes nothing
     report = await plans.report(plan_id)
     assert {line.recommendation_id: line.status for line in report.items} == {
-        **{r.id: "PLANNED" for r in recs}, missing.id: "REJECTED_BY_VALIDATION"}
+        **{r.id: "PLANNED" for r in recs}, missing.id: "REFUSED"}
 
     # Someone changes one resource after the dry run was reviewed.
     aws.ec2.create_tags(Resources=[instances[1]], Tags=[{"Key": "owner", "Value": "bob"}])
@@ -78,8 +79,11 @@ async def test_approved_dry_run_runs_exactly_its_set_and_refuses_drift(
 
     await plans.decide(plan_id, True, PlanDecision(actor="bob", role=Role.APPROVER, comment="reviewed"))
     done = await plans.wait(plan_id, timeout=120)
-    assert done.status is PlanStatus.COMPLETED_WITH_FAILURES, done.reason
-    assert done.counts == {S.COMPLETED.value: 2, S.REJECTED_BY_VALIDATION.value: 1, "NOT_APPROVED": 1}
+    # Drift refused by policy: counted apart, not a failure (the wave and the plan did not fail).
+    assert done.status is PlanStatus.COMPLETED, done.reason
+    assert "1 refused by policy" in (done.reason or "")
+    assert done.counts == {S.COMPLETED.value: 2, "REFUSED": 1, "NOT_APPROVED": 1}
+    assert done.failures == 0 and done.waves[0].state is WaveState.SUCCEEDED
     assert done.approval is not None and done.approval.actor == "bob"
     assert [aws.instance_state(i)[0] for i in instances] == ["stopped", "running", "stopped", "running"]
 
@@ -87,13 +91,15 @@ async def test_approved_dry_run_runs_exactly_its_set_and_refuses_drift(
     by_id = {line.recommendation_id: line for line in report.items}
     assert by_id[missing.id].status == "NOT_APPROVED"
     drifted = by_id[recs[1].id]
-    assert drifted.status == "REJECTED_BY_VALIDATION"
+    assert drifted.status == "REFUSED"
     assert "drifted since the approved dry run: tag owner was absent, now 'bob'" in (drifted.reason or "")
-    assert [f.recommendation_id for f in report.failures] == [recs[1].id]
+    assert report.failures == []
+    assert [r.recommendation_id for r in report.refusals] == [recs[1].id]
     # The approval the items ran under is the plan's, recorded in each execution's audit.
     view = await stack.executions.status(by_id[recs[0].id].execution_id or "")
     assert [(a.actor, a.via) for a in view.approvals] == [("bob", f"plan {plan_id}")]
     assert "NOT_APPROVED 1" in render_markdown(report)
+    assert "## Refused by policy" in render_markdown(report) and "## Failures" not in render_markdown(report)
 
 
 async def test_approving_a_subset_runs_only_that_subset(plans: Plans, aws: AwsAccount) -> None:
@@ -172,10 +178,19 @@ async def _settled(stack: Stack, execution_id: str) -> ExecutionView:
     raise AssertionError(f"{execution_id} never started")
 
 
-async def test_error_threshold_pauses_and_holds_exactly(plans: Plans, stack: Stack, aws: AwsAccount) -> None:
+def failing_instance(aws: AwsAccount, faults: FaultInjector) -> str:
+    """An instance AWS refuses to describe to us: its execution FAILS (a refusal by policy would not count)."""
+    instance = aws.instance("m5.large")
+    faults.rules.append(FaultRule("DescribeInstances", "UnauthorizedOperation", resource=instance))
+    return instance
+
+
+async def test_error_threshold_pauses_and_holds_exactly(
+    plans: Plans, stack: Stack, aws: AwsAccount, faults: FaultInjector
+) -> None:
     """Concurrency 2, threshold 2: once two items failed, only the one already running may finish."""
-    failing = [recommendation("ec2.stop", f"i-00000000000000{n:03d}", {"expected_instance_type": "m5.large"})
-               for n in range(3)]
+    failing = [recommendation("ec2.stop", failing_instance(aws, faults), {"expected_instance_type": "m5.large"})
+               for _ in range(3)]
     fine = [recommendation("ec2.stop", aws.instance("m5.large"), {"expected_instance_type": "m5.large"})
             for _ in range(3)]
     spec = _spec([*failing, *fine], strategy="parallel", rate={"max_concurrency": 2, "error_threshold": "2"})
@@ -184,7 +199,7 @@ async def test_error_threshold_pauses_and_holds_exactly(plans: Plans, stack: Sta
     assert paused.status is PlanStatus.PAUSED
     assert paused.reason == "error threshold reached: 2 failed items (threshold 2)"
     # Items 0 and 1 start; one fails and frees a slot for item 2; the second failure reaches the threshold.
-    assert paused.counts[S.REJECTED_BY_VALIDATION.value] >= 2 and sum(paused.counts.values()) <= 3
+    assert paused.counts[S.FAILED.value] >= 2 and sum(paused.counts.values()) <= 3
     settled = await _until(plans, plan_id, lambda v: v.running == 0)
     await asyncio.sleep(1.0)
     later = await plans.progress(plan_id)
@@ -195,7 +210,7 @@ async def test_error_threshold_pauses_and_holds_exactly(plans: Plans, stack: Sta
     await plans.control(plan_id, "resume", PlanControl(actor="olga", role=Role.OPERATOR))
     done = await plans.wait(plan_id, until=PLAN_TERMINAL, timeout=120)
     assert done.status is PlanStatus.COMPLETED_WITH_FAILURES, done.reason
-    assert done.counts == {S.REJECTED_BY_VALIDATION.value: 3, S.COMPLETED.value: 3}
+    assert done.counts == {S.FAILED.value: 3, S.COMPLETED.value: 3}
     assert all(aws.instance_state(r.resource_id)[0] == "stopped" for r in fine)
 
 
@@ -234,3 +249,25 @@ async def _run_lengths(stack: Stack, workflow_id: str, runs: int) -> list[int]:
     assert len(found) == runs, found
     return [len((await stack.client.get_workflow_handle(workflow_id, run_id=r).fetch_history()).events)
             for r in found]
+
+
+async def test_refusals_by_policy_are_counted_apart_and_never_reach_the_threshold(
+    plans: Plans, aws: AwsAccount
+) -> None:
+    """Traps (production, protected) refused at validation are answers: a threshold of 1 is not reached."""
+    traps = [aws.instance("m5.large", tags={"env": "production"}) for _ in range(2)]
+    traps.append(aws.instance("m5.large", tags={"reclaim:protect": "true"}))
+    fine = [aws.instance("m5.large") for _ in range(2)]
+    recs = [recommendation("ec2.stop", i, {"expected_instance_type": "m5.large"}) for i in [*traps, *fine]]
+    spec = _spec(recs, strategy="parallel", rate={"max_concurrency": 2, "error_threshold": "1"})
+    plan_id = (await plans.submit(spec, requested_by="alice")).plan_id
+    done = await plans.wait(plan_id, until=PLAN_TERMINAL, timeout=120)
+    assert done.status is PlanStatus.COMPLETED, done.reason
+    assert done.counts == {"REFUSED": 3, S.COMPLETED.value: 2}
+    assert done.failures == 0 and done.waves[0].state is WaveState.SUCCEEDED
+    report = await plans.report(plan_id)
+    assert report.failures == [] and len(report.refusals) == 3
+    assert {r.reason.split(":")[0] for r in report.refusals if r.reason} == {
+        "refused (production)", "refused (protected)"}
+    assert [aws.instance_state(i)[0] for i in traps] == ["running"] * 3
+    assert "## Refused by policy" in render_markdown(report)

@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         LastChange,
         Observation,
         PermissionReport,
+        Refusal,
         ResourceRef,
         RollbackInput,
         StepLogEntry,
@@ -51,7 +52,7 @@ with workflow.unsafe.imports_passed_through():
         approval_requirement,
         assess_risk,
         cooldown_refusal,
-        protection_reason,
+        protection,
     )
     from domain.presentation import execution_details, lease_summary
     from domain.status import TERMINAL, ExecutionStatus, can_transition, progress_percent
@@ -101,10 +102,11 @@ REVERT_DEADLINE = timedelta(hours=6)
 class _Rejected(Exception):
     """Ends the execution early with a terminal status and a reason (not a failure)."""
 
-    def __init__(self, status: ExecutionStatus, reason: str) -> None:
+    def __init__(self, status: ExecutionStatus, reason: str, refusal: Refusal | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.refusal = refusal
 
 
 @workflow.defn(name="ExecutionWorkflow")
@@ -162,6 +164,7 @@ class ExecutionWorkflow:
         except _Rejected as end:
             if closing:  # a person who sees the final status may act on the resource at once
                 await self._release_lease()
+            self._view.refusal = end.refusal
             self._transition(end.status, end.reason, reason=end.reason)
         except (Exception, asyncio.CancelledError) as err:  # never an eviction
             if is_cancelled_exception(err):
@@ -271,7 +274,8 @@ class ExecutionWorkflow:
         )
         refusal = cooldown_refusal(policy, last.at if last else None, workflow.now())
         if refusal:
-            raise _Rejected(S.REJECTED_BY_VALIDATION, f"{refusal} (execution {last.execution_id if last else '?'})")
+            raise _Rejected(S.REJECTED_BY_VALIDATION, f"{refusal} (execution {last.execution_id if last else '?'})",
+                            Refusal.COOLDOWN)
 
     def _auto_approved(self, assessment: Assessment) -> bool:
         """Score the risk of what validation saw and ask the policy; pure, so safe to repeat."""
@@ -307,10 +311,11 @@ class ExecutionWorkflow:
         self._observed = assessment.observed
         prefix = "changed while waiting: " if again else ""
         if not assessment.valid:
-            raise _Rejected(S.REJECTED_BY_VALIDATION, prefix + (assessment.reason or "invalid"))
-        protected = protection_reason(self._request.policy, assessment.observed.tags)
+            raise _Rejected(S.REJECTED_BY_VALIDATION, prefix + (assessment.reason or "invalid"), Refusal.CHANGED)
+        protected = protection(self._request.policy, assessment.observed.tags)
         if protected:
-            raise _Rejected(S.REJECTED_BY_VALIDATION, prefix + protected)
+            kind, why = protected
+            raise _Rejected(S.REJECTED_BY_VALIDATION, prefix + why, Refusal(kind))
         self._log(f"validated: {'; '.join(assessment.plan) or 'ok'}")
         return assessment
 
@@ -334,7 +339,8 @@ class ExecutionWorkflow:
         assert grant is not None
         refusal = approval_refusal(self._request.policy, grant.actor, grant.role, self._request.requested_by)
         if refusal:
-            raise _Rejected(S.REJECTED_BY_VALIDATION, f"the plan's approval does not cover this item: {refusal}")
+            raise _Rejected(S.REJECTED_BY_VALIDATION, f"the plan's approval does not cover this item: {refusal}",
+                            Refusal.NOT_COVERED)
         self._view.approvals.append(ApprovalRecord(
             id=str(workflow.uuid4()), execution_id=self._view.execution_id, actor=grant.actor, role=grant.role,
             decision=Decision.APPROVE, comment=grant.comment, at=grant.at, accepted=True,
@@ -595,7 +601,7 @@ class ExecutionWorkflow:
             rec = self._request.recommendation
             raise _Rejected(
                 S.REJECTED_BY_VALIDATION,
-                f"resource {rec.resource_id} is busy: another execution is changing it",
+                f"resource {rec.resource_id} is busy: another execution is changing it", Refusal.BUSY,
             )
 
     async def _try_acquire_lease(self) -> bool:
@@ -659,6 +665,7 @@ class ExecutionWorkflow:
         self._plan_notified = True
         settled = ItemSettled(
             execution_id=self._view.execution_id, status=self._view.status, reason=self._view.reason,
+            refusal=self._view.refusal,
             actual_monthly_savings=self._view.actual_monthly_savings,
             observed=self._observed if self._view.dry_run else None,
         )

@@ -340,9 +340,12 @@ class PlanWorkflow:
         self._awaiting.discard(execution_id)
         self._unsettled.discard(item.position)
         self._handles.pop(item.position, None)
+        # A refusal by policy is an answer, not a failure: counted apart, never toward the threshold.
+        status = ItemState.REFUSED.value if settled.refusal is not None else settled.status.value
+        reason = f"refused ({settled.refusal.value}): {settled.reason}" if settled.refusal else settled.reason
         self._settle(wave, item, ItemResult(
-            plan_id=self._view.plan_id, position=item.position, status=settled.status.value,
-            execution_id=execution_id, reason=settled.reason, actual_monthly_savings=settled.actual_monthly_savings,
+            plan_id=self._view.plan_id, position=item.position, status=status,
+            execution_id=execution_id, reason=reason, actual_monthly_savings=settled.actual_monthly_savings,
             observed=settled.observed, started_at=started, finished_at=workflow.now(),
         ))
 
@@ -579,10 +582,13 @@ class PlanWorkflow:
                 continue  # left out on purpose by the approver
             tally[outcome(status)] = tally.get(outcome(status), 0) + n
         succeeded, failed = tally.get(Outcome.SUCCEEDED, 0), tally.get(Outcome.FAILED, 0)
-        others = sum(n for k, n in tally.items() if k is not Outcome.SUCCEEDED)
+        others = sum(n for k, n in tally.items() if k not in (Outcome.SUCCEEDED, Outcome.REFUSED))
         summary = ", ".join(f"{n} {s}" for s, n in sorted(self._view.counts.items()))
         if self._view.phase == "dry_run" and succeeded == 0:
             return PlanStatus.FAILED, f"no item passed the dry run ({summary})"
+        refused = tally.get(Outcome.REFUSED, 0)
+        if others == 0 and refused:
+            return PlanStatus.COMPLETED, f"done; {refused} refused by policy ({summary})"
         if others == 0:
             return PlanStatus.COMPLETED, f"every item done ({summary})"
         if succeeded == 0 and failed > 0:
