@@ -346,6 +346,17 @@ class ItemSettled(StrictModel):
     observed: Observation | None = None
 
 
+class ItemWaiting(StrictModel):
+    """The signal an execution sends its plan when it starts (or stops) waiting for a person."""
+
+    execution_id: str
+    waiting: bool
+
+
+AWAITING_PERSON = "AWAITING_APPROVAL"
+"""The count key of started items that wait for a person's decision."""
+
+
 class PlanStatus(StrEnum):
     RUNNING = "RUNNING"
     PAUSED = "PAUSED"
@@ -422,7 +433,8 @@ class PlanView(StrictModel):
     waves: list[WaveProgress]
     counts: dict[str, int] = Field(default_factory=dict)
     failures: int = Field(default=0, description="Failed items since the plan last resumed.")
-    running: int = 0
+    running: int = Field(default=0, description="Started items not yet settled (those awaiting a person too).")
+    awaiting_person: int = Field(default=0, description="Started items waiting for a person's approval.")
     approval: PlanApproval | None = Field(default=None, description="Who approved the dry run, and when.")
     not_approved: int = Field(default=0, description="Items left out of the approved dry run.")
     events: list[PlanEvent] = Field(default_factory=list)
@@ -464,3 +476,11 @@ class ItemPage(StrictModel):
 
 
 PlanInput.model_rebuild()
+
+
+def needs_person(view: PlanView) -> bool:
+    """Only a person can move the plan now: its dry run awaits approval, it is paused, or every
+    item it started waits for an approval (a free slot would have started the next item)."""
+    if view.status in (PlanStatus.AWAITING_APPROVAL, PlanStatus.PAUSED):
+        return True
+    return view.status is PlanStatus.RUNNING and 0 < view.running <= view.awaiting_person

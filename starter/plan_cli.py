@@ -16,6 +16,7 @@ from rich.live import Live
 from rich.table import Table
 
 from domain.plan import (
+    AWAITING_PERSON,
     PLAN_TERMINAL,
     PlanControl,
     PlanDecision,
@@ -24,9 +25,10 @@ from domain.plan import (
     PlanView,
     Quota,
     Strategy,
+    needs_person,
 )
 from domain.plan_report import render_markdown
-from starter.cli_common import AsUser, _store, acting, out, run, state
+from starter.cli_common import AsUser, _store, acting, err, out, run, state
 from starter.executions import ReclaimError
 
 plan_app = typer.Typer(no_args_is_help=True, help="Run many recommendations as one plan: waves, rate control, "
@@ -91,7 +93,11 @@ def run_plan(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     as_user: AsUser = None,
 ) -> None:
-    """Start a plan (the same --id again finds the running plan)."""
+    """Start a plan (the same --id again finds the running plan).
+
+    With --wait: exit 0 once it COMPLETED; 3 when only a person can move it (its dry run awaits
+    approval, it is paused, or every started item awaits an approval); 4 when it ended otherwise.
+    """
     settings = acting(as_user)
 
     async def go() -> PlanView:
@@ -116,18 +122,50 @@ def run_plan(
             raise ReclaimError("; ".join(e["msg"] for e in exc.errors())) from None
         async with _plans() as plans:
             view = await plans.submit(spec, requested_by=settings.user, policy=settings.policy())
+            if not as_json:  # at once: a big plan can run for hours before --wait returns
+                out.print(f"plan {view.plan_id}: {view.status.value}, {view.total} items in {len(view.waves)} "
+                          "waves" + (" (dry run)" if view.dry_run else ""))
             if wait:
-                view = await plans.wait(view.plan_id, timeout=24 * 3600)
+                view = await until_it_ends_or_needs_a_person(plans, view.plan_id, timeout=24 * 3600)
             return view
 
     view = run(go)
     if as_json:
         out.print_json(view.model_dump_json(exclude={"events"}))
-        return
-    out.print(f"plan {view.plan_id}: {view.status.value}, {view.total} items in {len(view.waves)} waves"
-              + (" (dry run)" if view.dry_run else ""))
-    if wait:
+    elif wait:
         out.print(progress_table(view))
+    if wait:
+        _exit_for(view)
+
+
+#: `plan run --wait` and `plan watch` exit codes (as `reclaim execute --wait`): 0 COMPLETED,
+#: 3 only a person can move it now, 4 it ended otherwise (COMPLETED_WITH_FAILURES, FAILED, ABORTED).
+EXIT_NEEDS_PERSON, EXIT_OTHER_OUTCOME = 3, 4
+
+
+async def until_it_ends_or_needs_a_person(plans: Any, plan_id: str, timeout: float,
+                                          interval: float = 1.0) -> PlanView:
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    view: PlanView = await plans.progress(plan_id)
+    while view.status not in PLAN_TERMINAL and not needs_person(view):
+        if time.monotonic() > deadline:
+            raise ReclaimError(f"plan {plan_id} is still {view.status.value} after {timeout:.0f} s")
+        await asyncio.sleep(interval)
+        view = await plans.progress(plan_id)
+    return view
+
+
+def _exit_for(view: PlanView) -> None:
+    if view.status is PlanStatus.COMPLETED:
+        return
+    if view.status not in PLAN_TERMINAL and needs_person(view):
+        waiting = (f"{view.awaiting_person} items await approval" if view.status is PlanStatus.RUNNING
+                   else f"the plan is {view.status.value}")
+        err.print(f"needs a person: {waiting}")
+        raise typer.Exit(EXIT_NEEDS_PERSON)
+    raise typer.Exit(EXIT_OTHER_OUTCOME)
 
 
 def _control(action: str, plan_id: str, reason: str, as_user: str | None) -> None:
@@ -217,25 +255,24 @@ def watch(
     until_settled: Annotated[bool, typer.Option("--exit/--no-exit",
                                                 help="Exit when the plan ends or needs a person.")] = True,
 ) -> None:
-    """Live progress per wave until the plan ends (or waits for a person)."""
+    """Live progress per wave until the plan ends (or only a person can move it).
+
+    Exit codes as `plan run --wait`: 0 COMPLETED, 3 needs a person, 4 ended otherwise.
+    """
 
     async def go() -> PlanView:
         import asyncio
 
-        from starter.plans import PLAN_SETTLED
-
         async with _plans() as plans:
             view = await plans.progress(plan_id)
             with Live(progress_table(view), console=out, refresh_per_second=4, transient=False) as live:
-                while not (until_settled and view.status in PLAN_SETTLED) and view.status not in PLAN_TERMINAL:
+                while not (until_settled and needs_person(view)) and view.status not in PLAN_TERMINAL:
                     await asyncio.sleep(interval)
                     view = await plans.progress(plan_id)
                     live.update(progress_table(view))
             return view
 
-    view = run(go)
-    if view.status in (PlanStatus.FAILED, PlanStatus.ABORTED):
-        raise typer.Exit(3)
+    _exit_for(run(go))
 
 
 @plan_app.command()
@@ -284,8 +321,10 @@ def list_plans(
 
 def progress_table(view: PlanView) -> Table:
     title = (f"plan {view.plan_id}  [bold]{view.status.value}[/bold]  {view.phase}  "
-             f"{sum(n for s, n in view.counts.items() if s not in ('RUNNING',))}/{view.total + view.not_approved} "
-             f"settled, {view.running} running  {time.strftime('%H:%M:%S')}")
+             f"{sum(n for s, n in view.counts.items() if s not in ('RUNNING', AWAITING_PERSON))}/{view.total + view.not_approved} "
+             f"settled, {view.running} running" + (f" ({view.awaiting_person} awaiting approval)"
+                                                    if view.awaiting_person else "")
+             + f"  {time.strftime('%H:%M:%S')}")
     table = Table("#", "wave", "mode", "state", "items", "statuses", title=title, caption=view.reason or "")
     for wave in view.waves:
         counts = ", ".join(f"{s} {n}" for s, n in sorted(wave.counts.items()))

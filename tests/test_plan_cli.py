@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from domain.execution import execution_id_for
 from domain.status import ExecutionStatus as S
 from tests.conftest import AwsAccount
 from tests.helpers import recommendation
@@ -30,8 +31,9 @@ async def test_plan_yaml_dry_run_approve_watch_and_report(cli: Cli, aws: AwsAcco
     path = tmp_path / "plan.yaml"
     path.write_text(yaml.safe_dump(plan))
 
-    run = succeeded(await cli("plan", "run", str(path), "--dry-run", "--wait", "--json", "--id", "idle-dev",
-                              "--max-concurrency", "50%", "--error-threshold", "1"))
+    run = await cli("plan", "run", str(path), "--dry-run", "--wait", "--json", "--id", "idle-dev",
+                    "--max-concurrency", "50%", "--error-threshold", "1")
+    assert run.returncode == 3, str(run)  # the dry run's report waits for a person
     view = run.json()
     assert view["plan_id"] == "idle-dev" and view["status"] == "AWAITING_APPROVAL", run
     assert view["rate"]["max_concurrency"] == {"value": 50, "percent": True}
@@ -83,7 +85,9 @@ async def test_stock_temporal_cli_queries_and_approves_a_plan(cli: Cli, aws: Aws
     rec = recommendation("ec2.stop", instance, {"expected_instance_type": "m5.large"})
     path = tmp_path / "plan.json"
     path.write_text(json.dumps([rec.model_dump(mode="json", exclude_none=True)]))
-    plan_id = succeeded(await cli("plan", "run", str(path), "--dry-run", "--wait", "--json")).json()["plan_id"]
+    started = await cli("plan", "run", str(path), "--dry-run", "--wait", "--json")
+    assert started.returncode == 3, str(started)
+    plan_id = started.json()["plan_id"]
     address = cli.env["TEMPORAL_ADDRESS"]
 
     def temporal(*args: str) -> subprocess.CompletedProcess[str]:
@@ -100,3 +104,29 @@ async def test_stock_temporal_cli_queries_and_approves_a_plan(cli: Cli, aws: Aws
     assert ok.returncode == 0, ok.stderr
     succeeded(await cli("plan", "watch", plan_id, "--interval", "0.3", timeout=120))
     assert aws.instance_state(instance)[0] == "stopped"
+
+
+async def test_plan_wait_and_watch_stop_when_only_people_can_move_the_plan(
+    cli: Cli, aws: AwsAccount, tmp_path: Path
+) -> None:
+    """Every started item awaits an approval: --wait and watch stop with 3 and say why; the id comes first."""
+    instances = [aws.instance("m5.large") for _ in range(2)]
+    recs = [recommendation("ec2.stop", i, {"expected_instance_type": "m5.large"}) for i in instances]
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"recommendations": [r.model_dump(mode="json", exclude_none=True) for r in recs],
+                                "strategy": "parallel", "options": {"auto_approve": False}}))
+    run = await cli("plan", "run", str(path), "--wait", "--id", "needs-bob", timeout=120)
+    assert run.returncode == 3, str(run)
+    assert run.stdout.splitlines()[0].startswith("plan needs-bob: RUNNING, 2 items")
+    assert "needs a person: 2 items await approval" in run.stderr
+    shown = succeeded(await cli("plan", "status", "needs-bob"))
+    flat = " ".join(shown.stdout.split())  # Rich wraps the title at the terminal's width
+    assert "AWAITING_APPROVAL 2" in flat and "2 running (2 awaiting approval)" in flat
+    watched = await cli("plan", "watch", "needs-bob", "--interval", "0.3", timeout=120)
+    assert watched.returncode == 3, str(watched)
+    assert all(aws.instance_state(i)[0] == "running" for i in instances)
+    for rec in recs:
+        succeeded(await cli("approve", execution_id_for(rec.id), "--as", "bob"))
+    done = await cli("plan", "watch", "needs-bob", "--interval", "0.3", timeout=120)
+    assert done.returncode == 0, str(done)
+    assert all(aws.instance_state(i)[0] == "stopped" for i in instances)

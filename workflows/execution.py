@@ -46,7 +46,7 @@ with workflow.unsafe.imports_passed_through():
         ValidateInput,
         lease_id_for,
     )
-    from domain.plan import ItemSettled
+    from domain.plan import ItemSettled, ItemWaiting
     from domain.policy import (
         approval_refusal,
         approval_requirement,
@@ -651,11 +651,23 @@ class ExecutionWorkflow:
         if status in TERMINAL or status is S.COMPLETED:  # the change is done (or never happens)
             self._view.finished_at = now
         self._view.log.append(StepLogEntry(at=now, status=status, message=message))
+        if (current is S.AWAITING_APPROVAL) != (status is S.AWAITING_APPROVAL) and status not in TERMINAL:
+            self._tell_plan_waiting(status is S.AWAITING_APPROVAL)
         workflow.upsert_search_attributes([sa.EXECUTION_STATUS.value_set(status.value)])
         workflow.set_current_details(execution_details(self._view))  # user metadata: no command
         self._record()
         if status in TERMINAL or status is S.COMPLETED:
             self._notify_plan()
+
+    def _tell_plan_waiting(self, waiting: bool) -> None:
+        """A plan shows which of its items wait for a person (so `plan watch` can say that only
+        people can move it); settling is told by `_notify_plan`."""
+        parent = workflow.info().parent
+        if self._request.plan_id is None or parent is None or not versions.decided_at_start():
+            return
+        handle = workflow.get_external_workflow_handle(parent.workflow_id)
+        signal = ItemWaiting(execution_id=self._view.execution_id, waiting=waiting)
+        self._records.append(asyncio.ensure_future(handle.signal("item_waiting", signal)))
 
     def _notify_plan(self) -> None:
         """Tell the plan this item settled: a completed change stays open for its rollback window."""

@@ -35,10 +35,12 @@ with workflow.unsafe.imports_passed_through():
         execution_id_for,
     )
     from domain.plan import (
+        AWAITING_PERSON,
         ItemPage,
         ItemResult,
         ItemSettled,
         ItemState,
+        ItemWaiting,
         Outcome,
         PlanControl,
         PlanCursor,
@@ -93,6 +95,10 @@ class PlanWorkflow:
         self._paused = self._view.status is PlanStatus.PAUSED
         self._paused_at = workflow.now()
         self._abort: PlanControl | None = None
+        self._live: dict[str, WaveProgress] = {}
+        """Started, unsettled items by execution id: where their counts stand."""
+        self._shown: dict[str, str] = {}
+        """The count key an item is shown under while it waits for a person."""
         self._decision: tuple[bool, PlanDecision] | None = None
 
     # ---- run ---------------------------------------------------------------------------
@@ -323,6 +329,7 @@ class PlanWorkflow:
             return
         self._handles[item.position] = handle
         self._awaiting.add(execution_id)
+        self._live[execution_id] = wave
         if self._abort is not None:  # aborted while this one was starting
             handle.cancel()
         signalled = asyncio.ensure_future(workflow.wait_condition(lambda: execution_id in self._settled))
@@ -350,7 +357,9 @@ class PlanWorkflow:
         ))
 
     def _settle(self, wave: WaveProgress, item: PlanItem, result: ItemResult) -> None:
-        self._count(wave, ItemState.RUNNING.value, result.status)
+        self._live.pop(result.execution_id or "", None)
+        shown = self._shown.pop(result.execution_id or "", ItemState.RUNNING.value)
+        self._count(wave, shown, result.status)
         self._results.append(result)
         kind = outcome(result.status)
         if kind is Outcome.FAILED:
@@ -367,7 +376,8 @@ class PlanWorkflow:
                 if counts[old] <= 0:
                     del counts[old]
             counts[new] = counts.get(new, 0) + 1
-        self._view.running = self._view.counts.get(ItemState.RUNNING.value, 0)
+        self._view.awaiting_person = self._view.counts.get(AWAITING_PERSON, 0)
+        self._view.running = self._view.counts.get(ItemState.RUNNING.value, 0) + self._view.awaiting_person
 
     async def _cancel_running(self) -> None:
         """Abort: executions that have not settled are cancelled (they compensate what they changed)."""
@@ -518,6 +528,18 @@ class PlanWorkflow:
     def _raise_refusal(refusal: str | None) -> None:
         if refusal:
             raise ApplicationError(refusal, type="Refused", non_retryable=True)
+
+    @workflow.signal(name="item_waiting")
+    def item_waiting(self, waiting: ItemWaiting) -> None:
+        """Show a started item as waiting for a person (or running again once decided)."""
+        wave = self._live.get(waiting.execution_id)
+        shown = self._shown.get(waiting.execution_id, ItemState.RUNNING.value)
+        new = AWAITING_PERSON if waiting.waiting else ItemState.RUNNING.value
+        if wave is None or shown == new:
+            return
+        self._shown[waiting.execution_id] = new
+        self._count(wave, shown, new)
+        self._view.updated_at = workflow.now()
 
     @workflow.signal(name="item_settled")
     def item_settled(self, settled: ItemSettled) -> None:
