@@ -123,11 +123,12 @@ class ApiExecutions:
     # -- beyond Executions: what the CLI reads from the store otherwise ---------------------------
 
     async def list_executions(
-        self, *, customer_id: str | None = None, status: ExecutionStatus | None = None, limit: int = 50
-    ) -> list[ExecutionView]:
-        """GET /api/v1/executions, page after page until `limit` views (newest first)."""
+        self, *, customer_id: str | None = None, status: ExecutionStatus | None = None, limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[ExecutionView], str | None]:
+        """GET /api/v1/executions from `cursor`, page after page until `limit` views (newest first);
+        the cursor of what comes after them, None at the end."""
         views: list[ExecutionView] = []
-        cursor: str | None = None
         while len(views) < limit:
             params: dict[str, Any] = {"limit": min(_PAGE, limit - len(views))}
             if customer_id is not None:
@@ -141,7 +142,7 @@ class ApiExecutions:
             cursor = data.get("next_cursor")
             if cursor is None:
                 break
-        return views[:limit]
+        return views, cursor
 
     # -- HTTP --------------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ def catalogue() -> list[dict[str, Any]]:
         entries.append({
             "kind": kind,
             "resource_type": cls.resource_type,
-            "summary": doc.splitlines()[0] if doc else "",
+            "summary": summary(doc),
             "reversible": cls.reversible,
             "destroys_data": cls.destroys_data,
             "base_risk": cls.base_risk.value,
@@ -23,3 +23,9 @@ def catalogue() -> list[dict[str, Any]]:
             "params_schema": cls.params_model.model_json_schema(),
         })
     return entries
+
+
+def summary(doc: str) -> str:
+    """The docstring's first paragraph on one line (its first line alone can stop mid-sentence)."""
+    paragraph = doc.strip().split("\n\n")[0]
+    return " ".join(paragraph.split())

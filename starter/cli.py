@@ -19,7 +19,7 @@ from domain.execution import ApprovalInput, ExecutionOptions, ExecutionRequest, 
 from domain.policy import Role
 from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus
-from starter.cli_common import AsUser, _executions, _store, acting, out, run, state
+from starter.cli_common import AsUser, _executions, _store, acting, err, out, run, state
 from starter.executions import ReclaimError, Refused
 from starter.plan_cli import plan_app
 from starter.settings import Settings
@@ -248,26 +248,40 @@ def status(
 def list_(
     customer: Annotated[str | None, typer.Option("--customer")] = None,
     status_: Annotated[ExecutionStatus | None, typer.Option("--status", case_sensitive=False)] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 50,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="Rows on this page.")] = 50,
+    cursor: Annotated[str | None, typer.Option("--cursor", help="Go on from where a page ended.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every row, page after page.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """List executions from the read model, newest first."""
+    """List executions from the read model, newest first, a page at a time (--cursor, --all)."""
 
-    async def go() -> list[ExecutionView]:
+    async def page(after: str | None, size: int) -> tuple[list[ExecutionView], str | None]:
         from starter.api_client import ApiExecutions, api_configured
 
         if api_configured():
             async with ApiExecutions.from_env() as api:
-                return await api.list_executions(customer_id=customer, status=status_, limit=limit)
+                return await api.list_executions(customer_id=customer, status=status_, limit=size, cursor=after)
         async with _store() as store:
-            page = await store.list_executions(customer_id=customer, status=status_, limit=limit)
-            return list(page.executions)
+            try:
+                found = await store.list_executions(customer_id=customer, status=status_, limit=size, cursor=after)
+            except ValueError as exc:  # a cursor that is not one of ours
+                raise ReclaimError(f"--cursor: {exc}") from None
+            return list(found.executions), found.next_cursor
 
-    views = run(go)
+    async def go() -> tuple[list[ExecutionView], str | None]:
+        views, after = await page(cursor, 1000 if all_ else limit)
+        while all_ and after is not None:
+            more, after = await page(after, 1000)
+            views += more
+        return views, after
+
+    views, after = run(go)
     if as_json:
         out.print_json(data=[v.model_dump(mode="json", exclude={"log"}) for v in views])
-        return
-    out.print(executions_table(views))
+    else:
+        out.print(executions_table(views))
+    if after is not None:
+        err.print(f"more: add --cursor {after} (or use --all)")
 
 
 def executions_table(views: list[ExecutionView]) -> Table:

@@ -414,3 +414,29 @@ def test_token_prints_a_token_once_and_an_entry_that_authenticates_it(tmp_path: 
     principal = TokenStore.load(tokens).authenticate(token)
     assert principal is not None and (principal.subject, principal.role.value) == ("bob", "approver")
     assert TokenStore.load(tokens).authenticate(token + "x") is None
+
+
+async def test_list_pages_with_cursor_and_all(cli: Cli, stack: Stack) -> None:
+    from datetime import timedelta
+
+    from tests.test_store import T0, view
+
+    customer = f"pages-{uuid.uuid4().hex[:8]}"
+    for n in range(5):
+        seeded = view(n, customer_id=customer, status=S.COMPLETED, started_at=T0 + timedelta(minutes=n))
+        await stack.store.upsert_execution(seeded.model_copy(update={"execution_id": f"exec-{customer}-{n}"}))
+    first = succeeded(await cli("list", "--customer", customer, "--limit", "2", "--json"))
+    assert [v["execution_id"] for v in first.json()] == [f"exec-{customer}-4", f"exec-{customer}-3"]
+    cursor = first.stderr.split("--cursor", 1)[1].split()[0]
+    second = succeeded(await cli("list", "--customer", customer, "--limit", "2", "--cursor", cursor, "--json"))
+    assert [v["execution_id"] for v in second.json()] == [f"exec-{customer}-2", f"exec-{customer}-1"]
+    everything = succeeded(await cli("list", "--customer", customer, "--all", "--json"))
+    assert [v["execution_id"] for v in everything.json()] == [f"exec-{customer}-{n}" for n in range(4, -1, -1)]
+    assert "--cursor" not in everything.stderr
+    assert "--cursor" in one_error_line(await cli("list", "--cursor", "not-a-cursor"))
+
+
+async def test_actions_json_summaries_are_whole_sentences(cli: Cli) -> None:
+    entries = succeeded(await cli("actions", "--json")).json()
+    for entry in entries:
+        assert entry["summary"].endswith((".", ")")), entry
