@@ -137,21 +137,30 @@ def wait_exit_code(statuses: list[ExecutionStatus], *, dry_run: bool) -> int:
 # ---- steering --------------------------------------------------------------------------------
 
 
-def _decide(execution_id: str, approve: bool, comment: str, as_user: str | None) -> None:
+def _decide(execution_id: str, approve: bool, comment: str, as_user: str | None, wait: bool = False) -> None:
     settings = acting(as_user)
     attempt = ApprovalInput(actor=settings.user, role=settings.role, comment=comment)
 
-    async def go() -> str:
+    async def go() -> tuple[str, ExecutionStatus | None]:
         async with _executions() as executions:
             try:
                 record = await executions.decide(execution_id, approve, attempt)
             except Refused as exc:
                 await _record_refusal(execution_id, approve, attempt, str(exc))
                 raise
-        verb = "approved" if approve else "rejected"
-        return f"{verb} {execution_id} as {record.actor}"
+            verb = "approved" if approve else "rejected"
+            line = f"{verb} {execution_id} as {record.actor}"
+            if not wait:
+                return line, None
+            view = await executions.wait(execution_id)
+            return line + f"; now {view.status.value}" + (f" ({view.reason})" if view.reason else ""), view.status
 
-    out.print(run(go))
+    line, status = run(go)
+    out.print(line)
+    if status is not None:
+        code = wait_exit_code([status], dry_run=False) if approve else 0
+        if code:
+            raise typer.Exit(code)
 
 
 async def _record_refusal(execution_id: str, approve: bool, attempt: ApprovalInput, refusal: str) -> None:
@@ -173,10 +182,11 @@ async def _record_refusal(execution_id: str, approve: bool, attempt: ApprovalInp
 def approve(
     execution_id: str,
     comment: Annotated[str, typer.Option("--comment", "-m")] = "",
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until the change is done (exit codes as execute --wait).")] = False,
     as_user: AsUser = None,
 ) -> None:
     """Approve an execution that awaits a human (not your own)."""
-    _decide(execution_id, True, comment, as_user)
+    _decide(execution_id, True, comment, as_user, wait)
 
 
 @app.command()
@@ -372,14 +382,15 @@ def dev(
 @app.command()
 def demo(
     exit_: Annotated[bool, typer.Option("--exit", help="Exit when the scenario ends (default when stdin is not a terminal).")] = False,
+    keep_up: Annotated[bool, typer.Option("--keep-up", help="Stay up for the README's walkthrough even without a terminal.")] = False,
     port: Annotated[int, typer.Option(help="Temporal frontend port (0: any free port).")] = 0,
     ui_port: Annotated[int, typer.Option(help="Web UI port.")] = 8233,
 ) -> None:
     """Run the scripted scenario against a seeded mock AWS account."""
     from starter.demo import run_demo
 
-    keep_up = not exit_ and sys.stdin.isatty()
-    ok = run(lambda: run_demo(state.settings, port=port, ui_port=ui_port, keep_up=keep_up, console=out))
+    stay = keep_up or (not exit_ and sys.stdin.isatty())
+    ok = run(lambda: run_demo(state.settings, port=port, ui_port=ui_port, keep_up=stay, console=out))
     if not ok:
         raise typer.Exit(1)
 

@@ -12,9 +12,11 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -206,11 +208,35 @@ async def run_demo(settings: Settings, *, port: int, ui_port: int, keep_up: bool
             ok = _summary(console, story, list(views), stack.server.ui_url)
             _print_api(console, api_url, tokens)
             if keep_up:
-                console.print("The stack stays up for exploring; Ctrl-C to stop.")
+                walk = write_walkthrough(account, settings, stack.server.address, run)
+                console.print(f"The stack stays up for exploring; Ctrl-C to stop. README walkthrough, in a "
+                              f"second terminal: [bold]source {walk / 'env.sh'}[/bold]", soft_wrap=True)
                 await wait_for_interrupt()
             return ok
     finally:
         moto.stop()
+
+
+def write_walkthrough(account: DemoAccount, settings: Settings, address: str, run: str) -> Path:
+    """Resources left for a person to try the README's walkthrough on, their recommendations,
+    and an env.sh that points a second terminal's CLI at this demo. Ids carry the run, so the
+    walkthrough works again on the next run (the demo's history and store outlive it)."""
+    walk = (settings.home / "walkthrough").resolve()
+    walk.mkdir(parents=True, exist_ok=True)
+    files = {
+        "rightsize": _rec(f"walk-{run}", "rightsize", "ec2.rightsize", account.instance("m5.2xlarge", Name="bi-etl"),
+                          210.24, expected_instance_type="m5.2xlarge", target_instance_type="m5.large"),
+        "delete": _rec(f"walk-{run}", "delete", "ebs.delete", account.volume(80, "gp2", Name="qa-scratch"), 8.0,
+                       expected_size_gib=80),
+        "stop": _rec(f"walk-{run}", "stop", "ec2.stop", account.instance("m5.large", Name="batch"), 70.08,
+                     expected_instance_type="m5.large"),
+    }
+    for name, rec in files.items():
+        (walk / f"{name}.json").write_text(rec.model_dump_json(exclude_none=True, indent=2) + "\n")
+    env = {"TEMPORAL_ADDRESS": address, "RECLAIM_HOME": str(settings.home.resolve()),
+           "RECLAIM_TASK_QUEUE": settings.task_queue, "WALK": f"demo-walk-{run}", "WALKTHROUGH": str(walk)}
+    (walk / "env.sh").write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
+    return walk
 
 
 def demo_tokens() -> list[TokenEntry]:
