@@ -49,4 +49,5 @@ def execution_details(view: ExecutionView) -> str:
                      f"`reclaim rollback {view.execution_id} --as <you> -m \"why\"`")
     if view.actual_monthly_savings is not None:
         lines.append(f"Verified savings: ${view.actual_monthly_savings:,.2f}/month")
-    return "\n\n".join(lines)
+    # The Web UI reads `$...$` as math: escaped, dollars stay dollars.
+    return "\n\n".join(lines).replace("$", "\\$")

@@ -29,7 +29,7 @@ from domain.policy import Role
 from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus as S
 from starter.api.auth import TokenEntry
-from starter.devserver import free_port, port_open
+from starter.devserver import free_port, port_open, webui_executions_path
 from starter.executions import Executions
 from starter.settings import Settings
 from starter.stack import api_running, embedded_stack, wait_for_interrupt
@@ -269,6 +269,7 @@ def _summary(console: Console, story: list[Scene], views: list[ExecutionView], u
                       scene.title)
     console.print(table)
     if ui_url:
-        console.print(f"Every step is in the Temporal Web UI: {ui_url}/namespaces/default/workflows")
+        console.print(f"Every step is in the Temporal Web UI (executions only): {ui_url}{webui_executions_path()}",
+                      soft_wrap=True)
     console.print("[green]all outcomes as expected[/green]" if ok else "[red]unexpected outcomes above[/red]")
     return ok

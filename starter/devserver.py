@@ -106,3 +106,12 @@ def dev_server(
                 process.kill()
                 process.wait()
         log.close()
+
+
+def webui_executions_path(namespace: str = "default") -> str:
+    """The Web UI's workflow list showing executions only: the per-resource lease workflows
+    (internal locks) stay out of an operator's way."""
+    from urllib.parse import quote
+
+    query = quote('WorkflowType="ExecutionWorkflow"')
+    return f"/namespaces/{quote(namespace)}/workflows?query={query}"
