@@ -271,3 +271,30 @@ async def test_refusals_by_policy_are_counted_apart_and_never_reach_the_threshol
         "refused (production)", "refused (protected)"}
     assert [aws.instance_state(i)[0] for i in traps] == ["running"] * 3
     assert "## Refused by policy" in render_markdown(report)
+
+
+async def test_a_plan_that_fails_itself_says_so_in_the_store_too(plans: Plans, stack: Stack, aws: AwsAccount) -> None:
+    """Wave 2's items vanish from the store while the plan waits to start it: the plan ends FAILED,
+    with the reason, in the store as well (it used to stay RUNNING there for ever)."""
+    from sqlalchemy import delete
+
+    from store.tables import PlanItemRow
+
+    recs = [recommendation("ec2.stop", aws.instance("m5.large"), {"expected_instance_type": "m5.large"})
+            for _ in range(2)]
+    spec = _spec(recs, strategy="waves", waves=[
+        {"name": "canary", "items": [recs[0].id]},
+        # The pause between the waves is the window for the test to remove wave 2's rows; a loaded
+        # machine takes well under a second to notice wave 1 ended, so 10 s leaves room.
+        {"name": "rest", "items": [recs[1].id], "depends_on": ["canary"], "wait_seconds": 10}])
+    plan_id = (await plans.submit(spec, requested_by="alice")).plan_id
+    await _until(plans, plan_id, lambda v: v.counts.get(S.COMPLETED.value) == 1)
+    async with stack.store._engine.begin() as conn:  # someone cleans up the table by hand
+        await conn.execute(delete(PlanItemRow).where(PlanItemRow.plan_id == plan_id, PlanItemRow.wave == 1))
+    ended = await plans.wait(plan_id, until=PLAN_TERMINAL, timeout=120)
+    assert ended.status is PlanStatus.FAILED
+    assert (ended.reason or "").startswith("the plan itself failed:"), ended.reason
+    assert "wave rest has fewer stored items than planned" in (ended.reason or "")
+    stored = await stack.store.plans.get(plan_id)
+    assert stored is not None and stored.status is PlanStatus.FAILED
+    assert aws.instance_state(recs[1].resource_id)[0] == "running"

@@ -22,7 +22,13 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError, ChildWorkflowError, WorkflowAlreadyStartedError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    WorkflowAlreadyStartedError,
+    is_cancelled_exception,
+)
 
 with workflow.unsafe.imports_passed_through():
     from activities.plans import ApprovedSet, ItemBatch, PlanActivities, WaveMark
@@ -110,14 +116,30 @@ class PlanWorkflow:
         if len(customers) == 1:
             attributes.append(sa.CUSTOMER_ID.value_set(customers[0]))
         workflow.upsert_search_attributes(attributes)
-        if self._view.phase == "dry_run":
-            if not self._cursor.phase_done:
+        try:
+            if self._view.phase == "dry_run":
+                if not self._cursor.phase_done:
+                    await self._run_phase()
+                    self._cursor = PlanCursor(wave=0, offset=0, phase_done=True)
+                if self._abort is None and await self._approved():
+                    await self._run_phase()
+            else:
                 await self._run_phase()
-                self._cursor = PlanCursor(wave=0, offset=0, phase_done=True)
-            if self._abort is None and await self._approved():
-                await self._run_phase()
-        else:
-            await self._run_phase()
+        except Exception as err:  # never continue-as-new or an eviction (BaseExceptions)
+            if is_cancelled_exception(err):
+                raise
+            # One way out: the plan says how it ended, in the store too, before it fails.
+            reason = f"the plan itself failed: {describe_error(err)}"
+            self._view.finished_at = workflow.now()
+            self._set_status(PlanStatus.FAILED, reason)
+            self._view.sequence += 1
+            with contextlib.suppress(ActivityError):
+                await workflow.execute_activity_method(
+                    PlanActivities.finish_plan, self._view.model_copy(deep=True),
+                    start_to_close_timeout=timedelta(minutes=2), schedule_to_close_timeout=timedelta(minutes=10),
+                    retry_policy=STORE_RETRY, task_queue=self._store_queue,
+                )
+            raise ApplicationError(reason, type="PlanFailed", non_retryable=True) from None
         return await self._finish()
 
     async def _approved(self) -> bool:
