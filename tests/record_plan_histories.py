@@ -16,6 +16,8 @@ from pathlib import Path
 
 from moto.server import ThreadedMotoServer
 
+from activities.aws import SessionFactory
+from activities.faults import FaultInjector, FaultRule
 from domain.plan import PLAN_TERMINAL, PlanControl, PlanDecision, PlanSpec, PlanStatus
 from domain.policy import Role
 from starter.demo import DemoAccount
@@ -42,7 +44,12 @@ async def main(prefix: str = "") -> None:
     endpoint = f"http://127.0.0.1:{port}"
     account = DemoAccount(endpoint)
     settings = Settings(home=Path(tempfile.mkdtemp()), task_queue="record-plans", aws_endpoint_url=endpoint)
-    async with embedded_stack(settings, port=0, ui_port=None, persistent=False) as stack:
+    # Items fail by AWS refusing to describe them (a missing resource is refused by policy, not failed).
+    failing_instances = [account.instance("m5.large") for _ in range(2)]
+    faults = FaultInjector([FaultRule("DescribeInstances", "UnauthorizedOperation", resource=i)
+                            for i in failing_instances])
+    sessions = SessionFactory(endpoint_url=endpoint, session_hooks=[faults.install])
+    async with embedded_stack(settings, port=0, ui_port=None, persistent=False, sessions=sessions) as stack:
         plans = Plans(stack.client, settings.task_queue, stack.store)
         recorded: dict[str, tuple[str, str | None]] = {}
 
@@ -64,7 +71,7 @@ async def main(prefix: str = "") -> None:
         first_run = [e.run_id async for e in stack.client.list_workflows(f"WorkflowId = '{plans.handle(long_id).id}'")]
         recorded["plan_continued_as_new_first_run"] = (plans.handle(long_id).id, first_run[-1])
 
-        failing = [recommendation("ec2.stop", f"i-00000000000000{n:03d}") for n in range(2)]
+        failing = [recommendation("ec2.stop", i, {"expected_instance_type": "m5.large"}) for i in failing_instances]
         fine = [recommendation("ec2.stop", account.instance("m5.large"), {"expected_instance_type": "m5.large"})]
         paused = (await plans.submit(_spec([*failing, *fine], strategy="sequential",
                                            rate={"error_threshold": 1}), requested_by="alice")).plan_id

@@ -162,7 +162,10 @@ class ExecutionWorkflow:
             if self._view.status is S.COMPLETED:
                 await self._rollback_window()
         except _Rejected as end:
-            if closing:  # a person who sees the final status may act on the resource at once
+            if closing and end.status is S.PLANNED:
+                # A dry run's PLANNED is the signal to run it for real (a plan does so at once):
+                # the resource is free by then. A person's decision shows at once instead; the
+                # client waits for a settled holder's lease (Executions.start).
                 await self._release_lease()
             self._view.refusal = end.refusal
             self._transition(end.status, end.reason, reason=end.reason)
