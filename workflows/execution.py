@@ -260,7 +260,7 @@ class ExecutionWorkflow:
     @staticmethod
     def _patched_after_local_activity(patch_id: str) -> bool:
         if versions.decided_at_start():
-            return workflow.patched(patch_id)
+            return True
         return versions.legacy_patched(patch_id, implied_by=versions.READ_MODEL_LOCAL_WRITES)
 
     async def _check_cooldown(self) -> None:
@@ -628,7 +628,7 @@ class ExecutionWorkflow:
             await lease.signal(ResourceLeaseWorkflow.release)
             # Wait until the lease has really closed: a rollback right after COMPLETED
             # re-acquires it, and under load the old lease could still be open.
-            if workflow.patched(versions.AWAIT_LEASE_RELEASE):
+            if versions.uses(versions.AWAIT_LEASE_RELEASE):
                 await lease
 
     def _step_input(self, assessment: Assessment | None) -> ActionStepInput:
@@ -696,7 +696,7 @@ class ExecutionWorkflow:
         self._view.sequence += 1
         self._view.updated_at = workflow.now()
         view = self._view.model_copy(deep=True)
-        if workflow.patched(versions.READ_MODEL_LOCAL_WRITES):
+        if versions.uses(versions.READ_MODEL_LOCAL_WRITES):
             self._records.append(asyncio.ensure_future(self._write_locally(view)))
         else:
             self._records.append(self._write_durably(view))

@@ -12,8 +12,10 @@ delivered inside the first task, the patch call comes before the SDK has seen
 its marker, answers false, and the marker later meets no command: a
 nondeterminism error (`tests/histories/v3_demo_rightsize_flaky_nondeterministic.json`
 is one, from a loaded `make demo`). Only the first activation of a run is
-certain to have no local activity before it, so since DECIDED_AT_START every
-patch is asked there, once; later calls return the remembered answer.
+certain to have no local activity before it, so since DECIDED_AT_START one
+patch, the generation's, is asked there, and a run of the generation takes every
+earlier patch's branch without asking (`uses`). Later generations add their patch
+ids to the same first activation.
 
 Histories written before that (the v1..v3 generations) keep their lazy calls;
 `legacy_patched` lets them replay when their marker landed one task late.
@@ -53,14 +55,22 @@ _CHANGE_VERSION = SearchAttributeKey.for_keyword_list("TemporalChangeVersion")
 
 
 def decide_at_start() -> None:
-    """Ask every patch now, in the run's first activation (see the module docstring)."""
-    if workflow.patched(DECIDED_AT_START):
-        for patch_id in EXECUTION_PATCHES:
-            workflow.patched(patch_id)
+    """Ask the generation's patch now, in the run's first activation (see the module docstring).
+
+    A run of this generation takes every earlier patch's branch without asking for it: one
+    marker (and one TemporalChangeVersion upsert) per execution instead of five of each.
+    """
+    workflow.patched(DECIDED_AT_START)
 
 
 def decided_at_start() -> bool:
     return workflow.patched(DECIDED_AT_START)  # remembered from decide_at_start: no new command
+
+
+def uses(patch_id: str) -> bool:
+    """Whether this run takes `patch_id`'s branch: always in this generation (nothing is asked,
+    nothing recorded), else as the history that is replayed says."""
+    return decided_at_start() or workflow.patched(patch_id)
 
 
 def _notified() -> set[str]:
