@@ -65,6 +65,26 @@ def attempts_of(history: WorkflowHistory, activity_type: str) -> list[int]:
     ]
 
 
+def completed_results(history: WorkflowHistory, activity_type: str) -> list[dict[str, Any]]:
+    """The `changed` flag of every completed run of an activity (a StepResult), in order."""
+    import json
+
+    scheduled = {
+        e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    }
+    results = []
+    for e in history.events:
+        if not e.HasField("activity_task_completed_event_attributes"):
+            continue
+        done = e.activity_task_completed_event_attributes
+        if scheduled[done.scheduled_event_id] == activity_type:
+            result = json.loads(done.result.payloads[0].data)
+            results.append({"changed": result["changed"]})
+    return results
+
+
 async def eventually(check: Any, timeout: float = 15.0) -> None:
     """The read model is written asynchronously (by design): wait until `check()` (async) holds."""
     import asyncio
