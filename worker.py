@@ -21,6 +21,8 @@ from activities.aws import SessionFactory
 from activities.execution import ExecutionActivities
 from activities.plans import PlanActivities
 from activities.records import RecordActivities, records_task_queue
+from runtime.settings import Settings
+from runtime.temporal_client import connect_patiently
 from store.repository import Store
 from workflows.execution import ExecutionWorkflow
 from workflows.lease import ResourceLeaseWorkflow
@@ -111,9 +113,6 @@ def build_worker(
 
 async def run_worker(stop: asyncio.Event | None = None) -> None:
     """Run until SIGINT/SIGTERM (or `stop` is set), then drain and shut down cleanly."""
-    from starter.settings import Settings
-    from starter.temporal_client import connect_patiently
-
     settings = Settings()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

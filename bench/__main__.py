@@ -37,10 +37,10 @@ from bench import kinds, procs
 from domain.execution import ApprovalInput, ExecutionView
 from domain.policy import Role
 from domain.status import ExecutionStatus as S
+from runtime.settings import Settings
+from runtime.temporal_client import connect_when_ready
 from starter.devserver import dev_server, free_port
 from starter.executions import Executions
-from starter.settings import Settings
-from starter.temporal_client import connect_when_ready
 
 PARTS = ("throughput", "approval", "api", "parked")
 TASK_QUEUE = "bench"

@@ -19,10 +19,10 @@ from domain.execution import ApprovalInput, ExecutionOptions, ExecutionRequest, 
 from domain.policy import Role
 from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus
+from runtime.settings import Settings
 from starter.cli_common import AsUser, _executions, _store, acting, err, out, run, state
 from starter.executions import ReclaimError, Refused
 from starter.plan_cli import plan_app
-from starter.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Safely act on AWS cost recommendations.")
 @app.callback()

@@ -12,8 +12,9 @@ import typer
 from rich.console import Console
 from temporalio.service import RPCError
 
+from runtime.settings import Settings
+from runtime.temporal_client import connect
 from starter.executions import Executions, ReclaimError
-from starter.settings import Settings
 
 # Piped output (CI logs, `| less`) gets a wide table instead of an 80-column squeeze.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -72,8 +73,6 @@ async def _executions() -> Any:
         async with ApiExecutions.from_env() as api:
             yield api
         return
-    from starter.temporal_client import connect
-
     try:
         client = await connect(state.settings)
     except RuntimeError as exc:

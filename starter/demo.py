@@ -28,10 +28,10 @@ from domain.execution import ApprovalInput, ExecutionOptions, ExecutionRequest, 
 from domain.policy import Role
 from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus as S
+from runtime.settings import Settings
 from starter.api.auth import TokenEntry
 from starter.devserver import free_port, port_open, webui_executions_path
 from starter.executions import Executions
-from starter.settings import Settings
 from starter.stack import api_running, embedded_stack, wait_for_interrupt
 
 ACCOUNT = "123456789012"

@@ -28,6 +28,7 @@ from domain.plan import (
     needs_person,
 )
 from domain.plan_report import render_markdown
+from runtime.temporal_client import connect
 from starter.cli_common import AsUser, _store, acting, err, out, run, state
 from starter.executions import ReclaimError
 
@@ -38,7 +39,6 @@ plan_app = typer.Typer(no_args_is_help=True, help="Run many recommendations as o
 @asynccontextmanager
 async def _plans() -> Any:
     from starter.plans import Plans
-    from starter.temporal_client import connect
 
     try:
         client = await connect(state.settings)

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from temporalio.client import Client
 
 from activities.aws import SessionFactory
+from runtime.settings import Settings
+from runtime.temporal_client import connect_when_ready
 from starter.api.deps import Services
 from starter.devserver import DevServer, dev_server
-from starter.settings import Settings
-from starter.temporal_client import connect_when_ready
 from store.repository import Store
 from worker import build_worker
 

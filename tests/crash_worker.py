@@ -15,8 +15,8 @@ from temporalio import activity
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 from activities.aws import SessionFactory
-from starter.settings import Settings
-from starter.temporal_client import connect
+from runtime.settings import Settings
+from runtime.temporal_client import connect
 from store.repository import Store
 from worker import build_worker
 

@@ -24,10 +24,10 @@ from activities.faults import FaultInjector, FaultRule
 from domain.execution import ApprovalInput, RollbackInput
 from domain.policy import Role
 from domain.status import ExecutionStatus as S
+from runtime.settings import Settings
 from starter.demo import DemoAccount
 from starter.devserver import free_port
 from starter.executions import Executions
-from starter.settings import Settings
 from starter.stack import embedded_stack
 from tests.helpers import recommendation, request
 

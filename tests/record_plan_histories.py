@@ -20,10 +20,10 @@ from activities.aws import SessionFactory
 from activities.faults import FaultInjector, FaultRule
 from domain.plan import PLAN_TERMINAL, PlanControl, PlanDecision, PlanSpec, PlanStatus
 from domain.policy import Role
+from runtime.settings import Settings
 from starter.demo import DemoAccount
 from starter.devserver import free_port
 from starter.plans import Plans
-from starter.settings import Settings
 from starter.stack import embedded_stack
 from tests.helpers import recommendation
 

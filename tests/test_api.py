@@ -26,11 +26,11 @@ from domain.execution import ExecutionView, execution_id_for
 from domain.policy import Role
 from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus as S
+from runtime.settings import Settings
 from starter.api.app import create_app
 from starter.api.auth import TokenEntry, TokenStore, hash_token
 from starter.api.deps import Services
 from starter.executions import SETTLED, NotFound
-from starter.settings import Settings
 from store.repository import Store
 from tests.conftest import AwsAccount, Stack
 from tests.helpers import recommendation, request

@@ -15,12 +15,12 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from domain.execution import execution_id_for
+from runtime.settings import Settings
 from starter.api.app import create_app
 from starter.api.deps import Services
 from starter.api.limits import MAX_BODY_BYTES, BodySizeLimit
 from starter.devserver import free_port
 from starter.executions import Executions
-from starter.settings import Settings
 from store.repository import Store
 from tests.conftest import AwsAccount, Stack
 from tests.test_api import BASE, TOKENS, Api, rec_for, token_store

@@ -33,13 +33,13 @@ from domain.execution import ApprovalInput, ExecutionView, RollbackInput
 from domain.policy import Role
 from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus as S
+from runtime.settings import Settings
 from starter.api.app import create_app
 from starter.api.auth import TokenEntry, TokenStore
 from starter.api.deps import Services
 from starter.api_client import ApiExecutions, RemoteRefused
 from starter.devserver import free_port
 from starter.executions import NotFound, ReclaimError
-from starter.settings import Settings
 from tests.conftest import AwsAccount, Stack
 from tests.helpers import recommendation, request
 

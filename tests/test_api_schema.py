@@ -41,11 +41,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.aws import SessionFactory
 from domain.policy import Role
+from runtime.settings import Settings
 from starter.api.app import create_app
 from starter.api.auth import TokenEntry, TokenStore, hash_token
 from starter.api.deps import Services
 from starter.executions import Executions
-from starter.settings import Settings
 from store.repository import Store
 from tests.conftest import ACCOUNT, REGION, AwsAccount
 from tests.helpers import recommendation, request

@@ -411,7 +411,7 @@ def test_every_reclaim_command_in_compose_is_a_real_subcommand() -> None:
 
 def test_reclaim_settings_pick_up_the_compose_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     service = "worker"
-    from starter.settings import Settings
+    from runtime.settings import Settings
     from store.db import normalize_url
 
     env = environment(service)

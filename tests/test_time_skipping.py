@@ -16,8 +16,8 @@ from temporalio.testing import WorkflowEnvironment
 from activities.aws import SessionFactory
 from domain.execution import ExecutionOptions, ExecutionRequest, ExecutionView
 from domain.status import ExecutionStatus as S
+from runtime.temporal_client import ensure_search_attributes
 from starter.executions import Executions
-from starter.temporal_client import ensure_search_attributes
 from store.repository import Store
 from tests.conftest import AwsAccount
 from tests.helpers import recommendation

@@ -18,10 +18,10 @@ from playwright.async_api import Page, async_playwright
 
 from activities.aws import SessionFactory
 from domain.status import ExecutionStatus as S
+from runtime.settings import Settings
+from runtime.temporal_client import connect_when_ready
 from starter.devserver import dev_server, free_port, webui_executions_path
 from starter.executions import Executions
-from starter.settings import Settings
-from starter.temporal_client import connect_when_ready
 from store.repository import Store
 from tests.conftest import AwsAccount
 from tests.helpers import recommendation, request

@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from runtime.settings import Settings
+from runtime.temporal_client import connect
 from starter.api import errors, metrics
 from starter.api.auth import TokenStore
 from starter.api.deps import Services
@@ -14,7 +16,6 @@ from starter.api.limits import BodySizeLimit
 from starter.api.routes import events, executions, health, plans, recommendations
 from starter.api.routes import metrics as metrics_routes
 from starter.executions import Executions
-from starter.settings import Settings
 
 
 def create_app(services: Services | None = None, settings: Settings | None = None) -> FastAPI:
@@ -26,7 +27,6 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
             app.state.services = services
             yield
             return
-        from starter.temporal_client import connect
         from store.repository import Store
 
         config = settings or Settings()

@@ -10,10 +10,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from domain.policy import Role
+from runtime.settings import Settings
 from starter.api.auth import Principal, TokenStore
 from starter.api.errors import ApiError
 from starter.executions import Executions
-from starter.settings import Settings
 from store.repository import Store
 
 

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from runtime.settings import Settings
 from starter.api.app import create_app
 from starter.api.deps import Services
-from starter.settings import Settings
 
 
 class _Server(uvicorn.Server):

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from activities.aws import SessionFactory
+from runtime.settings import Settings
+from runtime.temporal_client import connect
 from starter.devserver import dev_server, free_port
-from starter.settings import Settings
-from starter.temporal_client import connect
 from store.repository import Store
 from tests.fault_support import (
     CountingMotoServer,

@@ -10,7 +10,7 @@ import time
 from temporalio.client import Client, TLSConfig
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from starter.settings import Settings
+from runtime.settings import Settings
 
 
 async def connect(settings: Settings, *, lazy: bool = False) -> Client:
