@@ -6,9 +6,17 @@ child and signals `release`; if the holder dies, the lease is terminated with it
 (parent close policy).
 """
 
-from temporalio import workflow
+from typing import Any
 
-from domain.base import StrictModel
+from temporalio import workflow
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.workflow import ChildWorkflowCancellationType, ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from domain.base import StrictModel
+    from domain.execution import lease_id_for
+    from domain.presentation import lease_summary
+    from workflows import versions
 
 
 class LeaseInput(StrictModel):
@@ -33,3 +41,42 @@ class ResourceLeaseWorkflow:
     @workflow.query
     def holder(self) -> str:
         return self._holder
+
+
+class LeaseHandle:
+    """An execution's hold on its resource: the `ResourceLease` child it started, if any.
+
+    Held through validation, approval and the change; let go before COMPLETED shows
+    (the rollback window does not block the resource) and taken again by a rollback.
+    """
+
+    def __init__(self, account_id: str, region: str, resource_id: str, holder: str) -> None:
+        self._id = lease_id_for(account_id, region, resource_id)
+        self._summary = lease_summary(resource_id, holder)
+        self._holder = holder
+        self._child: workflow.ChildWorkflowHandle[Any, Any] | None = None
+
+    async def try_acquire(self) -> bool:
+        """Take the resource, or False when another execution holds it (nothing waits)."""
+        try:
+            self._child = await workflow.start_child_workflow(
+                ResourceLeaseWorkflow.run,
+                LeaseInput(holder=self._holder),
+                id=self._id,
+                static_summary=self._summary,
+                parent_close_policy=ParentClosePolicy.TERMINATE,  # dies with a holder that dies
+                cancellation_type=ChildWorkflowCancellationType.ABANDON,
+            )
+        except WorkflowAlreadyStartedError:
+            return False
+        return True
+
+    async def release(self) -> None:
+        """Let go (nothing when not held) and wait until the lease has really closed: a rollback
+        right after COMPLETED takes it again, and under load the old one could still be open."""
+        if self._child is None:
+            return
+        child, self._child = self._child, None
+        await child.signal(ResourceLeaseWorkflow.release)
+        if versions.uses(versions.AWAIT_LEASE_RELEASE):
+            await child

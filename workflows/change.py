@@ -1,0 +1,114 @@
+"""The change itself: backup, apply, verify, and its compensation.
+
+Compensation (revert) is registered before the step it undoes, so a half-done
+apply is undone too, and runs on any failure or cancellation after the backup.
+A worker evicting the workflow from its cache is neither: it runs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import is_cancelled_exception
+from temporalio.workflow import ActivityCancellationType
+
+with workflow.unsafe.imports_passed_through():
+    from activities.execution import ExecutionActivities
+    from domain.execution import ActionStepInput, Assessment, BackupRecord, ExecutionRequest, StepResult
+    from domain.status import ExecutionStatus
+    from workflows import versions
+    from workflows.lease import LeaseHandle
+    from workflows.ledger import Ended, Ledger
+    from workflows.options import MUTATE_DEADLINE, MUTATE_RETRY, REVERT_DEADLINE, VERIFY_RETRY
+    from workflows.outcomes import describe_error
+
+S = ExecutionStatus
+Undo = tuple[str, Callable[[], Awaitable[Any]]]
+
+
+class Change:
+    def __init__(self, ledger: Ledger, request: ExecutionRequest, lease: LeaseHandle) -> None:
+        self._ledger = ledger
+        self._options = request.options
+        self._lease = lease
+
+    async def run(self, step: ActionStepInput, assessment: Assessment) -> None:
+        """Backup, apply, verify; ends COMPLETED, or compensated (ROLLED_BACK / ROLLBACK_FAILED)."""
+        ledger, opts = self._ledger, self._options
+        ledger.transition(S.BACKING_UP, "saving what is needed to undo the change")
+        try:
+            backup: BackupRecord = await workflow.execute_activity_method(
+                ExecutionActivities.backup, step,
+                start_to_close_timeout=opts.step_timeout, schedule_to_close_timeout=MUTATE_DEADLINE,
+                retry_policy=MUTATE_RETRY, cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+        except (Exception, asyncio.CancelledError) as err:  # never an eviction
+            if is_cancelled_exception(err):
+                ledger.transition(S.CANCELLED, "cancelled before any change", reason="cancelled")
+                raise
+            raise Ended(S.FAILED, f"backup failed, nothing was changed: {describe_error(err)}") from None
+        ledger.view.backups.append(backup)
+        step.backup = backup
+        ledger.log(f"backup ready{': ' + backup.backup_id if backup.backup_id else ''}")
+
+        compensations: list[Undo] = []
+        try:
+            ledger.transition(S.APPLYING, "changing the resource")
+            compensations.append(("revert", lambda: self.revert(step)))  # before the step it undoes
+            result: StepResult = await workflow.execute_activity_method(
+                ExecutionActivities.apply, step,
+                start_to_close_timeout=opts.step_timeout, schedule_to_close_timeout=MUTATE_DEADLINE,
+                retry_policy=MUTATE_RETRY, cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+            ledger.log(f"applied: {result.message}")
+            ledger.transition(S.VERIFYING, "waiting for the resource to reach the target state")
+            verified: StepResult = await workflow.execute_activity_method(
+                ExecutionActivities.verify, step,
+                # One look per attempt (the retry policy polls): an attempt lost with its worker
+                # is retried after a step timeout, well inside the verification window.
+                start_to_close_timeout=min(opts.step_timeout, opts.verify_timeout / 2),
+                schedule_to_close_timeout=opts.verify_timeout,
+                retry_policy=VERIFY_RETRY,
+            )
+            ledger.view.rollback_available_until = workflow.now() + opts.rollback_window
+            ledger.view.actual_monthly_savings = float(
+                verified.data.get("monthly_savings", assessment.estimated_monthly_savings)
+            )
+            if versions.decided_at_start():  # free before COMPLETED is seen (a rollback takes it again)
+                await self._lease.release()
+            ledger.transition(S.COMPLETED, f"verified: {verified.message}")
+        except (Exception, asyncio.CancelledError) as err:  # cancellation compensates too; eviction does not
+            cancelled = is_cancelled_exception(err)
+            cause = "cancelled" if cancelled else describe_error(err)
+            await asyncio.shield(asyncio.ensure_future(self.compensate(compensations, cause, cancelled)))
+            if cancelled:
+                raise
+
+    async def compensate(self, compensations: list[Undo], cause: str, cancelled: bool) -> None:
+        ledger = self._ledger
+        ledger.transition(S.ROLLING_BACK, f"undoing the change after: {cause}", reason=cause)
+        for name, undo in reversed(compensations):
+            try:
+                await undo()
+            except Exception as err:
+                ledger.transition(S.ROLLBACK_FAILED, f"{name} failed: {describe_error(err)}",
+                                  reason=f"{cause}; {name} failed: {describe_error(err)}")
+                return
+        if cancelled:
+            ledger.transition(S.CANCELLED, "cancelled; the change was undone", reason="cancelled")
+        else:
+            ledger.transition(S.ROLLED_BACK, f"the change was undone after: {cause}", reason=cause)
+
+    async def revert(self, step: ActionStepInput) -> StepResult:
+        result: StepResult = await workflow.execute_activity_method(
+            ExecutionActivities.revert, step,
+            start_to_close_timeout=self._options.step_timeout, schedule_to_close_timeout=REVERT_DEADLINE,
+            retry_policy=MUTATE_RETRY,
+        )
+        self._ledger.log(f"reverted: {result.message}")
+        if result.data.get("note"):
+            self._ledger.log(str(result.data["note"]))
+        return result
