@@ -18,9 +18,17 @@ def execution_id_for(recommendation_id: str, dry_run: bool = False) -> str:
     """One recommendation, one execution: a duplicate submission finds the same workflow.
 
     A dry run is a plan, not the execution: it has its own id, so planning first
-    never uses up the recommendation's one real execution.
+    never uses up the recommendation's one real execution. `dry_run=True` gives the id
+    dry runs had before `dry_run_id_for` (`plan-`, easily read as a PlanWorkflow's `plan:`):
+    existing ones keep it, and a PlanWorkflow still names its items' dry runs so (moving it
+    off is a patched workflow change).
     """
     return f"{'plan' if dry_run else 'exec'}-{recommendation_id}"
+
+
+def dry_run_id_for(recommendation_id: str) -> str:
+    """The id of a new dry run started on its own (`reclaim execute --dry-run`, the API)."""
+    return f"dryrun-{recommendation_id}"
 
 
 def lease_id_for(account_id: str, region: str, resource_id: str) -> str:

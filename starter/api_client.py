@@ -1,16 +1,14 @@
 """The CLI's HTTP path: `ApiExecutions` steers executions through the REST API instead of Temporal.
 
-Used when both RECLAIM_API_URL and RECLAIM_API_TOKEN are set. It offers the methods the
-CLI uses from `starter.executions.Executions` and raises the same errors, so every
-command keeps its one-line failures. Who acts is the token's subject and role: `--as`
+Used when both RECLAIM_API_URL and RECLAIM_API_TOKEN are set. It is a `starter.steering.Steering`
+like `starter.executions.Executions` and raises the same errors, so every command keeps its
+one-line failures. Who acts is the token's subject and role: `--as`
 and RECLAIM_ROLE do not apply on this path.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -18,21 +16,15 @@ from urllib.parse import quote
 from pydantic import ValidationError
 
 from domain.execution import ApprovalInput, ApprovalRecord, ExecutionRequest, ExecutionView, RollbackInput
+from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus
-from starter.executions import SETTLED, NotFound, ReclaimError, Refused, ResourceBusy, Started
+from starter.executions import SETTLED, InvalidCursor, NotFound, ReclaimError, Refused, ResourceBusy, Started
+from starter.polling import poll
 
 URL_VARIABLE = "RECLAIM_API_URL"
 TOKEN_VARIABLE = "RECLAIM_API_TOKEN"
 #: The API's largest page of executions.
 _PAGE = 500
-
-
-class RemoteRefused(ReclaimError):
-    """The API refused a decision and already recorded the refusal in its audit trail.
-
-    Not a `Refused`: the CLI records a `Refused` decision in its own store, which on
-    this path would write a second, local copy.
-    """
 
 
 def api_configured() -> bool:
@@ -72,7 +64,10 @@ class ApiExecutions:
     async def close(self) -> None:
         await self._http.aclose()
 
-    # -- the Executions interface -----------------------------------------------------------------
+    # -- Steering ----------------------------------------------------------------------------------
+
+    async def save_recommendations(self, recs: list[Recommendation]) -> None:
+        """Nothing to do: POST /execute keeps an inline recommendation once it accepts it."""
 
     async def start(self, request: ExecutionRequest) -> Started:
         """Start through POST /execute; the server applies its own policy and records the token's subject."""
@@ -92,22 +87,18 @@ class ApiExecutions:
         self, execution_id: str, until: frozenset[ExecutionStatus] = SETTLED, timeout: float = 600.0
     ) -> ExecutionView:
         """Poll GET until the execution reaches one of `until`."""
-        delay, deadline = 0.1, time.monotonic() + timeout
-        while True:
-            view = await self.status(execution_id)
-            if view.status in until:
-                return view
-            if time.monotonic() > deadline:
-                raise ReclaimError(f"{execution_id} is still {view.status.value} after {timeout:.0f} s")
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 1.0)
+        return await poll(
+            lambda: self.status(execution_id), lambda view: view.status in until,
+            interval=0.1, backoff=1.5, max_interval=1.0, timeout=timeout,
+            too_long=lambda view: ReclaimError(f"{execution_id} is still {view.status.value} after {timeout:.0f} s"),
+        )
 
     async def decide(self, execution_id: str, approve: bool, attempt: ApprovalInput) -> ApprovalRecord:
-        """Approve or reject as the token's subject; `attempt` gives only the comment."""
+        """Approve or reject as the token's subject; `attempt` gives only the comment.
+        The API records a refusal in its audit trail before it answers."""
         verb, key = ("approve", "comment") if approve else ("reject", "reason")
         data = await self._call(
             "POST", f"/api/v1/executions/{quote(execution_id, safe='')}/{verb}", {key: attempt.comment},
-            busy=RemoteRefused,
         )
         return ApprovalRecord.model_validate(data)
 
@@ -119,8 +110,6 @@ class ApiExecutions:
 
     async def cancel(self, execution_id: str) -> None:
         await self._call("POST", f"/api/v1/executions/{quote(execution_id, safe='')}/cancel")
-
-    # -- beyond Executions: what the CLI reads from the store otherwise ---------------------------
 
     async def list_executions(
         self, *, customer_id: str | None = None, status: ExecutionStatus | None = None, limit: int = 50,
@@ -190,9 +179,21 @@ def _error(status: int, data: Any, busy: type[ReclaimError], base_url: str) -> R
         return ResourceBusy(detail) if code == "resource_busy" else busy(detail)
     if status == 401:
         return ReclaimError(f"the API refused the token ({detail})")
+    cursor_problem = _problem_with(data, "query.cursor") if status == 422 else None
+    if cursor_problem is not None:
+        return InvalidCursor(cursor_problem)
     if status in (403, 422):
         return ReclaimError(detail)
     return ReclaimError(f"the API at {base_url} answered {status}: {detail}")
+
+
+def _problem_with(data: Any, field: str) -> str | None:
+    """The API's message about `field`, if its `detail` names it."""
+    detail = data.get("detail") if isinstance(data, dict) else None
+    for item in detail if isinstance(detail, list) else []:
+        if isinstance(item, dict) and item.get("field") == field:
+            return str(item.get("message", ""))
+    return None
 
 
 def _detail(detail: Any) -> str:

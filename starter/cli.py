@@ -20,8 +20,8 @@ from domain.policy import Role
 from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus
 from runtime.settings import Settings
-from starter.cli_common import AsUser, _executions, _store, acting, err, out, run, state
-from starter.executions import ReclaimError, Refused
+from starter.cli_common import AsUser, _executions, acting, err, out, run, state
+from starter.executions import InvalidCursor, ReclaimError
 from starter.plan_cli import plan_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Safely act on AWS cost recommendations.")
@@ -82,12 +82,8 @@ def execute(
         for rec in recs:
             check_recommendation(rec)
         results = []
-        from starter.api_client import api_configured
-
         async with _executions() as executions:
-            if not api_configured():  # over HTTP the API saves them
-                async with _store() as store:
-                    await store.save_recommendations(recs)
+            await executions.save_recommendations(recs)
             for rec in recs:
                 req = ExecutionRequest(
                     recommendation=rec,
@@ -143,11 +139,7 @@ def _decide(execution_id: str, approve: bool, comment: str, as_user: str | None,
 
     async def go() -> tuple[str, ExecutionStatus | None]:
         async with _executions() as executions:
-            try:
-                record = await executions.decide(execution_id, approve, attempt)
-            except Refused as exc:
-                await _record_refusal(execution_id, approve, attempt, str(exc))
-                raise
+            record = await executions.decide(execution_id, approve, attempt)  # a refusal is recorded there
             verb = "approved" if approve else "rejected"
             line = f"{verb} {execution_id} as {record.actor}"
             if not wait:
@@ -161,21 +153,6 @@ def _decide(execution_id: str, approve: bool, comment: str, as_user: str | None,
         code = wait_exit_code([status], dry_run=False) if approve else 0
         if code:
             raise typer.Exit(code)
-
-
-async def _record_refusal(execution_id: str, approve: bool, attempt: ApprovalInput, refusal: str) -> None:
-    """A refused update never reaches history; the audit trail keeps it in the store."""
-    import uuid
-    from datetime import UTC, datetime
-
-    from domain.execution import ApprovalRecord, Decision
-
-    async with _store() as store:
-        await store.record_approval(ApprovalRecord(
-            id=str(uuid.uuid4()), execution_id=execution_id, actor=attempt.actor, role=attempt.role,
-            decision=Decision.APPROVE if approve else Decision.REJECT, comment=attempt.comment,
-            at=datetime.now(UTC), accepted=False, refusal=refusal, via="update",
-        ))
 
 
 @app.command()
@@ -265,25 +242,21 @@ def list_(
 ) -> None:
     """List executions from the read model, newest first, a page at a time (--cursor, --all)."""
 
-    async def page(after: str | None, size: int) -> tuple[list[ExecutionView], str | None]:
-        from starter.api_client import ApiExecutions, api_configured
-
-        if api_configured():
-            async with ApiExecutions.from_env() as api:
-                return await api.list_executions(customer_id=customer, status=status_, limit=size, cursor=after)
-        async with _store() as store:
-            try:
-                found = await store.list_executions(customer_id=customer, status=status_, limit=size, cursor=after)
-            except ValueError as exc:  # a cursor that is not one of ours
-                raise ReclaimError(f"--cursor: {exc}") from None
-            return list(found.executions), found.next_cursor
-
     async def go() -> tuple[list[ExecutionView], str | None]:
-        views, after = await page(cursor, 1000 if all_ else limit)
-        while all_ and after is not None:
-            more, after = await page(after, 1000)
-            views += more
-        return views, after
+        async with _executions(lazy=True) as executions:  # the read model answers; Temporal is not asked
+
+            async def page(after: str | None, size: int) -> tuple[list[ExecutionView], str | None]:
+                try:
+                    return await executions.list_executions(customer_id=customer, status=status_, limit=size,
+                                                            cursor=after)
+                except InvalidCursor as exc:
+                    raise ReclaimError(f"--cursor: {exc}") from None
+
+            views, after = await page(cursor, 1000 if all_ else limit)
+            while all_ and after is not None:
+                more, after = await page(after, 1000)
+                views += more
+            return views, after
 
     views, after = run(go)
     if as_json:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -15,6 +15,10 @@ from temporalio.service import RPCError
 from runtime.settings import Settings
 from runtime.temporal_client import connect
 from starter.executions import Executions, ReclaimError
+from starter.steering import Steering
+
+if TYPE_CHECKING:
+    from store.repository import Store
 
 # Piped output (CI logs, `| less`) gets a wide table instead of an 80-column squeeze.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -66,22 +70,25 @@ def run(make: Callable[[], Awaitable[T]]) -> T:
 
 
 @asynccontextmanager
-async def _executions() -> Any:
+async def _executions(*, lazy: bool = False) -> AsyncIterator[Steering]:
+    """The steering of this command: over HTTP when RECLAIM_API_URL and RECLAIM_API_TOKEN are set
+    (Temporal and the database untouched), else Temporal and the read model directly. `lazy`: for
+    a command that may only read the read model, Temporal is not reached before it is asked."""
     from starter.api_client import ApiExecutions, api_configured
 
-    if api_configured():  # RECLAIM_API_URL + RECLAIM_API_TOKEN: over HTTP, Temporal untouched
+    if api_configured():
         async with ApiExecutions.from_env() as api:
             yield api
         return
     try:
-        client = await connect(state.settings)
+        client = await connect(state.settings, lazy=lazy)
     except RuntimeError as exc:
         raise ReclaimError(f"cannot reach Temporal at {state.settings.temporal_address} ({exc})") from None
-    yield Executions(client, state.settings.task_queue)
+    yield Executions(client, state.settings.task_queue, read_model=_store, via="update")
 
 
 @asynccontextmanager
-async def _store() -> Any:
+async def _store() -> AsyncIterator[Store]:
     from store.repository import Store
 
     store = await Store.open(state.settings.database())

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import contextlib
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from temporalio.client import (
     Client,
@@ -22,15 +26,19 @@ from activities.actions.base import action_class
 from domain.execution import (
     ApprovalInput,
     ApprovalRecord,
+    Decision,
     ExecutionRequest,
     ExecutionView,
     RollbackInput,
+    dry_run_id_for,
     execution_id_for,
     lease_id_for,
 )
 from domain.presentation import execution_summary
 from domain.recommendation import Recommendation
 from domain.status import TERMINAL, ExecutionStatus
+from starter.polling import poll
+from store.repository import Store
 from workflows.execution import ExecutionWorkflow
 from workflows.lease import ResourceLeaseWorkflow
 
@@ -61,6 +69,10 @@ class InvalidResourceId(ReclaimError):
     """The resource id does not have the form of its kind's resource type."""
 
 
+class InvalidCursor(ReclaimError):
+    """A page cursor that the read model did not issue."""
+
+
 @dataclass(frozen=True)
 class Started:
     execution_id: str
@@ -85,10 +97,55 @@ def check_recommendation(rec: Recommendation) -> None:
         raise ReclaimError(str(exc)) from None
 
 
+#: Opens the read model for one use: the CLI opens (and migrates) it only when a command needs it.
+ReadModel = Callable[[], AbstractAsyncContextManager[Store]]
+
+
+def kept_open(store: Store) -> ReadModel:
+    """An open store as a `ReadModel` (the API's, the embedded stack's): used, never closed here."""
+    return lambda: contextlib.nullcontext(store)
+
+
 class Executions:
-    def __init__(self, client: Client, task_queue: str) -> None:
+    """Steering over Temporal (a `starter.steering.Steering`).
+
+    `read_model`: where refused approval attempts are recorded (labelled `via`: they never reach
+    history), where executions are listed and recommendations kept; without one, refusals go
+    unrecorded and listing is refused.
+    """
+
+    def __init__(self, client: Client, task_queue: str, read_model: ReadModel | None = None, *,
+                 via: str = "update") -> None:
         self.client = client
         self.task_queue = task_queue
+        self.read_model = read_model
+        self.via = via
+
+    def recording(self, store: Store, *, via: str) -> Executions:
+        """The same steering, recording refusals in `store` labelled `via` (the API: "api")."""
+        return Executions(self.client, self.task_queue, kept_open(store), via=via)
+
+    def _store(self) -> AbstractAsyncContextManager[Store]:
+        if self.read_model is None:
+            raise ReclaimError("no read model to answer from (no database configured here)")
+        return self.read_model()
+
+    async def save_recommendations(self, recs: list[Recommendation]) -> None:
+        if self.read_model is not None:
+            async with self.read_model() as store:
+                await store.save_recommendations(recs)
+
+    async def list_executions(
+        self, *, customer_id: str | None = None, status: ExecutionStatus | None = None, limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[ExecutionView], str | None]:
+        async with self._store() as store:
+            try:
+                found = await store.list_executions(customer_id=customer_id, status=status, limit=limit,
+                                                    cursor=cursor)
+            except ValueError as exc:  # a cursor that is not one of ours
+                raise InvalidCursor(str(exc)) from None
+        return list(found.executions), found.next_cursor
 
     def handle(self, execution_id: str) -> WorkflowHandle[ExecutionWorkflow, ExecutionView]:
         return self.client.get_workflow_handle_for(ExecutionWorkflow.run, execution_id)
@@ -97,7 +154,12 @@ class Executions:
         """Start, or find the execution this recommendation already has."""
         check_recommendation(request.recommendation)
         dry_run = request.options.dry_run
-        execution_id = execution_id_for(request.recommendation.id, dry_run)
+        if dry_run:  # one still running under the id of before `dryrun-` is the one this finds
+            legacy = execution_id_for(request.recommendation.id, dry_run=True)
+            if await self._exists(legacy) and not await self._dry_run_done(legacy):
+                return Started(legacy, created=False)
+        execution_id = dry_run_id_for(request.recommendation.id) if dry_run else execution_id_for(
+            request.recommendation.id)
         if await self._exists(execution_id) and (not dry_run or not await self._dry_run_done(execution_id)):
             return Started(execution_id, created=False)  # a dry run may be repeated once finished
         rec = request.recommendation
@@ -123,8 +185,8 @@ class Executions:
     async def _let_go(self, holder: str, rec: Recommendation) -> bool:
         """Whether `holder` has finished and let go of the resource, waiting (bounded) for one that
         has settled but is still releasing its lease: a person who saw it settle may act at once."""
-        deadline = time.monotonic() + FINISHING_GRACE_SECONDS
-        while True:
+
+        async def verdict() -> bool | None:
             try:
                 if (await self.status(holder)).status not in TERMINAL | {ExecutionStatus.COMPLETED}:
                     return False
@@ -132,9 +194,13 @@ class Executions:
                 pass  # the holder is gone or cannot answer: its lease goes with it
             if await self.lease_holder(rec.account_id, rec.region, rec.resource_id) != holder:
                 return True
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.1)
+            return None  # settled, still letting go
+
+        try:
+            return bool(await poll(verdict, lambda answer: answer is not None, interval=0.1,
+                                   timeout=FINISHING_GRACE_SECONDS))
+        except TimeoutError:
+            return False
 
     async def _exists(self, execution_id: str) -> bool:
         try:
@@ -189,27 +255,46 @@ class Executions:
         self, execution_id: str, until: frozenset[ExecutionStatus] = SETTLED, timeout: float = 600.0
     ) -> ExecutionView:
         """Poll the status query until the execution settles (a completed one stays open for rollback)."""
-        delay, deadline, polls = 0.05, time.monotonic() + timeout, 0
-        while True:
+        polls = 0
+
+        async def look() -> tuple[ExecutionView, bool]:
+            nonlocal polls
             view = await self.status(execution_id)
             if view.status in until:
-                return view
+                return view, True
             polls += 1
             if polls % 10 == 0 and await self._closed(execution_id):
-                return await self.status(execution_id)  # failed or terminated: nothing more will happen
-            if time.monotonic() > deadline:
-                raise ReclaimError(f"{execution_id} is still {view.status.value} after {timeout:.0f} s")
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
+                return await self.status(execution_id), True  # failed or terminated: nothing more will happen
+            return view, False
+
+        view, _ = await poll(
+            look, lambda answer: answer[1], interval=0.05, backoff=1.5, max_interval=0.5, timeout=timeout,
+            too_long=lambda answer: ReclaimError(
+                f"{execution_id} is still {answer[0].status.value} after {timeout:.0f} s"),
+        )
+        return view
 
     async def decide(self, execution_id: str, approve: bool, attempt: ApprovalInput) -> ApprovalRecord:
         update = ExecutionWorkflow.approve_update if approve else ExecutionWorkflow.reject_update
         try:
             return await self.handle(execution_id).execute_update(update, attempt)
         except WorkflowUpdateFailedError as exc:
-            raise Refused(_cause_message(exc)) from None
+            refusal = _cause_message(exc)
         except RPCError as exc:
             raise _rpc_error(execution_id, exc) from None
+        await self._record_refusal(execution_id, approve, attempt, refusal)
+        raise Refused(refusal)
+
+    async def _record_refusal(self, execution_id: str, approve: bool, attempt: ApprovalInput, refusal: str) -> None:
+        """A refused update never reaches history (its validator said no): the audit trail keeps it."""
+        if self.read_model is None:
+            return
+        async with self.read_model() as store:
+            await store.record_approval(ApprovalRecord(
+                id=str(uuid.uuid4()), execution_id=execution_id, actor=attempt.actor, role=attempt.role,
+                decision=Decision.APPROVE if approve else Decision.REJECT, comment=attempt.comment,
+                at=datetime.now(UTC), accepted=False, refusal=refusal, via=self.via,
+            ))
 
     async def rollback(self, execution_id: str, request: RollbackInput) -> str:
         try:

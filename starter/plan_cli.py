@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,6 +31,7 @@ from domain.plan_report import render_markdown
 from runtime.temporal_client import connect
 from starter.cli_common import AsUser, _store, acting, err, out, run, state
 from starter.executions import ReclaimError
+from starter.polling import poll, polled
 
 plan_app = typer.Typer(no_args_is_help=True, help="Run many recommendations as one plan: waves, rate control, "
                                                   "one approval.")
@@ -145,16 +146,16 @@ EXIT_NEEDS_PERSON, EXIT_OTHER_OUTCOME = 3, 4
 
 async def until_it_ends_or_needs_a_person(plans: Any, plan_id: str, timeout: float,
                                           interval: float = 1.0) -> PlanView:
-    import asyncio
-
-    deadline = time.monotonic() + timeout
-    view: PlanView = await plans.progress(plan_id)
-    while view.status not in PLAN_TERMINAL and not needs_person(view):
-        if time.monotonic() > deadline:
-            raise ReclaimError(f"plan {plan_id} is still {view.status.value} after {timeout:.0f} s")
-        await asyncio.sleep(interval)
-        view = await plans.progress(plan_id)
+    view: PlanView = await poll(
+        lambda: plans.progress(plan_id), _settled, interval=interval, timeout=timeout,
+        too_long=lambda view: ReclaimError(f"plan {plan_id} is still {view.status.value} after {timeout:.0f} s"),
+    )
     return view
+
+
+def _settled(view: PlanView) -> bool:
+    """Ended, or only a person can move it now."""
+    return view.status in PLAN_TERMINAL or needs_person(view)
 
 
 def _exit_for(view: PlanView) -> None:
@@ -260,17 +261,18 @@ def watch(
     Exit codes as `plan run --wait`: 0 COMPLETED, 3 needs a person, 4 ended otherwise.
     """
 
-    async def go() -> PlanView:
-        import asyncio
+    def done(view: PlanView) -> bool:
+        return view.status in PLAN_TERMINAL or (until_settled and needs_person(view))
 
+    async def go() -> PlanView:
         async with _plans() as plans:
-            view = await plans.progress(plan_id)
-            with Live(progress_table(view), console=out, refresh_per_second=4, transient=False) as live:
-                while not (until_settled and needs_person(view)) and view.status not in PLAN_TERMINAL:
-                    await asyncio.sleep(interval)
-                    view = await plans.progress(plan_id)
-                    live.update(progress_table(view))
-            return view
+            with Live(console=out, refresh_per_second=4, transient=False) as live:
+                async with aclosing(polled(lambda: plans.progress(plan_id), interval=interval)) as views:
+                    async for view in views:
+                        live.update(progress_table(view))
+                        if done(view):
+                            return view
+        raise AssertionError("unreachable: polled() never ends by itself")  # pragma: no cover
 
     _exit_for(run(go))
 

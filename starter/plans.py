@@ -6,9 +6,7 @@ reads them from the store page by page), then starts PlanWorkflow.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
@@ -36,6 +34,7 @@ from domain.plan_report import PlanReport, build_report
 from domain.policy import Policy
 from domain.recommendation import Recommendation
 from starter.executions import NotFound, ReclaimError, Refused, _cause_message, check_recommendation
+from starter.polling import poll
 from store.plans import PlanExists
 from store.repository import Store
 from workflows.plan import PlanWorkflow
@@ -138,15 +137,11 @@ class Plans:
 
     async def wait(self, plan_id: str, until: Collection[PlanStatus] = PLAN_SETTLED,
                    timeout: float = 600.0) -> PlanView:
-        deadline, delay = time.monotonic() + timeout, 0.1
-        while True:
-            view = await self.progress(plan_id)
-            if view.status in until:
-                return view
-            if time.monotonic() > deadline:
-                raise ReclaimError(f"plan {plan_id} is still {view.status.value} after {timeout:.0f} s")
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 1.0)
+        return await poll(
+            lambda: self.progress(plan_id), lambda view: view.status in until,
+            interval=0.1, backoff=1.5, max_interval=1.0, timeout=timeout, too_long=lambda view: ReclaimError(
+                f"plan {plan_id} is still {view.status.value} after {timeout:.0f} s"),
+        )
 
     async def decide(self, plan_id: str, approve: bool, decision: PlanDecision) -> str:
         if approve and decision.items is not None:

@@ -22,7 +22,7 @@ import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
 from activities.aws import SessionFactory
-from domain.execution import ExecutionView, execution_id_for
+from domain.execution import ExecutionView, dry_run_id_for, execution_id_for
 from domain.policy import Role
 from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus as S
@@ -163,8 +163,8 @@ async def settled(stack: Stack, execution_id: str, until: frozenset[S] = SETTLED
 
 
 async def assert_nothing_started(stack: Stack, rec: Recommendation) -> None:
-    for dry_run in (False, True):  # neither the execution nor a plan
-        execution_id = execution_id_for(rec.id, dry_run)
+    # neither the execution nor a dry run (under its id of now or of before)
+    for execution_id in (execution_id_for(rec.id), dry_run_id_for(rec.id), execution_id_for(rec.id, dry_run=True)):
         with pytest.raises(NotFound):
             await stack.executions.status(execution_id)
         assert await stack.store.get_execution(execution_id) is None
@@ -209,9 +209,9 @@ async def test_execute_a_stored_recommendation_by_id(api: Api, aws: AwsAccount) 
     await api.stack.store.save_recommendations([rec])
     response = await api.execute("operator", recommendation_id=rec.id, dry_run=True)
     assert response.status_code == 202, response.text
-    assert response.json()["execution_id"] == execution_id_for(rec.id, dry_run=True)
+    assert response.json()["execution_id"] == dry_run_id_for(rec.id)
     assert response.json()["created"] is True
-    view = await settled(api.stack, execution_id_for(rec.id, dry_run=True))
+    view = await settled(api.stack, dry_run_id_for(rec.id))
     assert view.status is S.PLANNED
     assert aws.instance_state(instance)[0] == "running"
 
@@ -787,7 +787,7 @@ class TestRoleTenantMatrix:
             response = await api.execute(who, rec, dry_run=True)
         assert response.status_code == expected, response.text
         if expected == 202:
-            plan = execution_id_for(rec.id, dry_run=True)
+            plan = dry_run_id_for(rec.id)
             assert response.json()["execution_id"] == plan
             assert response.json()["created"] is True
             assert (await api.stack.executions.status(plan)).requested_by == SUBJECT[str(who)]

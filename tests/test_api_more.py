@@ -37,9 +37,9 @@ from runtime.settings import Settings
 from starter.api.app import create_app
 from starter.api.auth import TokenEntry, TokenStore
 from starter.api.deps import Services
-from starter.api_client import ApiExecutions, RemoteRefused
+from starter.api_client import ApiExecutions
 from starter.devserver import free_port
-from starter.executions import NotFound, ReclaimError
+from starter.executions import NotFound, ReclaimError, Refused
 from tests.conftest import AwsAccount, Stack
 from tests.helpers import recommendation, request
 
@@ -497,6 +497,18 @@ async def test_cli_over_the_api(api: Api, stack: Stack, aws: AwsAccount, tmp_pat
         assert missing.stderr.strip().startswith("error: ") and len(missing.stderr.strip().splitlines()) == 1
 
 
+async def test_a_refusal_over_the_api_is_recorded_once(api: Api, stack: Stack, aws: AwsAccount, tmp_path: Path) -> None:
+    # The API records it; the CLI, its client, records nothing more (it has no database on this path).
+    rec = recommendation("ec2.stop", aws.instance(), customer_id=api.customer)
+    started = await stack.executions.start(request(rec, requested_by="bob", auto_approve=False))
+    assert (await stack.executions.wait(started.execution_id)).status is S.AWAITING_APPROVAL
+    async with served(api.app) as url:
+        own = await reclaim(cli_env(url, api.tokens["approver"]), tmp_path, "approve", started.execution_id)
+    assert own.returncode == 1 and "cannot approve" in own.stderr, own
+    trail = await stack.store.list_approvals(started.execution_id)
+    assert [(a.actor, a.accepted, a.via) for a in trail] == [("bob", False, "api")]
+
+
 async def test_api_client_maps_the_api_to_executions_errors(api: Api, stack: Stack, aws: AwsAccount) -> None:
     rec = recommendation("ec2.stop", aws.instance(), customer_id=api.customer)
     async with served(api.app) as url:
@@ -516,7 +528,7 @@ async def test_api_client_maps_the_api_to_executions_errors(api: Api, stack: Sta
                 async with ApiExecutions(url, api.tokens["other"]) as other:
                     await other.status(started.execution_id)
         async with ApiExecutions(url, api.tokens["approver"]) as approver:
-            with pytest.raises(RemoteRefused, match="no running execution"):
+            with pytest.raises(Refused, match="no running execution"):
                 await approver.decide(started.execution_id, True, ApprovalInput(actor="bob", role=Role.APPROVER))
         async with ApiExecutions(url, "not-a-token-at-all") as nobody:
             with pytest.raises(ReclaimError, match="refused the token"):

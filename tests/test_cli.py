@@ -23,11 +23,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from activities.actions.base import registry
-from domain.execution import execution_id_for
+from domain.execution import dry_run_id_for, execution_id_for
 from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus as S
 from tests.conftest import AwsAccount, Stack
 from tests.helpers import recommendation, request
+from workflows.execution import ExecutionWorkflow
 
 RECLAIM = Path(sys.executable).parent / "reclaim"
 KINDS = {"ec2.stop", "ec2.rightsize", "ebs.delete", "ebs.gp2_to_gp3"}
@@ -232,9 +233,36 @@ async def test_dry_run_plans_and_changes_nothing(cli: Cli, aws: AwsAccount, tmp_
     rec = recommendation("ec2.stop", instance)
     run = succeeded(await cli("execute", str(write(tmp_path, rec)), "--dry-run", "--wait", "--json"))
     [row] = run.json()
-    assert (row["execution_id"], row["created"], row["status"]) == (execution_id_for(rec.id, dry_run=True), True, "PLANNED")
+    assert (row["execution_id"], row["created"], row["status"]) == (dry_run_id_for(rec.id), True, "PLANNED")
     after = aws.describe_instance(instance)
     assert after["State"] == before["State"] and after["InstanceType"] == before["InstanceType"]
+
+
+async def test_a_dry_run_started_under_the_old_id_is_still_found(
+    cli: Cli, stack: Stack, aws: AwsAccount, tmp_path: Path
+) -> None:
+    # Before `dryrun-`, a dry run was `plan-<rec>`, as a PlanWorkflow's items' dry runs still are.
+    rec = recommendation("ec2.stop", aws.instance(), customer_id=f"old-ids-{uuid.uuid4().hex[:8]}")
+    legacy = execution_id_for(rec.id, dry_run=True)
+    assert legacy == f"plan-{rec.id}" and dry_run_id_for(rec.id) == f"dryrun-{rec.id}"
+    await stack.client.start_workflow(ExecutionWorkflow.run, request(rec, dry_run=True), id=legacy,
+                                      task_queue=stack.task_queue)
+    again = await stack.executions.start(request(rec, dry_run=True))  # while it runs: that one
+    assert (again.execution_id, again.created) == (legacy, False)
+    assert (await stack.executions.wait(legacy)).status is S.PLANNED
+
+    shown = succeeded(await cli("status", legacy, "--json"))
+    assert (shown.json()["execution_id"], shown.json()["status"]) == (legacy, "PLANNED")
+    for _ in range(100):  # the read model catches up
+        listed = succeeded(await cli("list", "--customer", rec.customer_id, "--json"))
+        if [v["status"] for v in listed.json()] == ["PLANNED"]:
+            break
+        await asyncio.sleep(0.1)
+    assert [v["execution_id"] for v in listed.json()] == [legacy]
+
+    new = succeeded(await cli("execute", str(write(tmp_path, rec)), "--dry-run", "--wait", "--json"))
+    [row] = new.json()
+    assert (row["execution_id"], row["created"], row["status"]) == (dry_run_id_for(rec.id), True, "PLANNED")
 
 
 # ---- steering ----------------------------------------------------------------------------------

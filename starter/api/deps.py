@@ -24,6 +24,11 @@ class Services:
     store: Store
     tokens: TokenStore
 
+    @property
+    def steering(self) -> Executions:
+        """The executions as the API steers them: a refused decision recorded in this store, "via api"."""
+        return self.executions.recording(self.store, via="api")
+
 
 def services(request: Request) -> Services:
     found: Services = request.app.state.services

@@ -5,8 +5,7 @@ Another customer's execution answers 404, exactly like a missing one.
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -19,7 +18,6 @@ from domain.base import StrictModel
 from domain.execution import (
     ApprovalInput,
     ApprovalRecord,
-    Decision,
     ExecutionOptions,
     ExecutionRequest,
     ExecutionView,
@@ -217,14 +215,9 @@ async def _decide(svc: Any, principal: Principal, execution_id: str, approve: bo
     await _visible(svc, principal, execution_id)
     attempt = ApprovalInput(actor=principal.subject, role=principal.role, comment=comment)
     try:
-        record: ApprovalRecord = await svc.executions.decide(execution_id, approve, attempt)
+        record: ApprovalRecord = await svc.steering.decide(execution_id, approve, attempt)
         return record
-    except Refused as exc:
-        await svc.store.record_approval(ApprovalRecord(
-            id=str(uuid.uuid4()), execution_id=execution_id, actor=attempt.actor, role=attempt.role,
-            decision=Decision.APPROVE if approve else Decision.REJECT, comment=comment,
-            at=datetime.now(UTC), accepted=False, refusal=str(exc), via="api",
-        ))
+    except Refused as exc:  # already in the audit trail
         raise ApiError(409, "refused", str(exc)) from None
     except NotFound as exc:
         raise ApiError(409, "not_running", str(exc)) from None
