@@ -484,3 +484,28 @@ def needs_person(view: PlanView) -> bool:
     if view.status in (PlanStatus.AWAITING_APPROVAL, PlanStatus.PAUSED):
         return True
     return view.status is PlanStatus.RUNNING and 0 < view.running <= view.awaiting_person
+
+
+def final_status(view: PlanView, aborted_because: str | None) -> tuple[PlanStatus, str]:
+    """How a plan that ran to its end reads: a refusal by policy is an answer, a person's no or
+    an approver's leaving an item out is not a failure, a dry run no item passed is."""
+    if aborted_because is not None:
+        return PlanStatus.ABORTED, aborted_because
+    tally: dict[Outcome, int] = {}
+    for status, n in view.counts.items():
+        if status == ItemState.NOT_APPROVED.value:
+            continue  # left out on purpose by the approver
+        tally[outcome(status)] = tally.get(outcome(status), 0) + n
+    succeeded, failed = tally.get(Outcome.SUCCEEDED, 0), tally.get(Outcome.FAILED, 0)
+    others = sum(n for k, n in tally.items() if k not in (Outcome.SUCCEEDED, Outcome.REFUSED))
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(view.counts.items()))
+    if view.phase == "dry_run" and succeeded == 0:
+        return PlanStatus.FAILED, f"no item passed the dry run ({summary})"
+    refused = tally.get(Outcome.REFUSED, 0)
+    if others == 0 and refused:
+        return PlanStatus.COMPLETED, f"done; {refused} refused by policy ({summary})"
+    if others == 0:
+        return PlanStatus.COMPLETED, f"every item done ({summary})"
+    if succeeded == 0 and failed > 0:
+        return PlanStatus.FAILED, f"no item succeeded ({summary})"
+    return PlanStatus.COMPLETED_WITH_FAILURES, summary

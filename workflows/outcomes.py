@@ -78,3 +78,10 @@ def child_outcome(error: BaseException) -> ExecutionStatus:
     if isinstance(cause, ApplicationError) and cause.type in _STATUS_OF_FAILURE:
         return _STATUS_OF_FAILURE[cause.type]
     return S.FAILED
+
+
+def refuse_update(refusal: str | None) -> None:
+    """An update's validator says no: the attempt never enters the history, and the caller
+    gets the reason as a `Refused` failure."""
+    if refusal:
+        raise ApplicationError(refusal, type="Refused", non_retryable=True)
