@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.store_errors import STORE_UNAVAILABLE, store_call
 from domain.execution import ExecutionView, LastChange, ResourceRef
@@ -20,7 +20,11 @@ from store.repository import Store
 
 
 def _store_busy(message: str) -> ApplicationError:
-    return ApplicationError(message, type=STORE_UNAVAILABLE, non_retryable=True)
+    """A hand-off, not a fault: the workflow writes this view the durable way. Benign, so the SDK
+    logs no traceback per view (a slow store under load made megabytes of them a minute);
+    the pause itself is logged once, by `record_execution`."""
+    return ApplicationError(message, type=STORE_UNAVAILABLE, non_retryable=True,
+                            category=ApplicationErrorCategory.BENIGN)
 
 
 def records_task_queue(task_queue: str) -> str:
@@ -53,6 +57,8 @@ class RecordActivities:
             return await asyncio.wait_for(self.store.upsert_execution(view), LOCAL_WRITE_PATIENCE)
         except TimeoutError:
             self._local_paused_until = time.monotonic() + LOCAL_WRITES_PAUSED_FOR
+            activity.logger.warning("the read model did not answer within %s s: views go the durable way "
+                                    "for %s s", LOCAL_WRITE_PATIENCE, LOCAL_WRITES_PAUSED_FOR)
             raise _store_busy(f"the read model did not answer within {LOCAL_WRITE_PATIENCE} s") from None
 
     @activity.defn(name="last_change")
