@@ -46,7 +46,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.ledger import Ended, Ledger
     from workflows.observers import observers_for
     from workflows.options import READ_DEADLINE, READ_RETRY
-    from workflows.outcomes import closing_failure, describe_error
+    from workflows.outcomes import closing_failure, describe_error, refuse_update
     from workflows.rollback import RollbackWindow
 
 S = ExecutionStatus
@@ -272,7 +272,7 @@ class ExecutionWorkflow:
 
     @approve_update.validator
     def _validate_approve(self, attempt: ApprovalInput) -> None:
-        _refuse(self._approval.refusal(Decision.APPROVE, attempt))
+        refuse_update(self._approval.refusal(Decision.APPROVE, attempt))
 
     @workflow.update(name="reject")
     def reject_update(self, attempt: ApprovalInput) -> ApprovalRecord:
@@ -280,7 +280,7 @@ class ExecutionWorkflow:
 
     @reject_update.validator
     def _validate_reject(self, attempt: ApprovalInput) -> None:
-        _refuse(self._approval.refusal(Decision.REJECT, attempt))
+        refuse_update(self._approval.refusal(Decision.REJECT, attempt))
 
     @workflow.signal(name="rollback")
     def rollback_signal(self, request: RollbackInput) -> None:
@@ -292,14 +292,9 @@ class ExecutionWorkflow:
 
     @rollback_update.validator
     def _validate_rollback(self, request: RollbackInput) -> None:
-        _refuse(self._rollback.refusal(request))
+        refuse_update(self._rollback.refusal(request))
 
     @workflow.query(name="status")
     def status(self) -> ExecutionView:
         return self._view
 
-
-def _refuse(refusal: str | None) -> None:
-    """An update's validator: a refused attempt never enters the history."""
-    if refusal:
-        raise ApplicationError(refusal, type="Refused", non_retryable=True)
