@@ -388,7 +388,10 @@ def test_gp3_refuses_within_six_hours_of_a_modification(ec2: Any, factory: Sessi
 
 
 def _gp2(**state: Any) -> Observation:
-    return Observation(state={"volume_type": "gp2", "size": 100, "modification_state": None,
+    """A whole observation (the state model refuses a partial one) of a 100 GiB gp2 volume."""
+    return Observation(state={"state": "available", "volume_type": "gp2", "size": 100, "iops": 300,
+                              "throughput": None, "availability_zone": "us-east-1a", "encrypted": False,
+                              "kms_key_id": None, "attached_to": [], "modification_state": None,
                               "modification_end_time": None, **state})
 
 
@@ -436,7 +439,7 @@ def test_gp3_revert_waits_for_aws_to_allow_it(code: str, raises: type[Exception]
     seen = kind.inspect()
     backup = kind.backup(seen)
     kind.apply(seen, backup)
-    real = kind.ec2
+    real = kind.aws
     monkeypatch.setattr(kind, "client", lambda service: _Refusing(real, code))
     with pytest.raises(raises, match=code if raises is ClientError else "does not allow"):
         kind.revert(seen, backup)

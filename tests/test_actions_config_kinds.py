@@ -318,9 +318,10 @@ def test_logs_retention_tags_reach_the_protection_policy(moto: Aws, factory: Ses
 
 def test_logs_retention_savings(offline: SessionFactory) -> None:
     kind = action(offline, "logs.retention", GROUP, {"retention_days": 30})
-    assert kind.estimate_monthly_savings(Observation(state={"stored_bytes": 0})) == 10.0
-    year_ago = (datetime.now(UTC).timestamp() - 360 * 86400) * 1000
-    seen = Observation(state={"stored_bytes": 100 * 1024**3, "creation_time": year_ago, "retention_days": None})
+    whole = {"retention_days": None, "stored_bytes": 0, "creation_time": None, "arn": "arn:aws:logs:group"}
+    assert kind.estimate_monthly_savings(Observation(state=whole)) == 10.0
+    year_ago = int((datetime.now(UTC).timestamp() - 360 * 86400) * 1000)
+    seen = Observation(state={**whole, "stored_bytes": 100 * 1024**3, "creation_time": year_ago})
     # Evenly written over 360 days, keeping 30: 11/12 of 100 GiB goes.
     assert kind.estimate_monthly_savings(seen) == pytest.approx(100 * 11 / 12 * flat("logs_gb_month", REGION),
                                                                 rel=1e-3)
@@ -380,9 +381,10 @@ def test_lambda_memory_drift_is_refused(moto: Aws, factory: SessionFactory) -> N
 def test_lambda_memory_refuses_a_function_being_updated(offline: SessionFactory) -> None:
     """moto finishes every update at once (LastUpdateStatus is always Successful): judged on an observation."""
     kind = action(offline, "lambda.memory", FUNCTION, LAMBDA_PARAMS)
-    busy = Observation(state={"memory_mb": 1024, "state": "Active", "last_update_status": "InProgress"})
+    arn = "arn:aws:lambda:us-east-1:123456789012:function:" + FUNCTION
+    busy = Observation(state={"memory_mb": 1024, "state": "Active", "last_update_status": "InProgress", "arn": arn})
     assert "in progress" in str(kind.refusal(busy))
-    pending = Observation(state={"memory_mb": 1024, "state": "Pending", "last_update_status": None})
+    pending = Observation(state={"memory_mb": 1024, "state": "Pending", "last_update_status": None, "arn": arn})
     assert "Pending" in str(kind.refusal(pending))
 
 

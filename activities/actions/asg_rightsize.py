@@ -6,15 +6,19 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from activities.actions.base import Action, register, tags_of
+from activities.actions.base import Action, register
 from activities.errors import Refused, RevertImpossible, VerificationFailed
+from activities.resources.autoscaling_group import (
+    AutoScalingGroup,
+    GroupState,
+    describe_group,
+    scaling_now,
+    template_version,
+)
 from domain.base import StrictModel
 from domain.execution import BackupRecord, Observation, StepResult
 from domain.policy import RiskLevel
 from domain.pricing import ec2_monthly
-
-#: Scaling activity status codes after which nothing is moving any more.
-_SETTLED = frozenset({"Successful", "Failed", "Cancelled"})
 
 
 class AsgRightsizeParams(StrictModel):
@@ -56,7 +60,7 @@ class AsgRightsizeParams(StrictModel):
 
 
 @register
-class AsgRightsize(Action[AsgRightsizeParams]):
+class AsgRightsize(Action[AsgRightsizeParams, GroupState]):
     """Lower an Auto Scaling group's desired (and optionally min/max) capacity, or change the
     instance type of its launch template: a new version copied from the one in use (described
     `reclaim:<execution id>`) that the group then points at. Running instances keep their type
@@ -72,7 +76,7 @@ class AsgRightsize(Action[AsgRightsizeParams]):
     """
 
     kind = "asg.rightsize"
-    resource_type = "AWS::AutoScaling::AutoScalingGroup"
+    resource = AutoScalingGroup
     params_model = AsgRightsizeParams
     reversible = True
     base_risk = RiskLevel.MEDIUM
@@ -84,59 +88,29 @@ class AsgRightsize(Action[AsgRightsizeParams]):
     )
 
     @property
-    def asg(self) -> Any:
-        return self.client("autoscaling")
-
-    @property
     def ec2(self) -> Any:
+        """The launch templates' service: the kind's second client."""
         return self.client("ec2")
 
     def _group(self, missing: type[Exception] = VerificationFailed) -> dict[str, Any]:
-        found = self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[self.rec.resource_id])
-        if not found["AutoScalingGroups"]:
-            raise missing(f"Auto Scaling group {self.rec.resource_id} does not exist")
-        return dict(found["AutoScalingGroups"][0])
-
-    def _version(self, template_id: str, version: str) -> dict[str, Any]:
-        found = self.ec2.describe_launch_template_versions(LaunchTemplateId=template_id, Versions=[version])
-        return dict(found["LaunchTemplateVersions"][0])
-
-    def _busy(self) -> list[str]:
-        found = self.asg.describe_scaling_activities(AutoScalingGroupName=self.rec.resource_id, MaxRecords=20)
-        return [f"{a.get('Description', a['ActivityId'])} ({a['StatusCode']})"
-                for a in found["Activities"] if a["StatusCode"] not in _SETTLED]
-
-    def inspect(self) -> Observation:
-        group = self._group(Refused)
-        template, config = group.get("LaunchTemplate"), group.get("LaunchConfigurationName")
-        state: dict[str, Any] = {
-            "min": group["MinSize"], "max": group["MaxSize"], "desired": group["DesiredCapacity"],
-            "launch_template_id": None, "launch_template_version": None, "version_number": None,
-            "instance_type": None, "single_template": bool(template), "busy": self._busy(),
-        }
-        if template:
-            version = self._version(template["LaunchTemplateId"], template.get("Version") or "$Default")
-            state.update(launch_template_id=template["LaunchTemplateId"], version_number=version["VersionNumber"],
-                         launch_template_version=template.get("Version"),
-                         instance_type=version["LaunchTemplateData"].get("InstanceType"))
-        elif config:
-            configs = self.asg.describe_launch_configurations(LaunchConfigurationNames=[config])
-            state["instance_type"] = configs["LaunchConfigurations"][0]["InstanceType"]
-        return Observation(state=state, tags=tags_of(group.get("Tags")))
+        group = describe_group(self.aws, self.rec.resource_id)
+        if group is None:
+            raise missing(AutoScalingGroup.missing.format(id=self.rec.resource_id))
+        return group
 
     def refusal(self, seen: Observation) -> str | None:
-        s, p = seen.state, self.params
-        if p.type_mode and s["instance_type"] != p.expected_instance_type:
-            return (f"drift: the group launches {s['instance_type']}, "
+        s, p = self.state(seen), self.params
+        if p.type_mode and s.instance_type != p.expected_instance_type:
+            return (f"drift: the group launches {s.instance_type}, "
                     f"the recommendation assumed {p.expected_instance_type}")
-        if not p.type_mode and s["desired"] != p.expected_desired:
-            return f"drift: desired capacity is {s['desired']}, the recommendation assumed {p.expected_desired}"
-        if p.type_mode and not s["single_template"]:
+        if not p.type_mode and s.desired != p.expected_desired:
+            return f"drift: desired capacity is {s.desired}, the recommendation assumed {p.expected_desired}"
+        if p.type_mode and not s.single_template:
             return "the group does not launch from one launch template (launch configuration or mixed instances)"
-        if s["busy"]:
-            return f"scaling activities are in progress: {'; '.join(s['busy'])}"
-        low = s["min"] if p.target_min is None else p.target_min
-        high = s["max"] if p.target_max is None else p.target_max
+        if s.busy:
+            return f"scaling activities are in progress: {'; '.join(s.busy)}"
+        low = s.min if p.target_min is None else p.target_min
+        high = s.max if p.target_max is None else p.target_max
         if not p.type_mode and not low <= (p.target_desired or 0) <= high:
             return f"target_desired {p.target_desired} is outside min {low} .. max {high}; set target_min/target_max"
         return None
@@ -148,13 +122,13 @@ class AsgRightsize(Action[AsgRightsizeParams]):
         return {key: value for key, value in sizes.items() if value is not None}
 
     def plan(self, seen: Observation) -> list[str]:
-        name, s = self.rec.resource_id, seen.state
+        name, s = self.rec.resource_id, self.state(seen)
         if not self.params.type_mode:
-            now = {"DesiredCapacity": s["desired"], "MinSize": s["min"], "MaxSize": s["max"]}
+            now = {"DesiredCapacity": s.desired, "MinSize": s.min, "MaxSize": s.max}
             return [f"update {name}: " + ", ".join(f"{k} {now[k]} -> {v}" for k, v in self._sizes().items())]
-        return [f"create a version of launch template {s['launch_template_id']} from version {s['version_number']} "
+        return [f"create a version of launch template {s.launch_template_id} from version {s.version_number} "
                 f"with InstanceType {self.params.target_instance_type} (reclaim:{self.execution_id})",
-                f"point {name} at it (was {s['launch_template_version'] or '$Default'}); "
+                f"point {name} at it (was {s.launch_template_version or '$Default'}); "
                 "running instances keep their type until replaced"]
 
     def _new_version_args(self, template_id: str, source: int) -> dict[str, Any]:
@@ -165,11 +139,12 @@ class AsgRightsize(Action[AsgRightsizeParams]):
     def check_permissions(self, seen: Observation) -> list[str]:
         """Auto Scaling has no DryRun: the reads are made; the template version is dry-run (EC2)."""
         self._group()
-        self._busy()
+        scaling_now(self.aws, self.rec.resource_id)
         checked = ["autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeScalingActivities"]
         if self.params.type_mode:
-            template_id, source = seen.state["launch_template_id"], seen.state["version_number"]
-            self._version(template_id, str(source))
+            state = self.state(seen)
+            template_id, source = str(state.launch_template_id), int(state.version_number or 0)
+            template_version(self.ec2, template_id, str(source))
             checked += ["ec2:DescribeLaunchTemplateVersions", self.dry_run(
                 self.ec2.create_launch_template_version, "ec2:CreateLaunchTemplateVersion",
                 **self._new_version_args(template_id, source))]
@@ -180,10 +155,12 @@ class AsgRightsize(Action[AsgRightsizeParams]):
         return ["autoscaling:UpdateAutoScalingGroup", *(["ec2:RunInstances"] if self.params.type_mode else [])]
 
     def backup(self, seen: Observation) -> BackupRecord:
-        keys = ["min", "max", "desired"]
+        s = self.state(seen)
+        data: dict[str, Any] = {"min": s.min, "max": s.max, "desired": s.desired}
         if self.params.type_mode:
-            keys += ["launch_template_id", "launch_template_version", "version_number"]
-        return BackupRecord(kind=self.kind, resource_id=self.rec.resource_id, data={k: seen.state[k] for k in keys})
+            data.update(launch_template_id=s.launch_template_id, launch_template_version=s.launch_template_version,
+                        version_number=s.version_number)
+        return BackupRecord(kind=self.kind, resource_id=self.rec.resource_id, data=data)
 
     def _our_version(self, template_id: str, after: int) -> int | None:
         """The version this execution created, if any (always newer than the one it copied)."""
@@ -204,14 +181,14 @@ class AsgRightsize(Action[AsgRightsizeParams]):
         template = group.get("LaunchTemplate") or {}
         if template.get("LaunchTemplateId") == template_id and (template.get("Version") or "$Default") == version:
             return False
-        self.asg.update_auto_scaling_group(AutoScalingGroupName=self.rec.resource_id,
+        self.aws.update_auto_scaling_group(AutoScalingGroupName=self.rec.resource_id,
                                            LaunchTemplate={"LaunchTemplateId": template_id, "Version": version})
         return True
 
     def _resize(self, group: dict[str, Any], sizes: dict[str, int]) -> StepResult:
         if all(group[key] == value for key, value in sizes.items()):
             return StepResult(changed=False, message=f"{self.rec.resource_id} already has {sizes}")
-        self.asg.update_auto_scaling_group(AutoScalingGroupName=self.rec.resource_id, **sizes)
+        self.aws.update_auto_scaling_group(AutoScalingGroupName=self.rec.resource_id, **sizes)
         return StepResult(changed=True, message=f"{self.rec.resource_id} updated to {sizes}")
 
     def apply(self, seen: Observation, backup: BackupRecord) -> StepResult:
@@ -261,8 +238,9 @@ class AsgRightsize(Action[AsgRightsizeParams]):
             old, new = (ec2_monthly(region, str(t)) for t in (p.expected_instance_type, p.target_instance_type))
             if old is None or new is None:
                 return self.rec.estimated_monthly_savings
-            return float(seen.state["desired"] * (old - new))
-        price = ec2_monthly(region, seen.state["instance_type"]) if seen.state.get("instance_type") else None
+            return float(self.state(seen).desired * (old - new))
+        instance_type = self.state(seen).instance_type
+        price = ec2_monthly(region, instance_type) if instance_type else None
         if price is None:
             return self.rec.estimated_monthly_savings
         return ((p.expected_desired or 0) - (p.target_desired or 0)) * price

@@ -11,56 +11,41 @@ from __future__ import annotations
 import hashlib
 import importlib
 import pkgutil
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic
 
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
+from typing_extensions import TypeVar
 
 from activities.aws import SessionFactory
 from activities.errors import Refused, client_error_code
+from activities.resources import resource_id_problem
+from activities.resources.base import Resource, ResourceState, tags_of
 from domain.base import StrictModel
 from domain.execution import BackupRecord, Observation, StepResult
 from domain.policy import ActionTraits, RiskLevel
 from domain.recommendation import Recommendation
 
 P = TypeVar("P", bound=StrictModel)
+S = TypeVar("S", bound=ResourceState, default=Any)
+
+__all__ = ["BACKUP_TAG", "Action", "action_class", "register", "registry", "resource_id_problem", "tags_of"]
 
 BACKUP_TAG = "reclaim:execution-id"
 """Tag carried by every backup Reclaim creates: how a retried backup finds the first one."""
 
 
-#: The form of each resource type's id or name (AWS's documented shapes), checked at the edge so
-#: that a malformed id is refused with its field instead of reaching a workflow.
-_HEX_ID = "[0-9a-f]{8}(?:[0-9a-f]{9})?"
-RESOURCE_ID_PATTERNS: dict[str, str] = {
-    "AWS::EC2::Instance": f"i-{_HEX_ID}",
-    "AWS::EC2::Volume": f"vol-{_HEX_ID}",
-    "AWS::EC2::Snapshot": f"snap-{_HEX_ID}",
-    "AWS::EC2::EIP": f"eipalloc-{_HEX_ID}",
-    "AWS::RDS::DBInstance": "[A-Za-z][A-Za-z0-9-]{0,62}",
-    "AWS::S3::Bucket": "[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]",
-    "AWS::DynamoDB::Table": "[A-Za-z0-9_.-]{3,255}",
-    "AWS::Lambda::Function": "(?:arn:aws[a-z-]*:lambda:[a-z0-9-]+:[0-9]{12}:function:)?[A-Za-z0-9_-]{1,64}",
-    "AWS::Logs::LogGroup": "[A-Za-z0-9_./#-]{1,512}",
-    "AWS::AutoScaling::AutoScalingGroup": "[\\x21-\\x7e]{1,255}",
-}
+class Action(ABC, Generic[P, S]):
+    """One action kind. Subclasses set the class attributes and implement the steps.
 
-
-def resource_id_problem(resource_type: str, resource_id: str) -> str | None:
-    """Why `resource_id` cannot name a resource of this type, or None."""
-    pattern = RESOURCE_ID_PATTERNS.get(resource_type)
-    if pattern is None or re.fullmatch(pattern, resource_id):
-        return None
-    return f"{resource_id!r} is not a valid {resource_type} id or name (expected the form {pattern})"
-
-
-class Action(ABC, Generic[P]):
-    """One action kind. Subclasses set the class attributes and implement the steps."""
+    `resource` is the resource the kind acts on (activities/resources/); `S` is its state model,
+    so `self.state(seen)` is typed. `resource_type` (the CloudFormation type) follows from it.
+    """
 
     kind: ClassVar[str]
+    resource: ClassVar[type[Resource[Any]]]
     resource_type: ClassVar[str]
     params_model: ClassVar[type[StrictModel]]
     reversible: ClassVar[bool]
@@ -69,6 +54,11 @@ class Action(ABC, Generic[P]):
     permissions: ClassVar[tuple[str, ...]]
     volatile_state: ClassVar[frozenset[str]] = frozenset()
     """Observed state keys that change on their own (sizes, transient statuses): not drift."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "resource" in vars(cls):
+            cls.resource_type = cls.resource.cfn_type
 
     def __init__(self, sessions: SessionFactory, recommendation: Recommendation, execution_id: str) -> None:
         self.sessions = sessions
@@ -99,11 +89,21 @@ class Action(ABC, Generic[P]):
     def client(self, service: str) -> Any:
         return self.sessions.client(self.rec.account_id, self.rec.region, service)
 
+    @property
+    def aws(self) -> Any:
+        """The boto3 client of the resource's service (the permission meta-test reads `self.aws.x`
+        as `<resource.service>:X`)."""
+        return self.client(self.resource.service)
+
+    def state(self, seen: Observation) -> S:
+        """`seen.state` as the resource's typed model: a misspelt field fails mypy, not a workflow."""
+        return self.resource.state(seen)
+
     # ---- the steps -------------------------------------------------------------------
 
-    @abstractmethod
     def inspect(self) -> Observation:
-        """Read the live resource. Raise Refused when it does not exist."""
+        """Read the live resource; Refused when it does not exist."""
+        return self.resource.observe(self.client, self.rec.resource_id)
 
     @abstractmethod
     def refusal(self, seen: Observation) -> str | None:
@@ -173,14 +173,10 @@ class Action(ABC, Generic[P]):
         ]
 
 
-def tags_of(items: list[dict[str, str]] | None) -> dict[str, str]:
-    return {t["Key"]: t["Value"] for t in items or []}
-
-
 # ---- registry ----------------------------------------------------------------------------
 
 _REGISTRY: dict[str, type[Action[Any]]] = {}
-_REQUIRED = ("kind", "resource_type", "params_model", "reversible", "base_risk", "permissions")
+_REQUIRED = ("kind", "resource", "params_model", "reversible", "base_risk", "permissions")
 
 A = TypeVar("A", bound=type[Action[Any]])
 

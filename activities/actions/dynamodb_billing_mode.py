@@ -8,8 +8,9 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 from pydantic import Field, model_validator
 
-from activities.actions.base import Action, register, tags_of
-from activities.errors import InProgress, Refused, RevertImpossible, VerificationFailed, client_error_code
+from activities.actions.base import Action, register
+from activities.errors import InProgress, RevertImpossible, VerificationFailed, client_error_code
+from activities.resources.dynamodb_table import DynamodbTable, IndexState, TableState, table_state, table_tags
 from domain.base import StrictModel
 from domain.execution import BackupRecord, Observation, StepResult
 from domain.policy import RiskLevel
@@ -55,7 +56,7 @@ def _pt(read: int, write: int) -> dict[str, int]:
 
 
 @register
-class DynamodbBillingMode(Action[BillingModeParams]):
+class DynamodbBillingMode(Action[BillingModeParams, TableState]):
     """Switch a DynamoDB table between on-demand (PAY_PER_REQUEST) and provisioned capacity; when
     switching to PROVISIONED, every global secondary index gets the target capacities too. AWS
     limits switches to on-demand (refused within 24 hours of the last one); switches to
@@ -74,140 +75,110 @@ class DynamodbBillingMode(Action[BillingModeParams]):
     """
 
     kind = "dynamodb.billing_mode"
-    resource_type = "AWS::DynamoDB::Table"
+    resource = DynamodbTable
     params_model = BillingModeParams
     reversible = True
     base_risk = RiskLevel.LOW
     volatile_state = frozenset({"status"})
     permissions = ("dynamodb:DescribeTable", "dynamodb:ListTagsOfResource", "dynamodb:UpdateTable")
 
-    @property
-    def dynamodb(self) -> Any:
-        return self.client("dynamodb")
-
-    def _state(self) -> dict[str, Any] | None:
-        try:
-            table = self.dynamodb.describe_table(TableName=self.rec.resource_id)["Table"]
-        except ClientError as exc:
-            if client_error_code(exc) == "ResourceNotFoundException":
-                return None
-            raise
-        summary, pt = table.get("BillingModeSummary") or {}, table.get("ProvisionedThroughput") or {}
-        last = summary.get("LastUpdateToPayPerRequestDateTime")
-        return {
-            "arn": table["TableArn"], "status": table["TableStatus"],
-            "mode": summary.get("BillingMode", "PROVISIONED"),
-            "read": pt.get("ReadCapacityUnits", 0), "write": pt.get("WriteCapacityUnits", 0),
-            "gsis": {g["IndexName"]: {"status": g.get("IndexStatus", "ACTIVE"),
-                                      "read": (g.get("ProvisionedThroughput") or {}).get("ReadCapacityUnits", 0),
-                                      "write": (g.get("ProvisionedThroughput") or {}).get("WriteCapacityUnits", 0)}
-                     for g in table.get("GlobalSecondaryIndexes") or []},
-            "last_switch_to_on_demand": last.isoformat() if isinstance(last, datetime) else last,
-        }
-
-    def _tags(self, arn: str) -> dict[str, str]:
-        tags, token = [], None
-        while True:
-            page = self.dynamodb.list_tags_of_resource(ResourceArn=arn, **({"NextToken": token} if token else {}))
-            tags += page.get("Tags", [])
-            token = page.get("NextToken")
-            if not token:
-                return tags_of(tags)
-
-    def inspect(self) -> Observation:
-        state = self._state()
-        if state is None:
-            raise Refused(f"DynamoDB table {self.rec.resource_id} does not exist")
-        return Observation(state=state, tags=self._tags(state["arn"]))
+    def _live(self) -> TableState | None:
+        return table_state(self.aws, self.rec.resource_id)
 
     def refusal(self, seen: Observation) -> str | None:
-        s, p = seen.state, self.params
-        if s["mode"] != p.expected_mode:
-            return f"drift: table is billed {s['mode']}, the recommendation assumed {p.expected_mode}"
-        busy = [f"index {n} is {g['status']}" for n, g in s["gsis"].items() if g["status"] != "ACTIVE"]
-        if s["status"] != "ACTIVE" or busy:
-            return f"table is {s['status']}" + "".join(f", {b}" for b in busy) + "; it must be ACTIVE"
-        allowed = on_demand_allowed_from(s.get("last_switch_to_on_demand"), datetime.now(UTC))
+        s, p = self.state(seen), self.params
+        if s.mode != p.expected_mode:
+            return f"drift: table is billed {s.mode}, the recommendation assumed {p.expected_mode}"
+        busy = [f"index {n} is {g.status}" for n, g in s.gsis.items() if g.status != "ACTIVE"]
+        if s.status != "ACTIVE" or busy:
+            return f"table is {s.status}" + "".join(f", {b}" for b in busy) + "; it must be ACTIVE"
+        allowed = on_demand_allowed_from(s.last_switch_to_on_demand, datetime.now(UTC))
         if p.target_mode == "PAY_PER_REQUEST" and allowed is not None:
-            return (f"the table was switched to on-demand at {s['last_switch_to_on_demand']}; AWS limits switches "
+            return (f"the table was switched to on-demand at {s.last_switch_to_on_demand}; AWS limits switches "
                     f"to on-demand per 24 hours, allowed again from {allowed.isoformat()}")
         return None
 
-    def _target(self, gsis: dict[str, Any]) -> dict[str, Any]:
+    def _target(self, gsis: dict[str, IndexState] | dict[str, Any]) -> dict[str, Any]:
         read, write = self.params.target_read_capacity or 0, self.params.target_write_capacity or 0
         return {"mode": self.params.target_mode, "read": read, "write": write,
                 "gsis": {name: {"read": read, "write": write} for name in gsis}}
 
     def plan(self, seen: Observation) -> list[str]:
-        name, t = self.rec.resource_id, self._target(seen.state["gsis"])
+        name, s = self.rec.resource_id, self.state(seen)
+        t = self._target(s.gsis)
         if t["mode"] == "PAY_PER_REQUEST":
-            return [f"switch table {name} from {seen.state['mode']} to on-demand (PAY_PER_REQUEST), GSIs follow"]
+            return [f"switch table {name} from {s.mode} to on-demand (PAY_PER_REQUEST), GSIs follow"]
         return [f"switch table {name} to PROVISIONED with {t['read']} RCU / {t['write']} WCU"] + [
             f"set index {g} to {t['read']} RCU / {t['write']} WCU" for g in t["gsis"]]
 
     def check_permissions(self, seen: Observation) -> list[str]:
         """DynamoDB has no DryRun: the reads are made, UpdateTable is reported unverified."""
-        state = self._state()
-        self._tags(state["arn"] if state else seen.state["arn"])
+        live = self._live()
+        table_tags(self.aws, live.arn if live else self.state(seen).arn)
         return ["dynamodb:DescribeTable", "dynamodb:ListTagsOfResource"]
 
     def unverified_permissions(self) -> list[str]:
         return ["dynamodb:UpdateTable"]
 
     def backup(self, seen: Observation) -> BackupRecord:
-        s = seen.state
-        data = {"mode": s["mode"], "read": s["read"], "write": s["write"],
-                "gsis": {n: {"read": g["read"], "write": g["write"]} for n, g in s["gsis"].items()}}
+        s = self.state(seen)
+        data = {"mode": s.mode, "read": s.read, "write": s.write,
+                "gsis": {n: {"read": g.read, "write": g.write} for n, g in s.gsis.items()}}
         return BackupRecord(kind=self.kind, resource_id=self.rec.resource_id, data=data)
 
     @staticmethod
-    def _matches(live: dict[str, Any], want: dict[str, Any]) -> bool:
-        if live["mode"] != want["mode"]:
+    def _matches(live: TableState, want: dict[str, Any]) -> bool:
+        if live.mode != want["mode"]:
             return False
         if want["mode"] == "PAY_PER_REQUEST":
             return True
         fallback = {"read": want["read"], "write": want["write"]}
-        pairs = [(live, want)] + [(g, want["gsis"].get(n, fallback)) for n, g in live["gsis"].items()]
-        return all((a["read"], a["write"]) == (b["read"], b["write"]) for a, b in pairs)
+        pairs = [((live.read, live.write), want)] + [
+            ((g.read, g.write), want["gsis"].get(n, fallback)) for n, g in live.gsis.items()]
+        return all(have == (w["read"], w["write"]) for have, w in pairs)
+
+    @staticmethod
+    def _settling(live: TableState) -> bool:
+        return live.status != "ACTIVE" or any(g.status != "ACTIVE" for g in live.gsis.values())
 
     def _converge(self, want: dict[str, Any], missing: type[Exception]) -> StepResult:
         """Take the table to `want` (mode, capacities); one UpdateTable with only what differs."""
-        live, name = self._state(), self.rec.resource_id
+        live, name = self._live(), self.rec.resource_id
         if live is None:
             raise missing(f"DynamoDB table {name} no longer exists")
         if self._matches(live, want):
-            return StepResult(changed=False, message=f"table {name} is {want['mode']} ({live['status']})")
-        if live["status"] != "ACTIVE" or any(g["status"] != "ACTIVE" for g in live["gsis"].values()):
-            raise InProgress(f"table {name} is {live['status']}; will switch to {want['mode']} once ACTIVE")
+            return StepResult(changed=False, message=f"table {name} is {want['mode']} ({live.status})")
+        if self._settling(live):
+            raise InProgress(f"table {name} is {live.status}; will switch to {want['mode']} once ACTIVE")
         args: dict[str, Any] = {"TableName": name}
-        switching = live["mode"] != want["mode"]
+        switching = live.mode != want["mode"]
         if switching:
             args["BillingMode"] = want["mode"]
         if want["mode"] == "PROVISIONED":
-            if switching or (live["read"], live["write"]) != (want["read"], want["write"]):
+            if switching or (live.read, live.write) != (want["read"], want["write"]):
                 args["ProvisionedThroughput"] = _pt(want["read"], want["write"])
             updates = []
-            for index, g in live["gsis"].items():
+            for index, g in live.gsis.items():
                 cap = want["gsis"].get(index, {"read": want["read"], "write": want["write"]})
-                if switching or (g["read"], g["write"]) != (cap["read"], cap["write"]):
+                if switching or (g.read, g.write) != (cap["read"], cap["write"]):
                     updates.append({"Update": {"IndexName": index, "ProvisionedThroughput": _pt(cap["read"], cap["write"])}})
             if updates:
                 args["GlobalSecondaryIndexUpdates"] = updates
-        self.dynamodb.update_table(**args)
+        self.aws.update_table(**args)
         return StepResult(changed=True, message=f"table {name}: switch to {want['mode']} requested")
 
     def apply(self, seen: Observation, backup: BackupRecord) -> StepResult:
         return self._converge(self._target(backup.data["gsis"]), VerificationFailed)
 
     def verify(self, seen: Observation, backup: BackupRecord) -> StepResult:
-        live, want = self._state(), self._target(backup.data["gsis"])
+        live, want = self._live(), self._target(backup.data["gsis"])
         if live is None:
             raise VerificationFailed(f"DynamoDB table {self.rec.resource_id} disappeared")
-        if live["status"] != "ACTIVE" or any(g["status"] != "ACTIVE" for g in live["gsis"].values()):
-            raise InProgress(f"table is {live['status']}")
+        if self._settling(live):
+            raise InProgress(f"table is {live.status}")
         if self._matches(live, want):
             return StepResult(changed=False, message=f"table is ACTIVE and {want['mode']}")
-        raise VerificationFailed(f"table is {live['mode']} ({live['read']} RCU / {live['write']} WCU), "
+        raise VerificationFailed(f"table is {live.mode} ({live.read} RCU / {live.write} WCU), "
                                  f"expected {want['mode']}")
 
     def revert(self, seen: Observation, backup: BackupRecord) -> StepResult:
@@ -228,7 +199,8 @@ class DynamodbBillingMode(Action[BillingModeParams]):
         price, factor = section("dynamodb"), region_factor(self.rec.region)
         on_demand = (p.monthly_read_requests * price["read_request_million"]
                      + p.monthly_write_requests * price["write_request_million"]) / 1e6
-        caps = self._target(seen.state["gsis"]) if p.target_mode == "PROVISIONED" else seen.state
+        s = self.state(seen)
+        caps = self._target(s.gsis) if p.target_mode == "PROVISIONED" else s.model_dump()
         units = [(caps["read"], caps["write"])] + [(g["read"], g["write"]) for g in caps["gsis"].values()]
         provisioned = sum(r * price["rcu_hour"] + w * price["wcu_hour"] for r, w in units) * hours_per_month()
         saving = on_demand - provisioned if p.target_mode == "PROVISIONED" else provisioned - on_demand

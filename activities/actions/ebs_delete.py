@@ -7,16 +7,11 @@ from typing import Any
 from botocore.exceptions import ClientError
 from pydantic import Field
 
-from activities.actions._ebs import (
-    describe_volume,
-    find_snapshot,
-    find_volume,
-    observe_volume,
-    restorable_tags,
-    volume_shape,
-)
 from activities.actions.base import BACKUP_TAG, Action, register
 from activities.errors import InProgress, Refused, RevertImpossible, VerificationFailed, client_error_code
+from activities.resources.base import restorable_tags
+from activities.resources.ebs_snapshot import describe_snapshot, find_snapshot
+from activities.resources.ebs_volume import EbsVolume, VolumeState, describe_volume, find_volume, volume_shape
 from domain import pricing
 from domain.base import StrictModel
 from domain.execution import BackupRecord, Observation, StepResult
@@ -31,7 +26,7 @@ class DeleteParams(StrictModel):
 
 
 @register
-class EbsDelete(Action[DeleteParams]):
+class EbsDelete(Action[DeleteParams, VolumeState]):
     """Delete an unattached (available) EBS volume. A snapshot tagged with the execution id is
     taken first; revert creates a new volume from it (volume ids cannot be reused).
 
@@ -44,7 +39,7 @@ class EbsDelete(Action[DeleteParams]):
     """
 
     kind = "ebs.delete"
-    resource_type = "AWS::EC2::Volume"
+    resource = EbsVolume
     params_model = DeleteParams
     reversible = True
     destroys_data = True
@@ -59,72 +54,60 @@ class EbsDelete(Action[DeleteParams]):
         "ec2:DeleteSnapshot",
     )
 
-    @property
-    def ec2(self) -> Any:
-        return self.client("ec2")
-
-    def inspect(self) -> Observation:
-        return observe_volume(self.ec2, self.rec.resource_id)
-
     def refusal(self, seen: Observation) -> str | None:
-        size, vtype = seen.state["size"], seen.state["volume_type"]
+        s = self.state(seen)
+        size, vtype = s.size, s.volume_type
         if self.params.expected_size_gib is not None and size != self.params.expected_size_gib:
             return f"drift: volume is {size} GiB, the recommendation assumed {self.params.expected_size_gib} GiB"
         if self.params.expected_volume_type is not None and vtype != self.params.expected_volume_type:
             return f"drift: volume type is {vtype}, the recommendation assumed {self.params.expected_volume_type}"
-        if seen.state["state"] != "available":
-            attached = ", ".join(seen.state.get("attached_to") or []) or "no instance"
-            return f"volume is {seen.state['state']} (attached to {attached}), not available"
+        if s.state != "available":
+            attached = ", ".join(s.attached_to) or "no instance"
+            return f"volume is {s.state} (attached to {attached}), not available"
         return None
 
     def plan(self, seen: Observation) -> list[str]:
-        rid = self.rec.resource_id
-        return [f"snapshot {rid} ({seen.state['size']} GiB {seen.state['volume_type']})", f"delete {rid}"]
+        rid, s = self.rec.resource_id, self.state(seen)
+        return [f"snapshot {rid} ({s.size} GiB {s.volume_type})", f"delete {rid}"]
 
     def check_permissions(self, seen: Observation) -> list[str]:
         """DeleteSnapshot (cleanup) cannot be dry-run before the snapshot exists."""
         rid = self.rec.resource_id
         return [
-            self.dry_run(self.ec2.create_snapshot, "ec2:CreateSnapshot", VolumeId=rid,
+            self.dry_run(self.aws.create_snapshot, "ec2:CreateSnapshot", VolumeId=rid,
                          TagSpecifications=[{"ResourceType": "snapshot", "Tags": self.backup_tags()}]),
-            self.dry_run(self.ec2.delete_volume, "ec2:DeleteVolume", VolumeId=rid),
-            self.dry_run(self.ec2.create_volume, "ec2:CreateVolume", **volume_shape(seen.state),
+            self.dry_run(self.aws.delete_volume, "ec2:DeleteVolume", VolumeId=rid),
+            self.dry_run(self.aws.create_volume, "ec2:CreateVolume", **volume_shape(self.state(seen).model_dump()),
                          TagSpecifications=[{"ResourceType": "volume", "Tags": self._restored_tags(seen.tags, "")}]),
         ]
 
     def backup(self, seen: Observation) -> BackupRecord:
         mine = {BACKUP_TAG: self.execution_id, "reclaim:resource-id": self.rec.resource_id}
-        snapshot = find_snapshot(self.ec2, mine)
+        snapshot = find_snapshot(self.aws, mine)
         if snapshot is None:
-            snapshot = self.ec2.create_snapshot(
+            snapshot = self.aws.create_snapshot(
                 VolumeId=self.rec.resource_id,
                 Description=f"Reclaim backup of {self.rec.resource_id} before {self.kind} ({self.execution_id})",
                 TagSpecifications=[{"ResourceType": "snapshot", "Tags": self.backup_tags()}],
             )
         sid, state = snapshot["SnapshotId"], snapshot["State"]
         if state == "error":
-            self.ec2.delete_snapshot(SnapshotId=sid)
+            self.aws.delete_snapshot(SnapshotId=sid)
             raise InProgress(f"snapshot {sid} failed; deleted it, a retry takes a new one")
         if state != "completed":
             raise InProgress(f"snapshot {sid} is {state} ({snapshot.get('Progress') or '0%'})")
-        data = {key: seen.state[key] for key in ("volume_type", "size", "availability_zone", "iops",
-                                                 "throughput", "encrypted", "kms_key_id")}
-        data["tags"] = dict(seen.tags)
+        s = self.state(seen)
+        data = {"volume_type": s.volume_type, "size": s.size, "availability_zone": s.availability_zone,
+                "iops": s.iops, "throughput": s.throughput, "encrypted": s.encrypted, "kms_key_id": s.kms_key_id,
+                "tags": dict(seen.tags)}
         return BackupRecord(kind=self.kind, resource_id=self.rec.resource_id, backup_id=sid, data=data)
 
     def _snapshot_state(self, snapshot_id: str | None) -> str | None:
-        if not snapshot_id:
-            return None
-        try:
-            found = self.ec2.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"]
-        except ClientError as exc:
-            if client_error_code(exc) == "InvalidSnapshot.NotFound":
-                return None
-            raise
-        return str(found[0]["State"]) if found else None
+        snapshot = describe_snapshot(self.aws, snapshot_id) if snapshot_id else None
+        return None if snapshot is None else str(snapshot["State"])
 
     def apply(self, seen: Observation, backup: BackupRecord) -> StepResult:
-        volume = describe_volume(self.ec2, self.rec.resource_id)
+        volume = describe_volume(self.aws, self.rec.resource_id)
         if volume is None or volume["State"] == "deleting":
             return StepResult(changed=False, message=f"volume {self.rec.resource_id} already deleted")
         if volume["State"] != "available":
@@ -133,7 +116,7 @@ class EbsDelete(Action[DeleteParams]):
         if self._snapshot_state(backup.backup_id) != "completed":
             raise Refused(f"backup snapshot {backup.backup_id} is missing or incomplete; not deleting")
         try:
-            self.ec2.delete_volume(VolumeId=self.rec.resource_id)
+            self.aws.delete_volume(VolumeId=self.rec.resource_id)
         except ClientError as exc:
             if client_error_code(exc) == "InvalidVolume.NotFound":
                 return StepResult(changed=False, message=f"volume {self.rec.resource_id} already deleted")
@@ -141,7 +124,7 @@ class EbsDelete(Action[DeleteParams]):
         return StepResult(changed=True, message=f"deleted {self.rec.resource_id}; backup {backup.backup_id}")
 
     def verify(self, seen: Observation, backup: BackupRecord) -> StepResult:
-        volume = describe_volume(self.ec2, self.rec.resource_id)
+        volume = describe_volume(self.aws, self.rec.resource_id)
         if volume is None:
             return StepResult(changed=False, message=f"volume {self.rec.resource_id} is gone")
         if volume["State"] == "deleting":
@@ -153,12 +136,12 @@ class EbsDelete(Action[DeleteParams]):
                 {"Key": "reclaim:restored-from-snapshot", "Value": snapshot_id}]
 
     def revert(self, seen: Observation, backup: BackupRecord) -> StepResult:
-        original = describe_volume(self.ec2, self.rec.resource_id)
+        original = describe_volume(self.aws, self.rec.resource_id)
         if original is not None and original["State"] == "deleting":
             raise InProgress("original volume is still deleting; will restore once it is gone")
         if original is not None:
             return StepResult(changed=False, message=f"original volume {self.rec.resource_id} still exists")
-        restored, created = find_volume(self.ec2, {RESTORED_FOR: self.execution_id}), False
+        restored, created = find_volume(self.aws, {RESTORED_FOR: self.execution_id}), False
         if restored is None:
             restored, created = self._restore(backup), True
         vid, state = restored["VolumeId"], restored["State"]
@@ -175,14 +158,14 @@ class EbsDelete(Action[DeleteParams]):
         data, sid = backup.data, str(backup.backup_id)
         kwargs = {"SnapshotId": sid, **volume_shape(data)}
         tags = self._restored_tags(data.get("tags") or {}, sid)
-        return dict(self.ec2.create_volume(TagSpecifications=[{"ResourceType": "volume", "Tags": tags}],
+        return dict(self.aws.create_volume(TagSpecifications=[{"ResourceType": "volume", "Tags": tags}],
                                            ClientToken=self.client_token("revert"), **kwargs))
 
     def cleanup(self, backup: BackupRecord) -> StepResult:
         if not backup.backup_id:
             return StepResult(changed=False, message="no snapshot to clean up")
         try:
-            self.ec2.delete_snapshot(SnapshotId=backup.backup_id)
+            self.aws.delete_snapshot(SnapshotId=backup.backup_id)
         except ClientError as exc:
             if client_error_code(exc) == "InvalidSnapshot.NotFound":
                 return StepResult(changed=False, message=f"snapshot {backup.backup_id} already gone")
@@ -191,9 +174,8 @@ class EbsDelete(Action[DeleteParams]):
 
     def estimate_monthly_savings(self, seen: Observation) -> float:
         """The volume's storage, less the snapshot kept for the rollback window."""
-        state = seen.state
-        volume = pricing.ebs_monthly(self.rec.region, state["volume_type"], state["size"],
-                                     state.get("iops") or 0, state.get("throughput") or 0)
+        s = self.state(seen)
+        volume = pricing.ebs_monthly(self.rec.region, s.volume_type, s.size, s.iops or 0, s.throughput or 0)
         if volume is None:
             return self.rec.estimated_monthly_savings
-        return round(volume - pricing.snapshot_monthly(self.rec.region, state["size"]), 2)
+        return round(volume - pricing.snapshot_monthly(self.rec.region, s.size), 2)

@@ -8,9 +8,14 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 from pydantic import Field
 
-from activities.actions._ebs import describe_volume, latest_modification, observe_volume
 from activities.actions.base import Action, register
 from activities.errors import InProgress, VerificationFailed, client_error_code
+from activities.resources.ebs_volume import (
+    EbsVolumeModification,
+    VolumeModificationState,
+    describe_volume,
+    latest_modification,
+)
 from domain import pricing
 from domain.base import StrictModel
 from domain.execution import BackupRecord, Observation, StepResult
@@ -40,7 +45,7 @@ def _aware(moment: datetime) -> datetime:
 
 
 @register
-class EbsGp2ToGp3(Action[Gp3Params]):
+class EbsGp2ToGp3(Action[Gp3Params, VolumeModificationState]):
     """Change a gp2 volume to gp3 in place (no detach, no downtime), keeping at least gp2's
     baseline performance. gp3 is about 20% cheaper per GiB.
 
@@ -52,63 +57,54 @@ class EbsGp2ToGp3(Action[Gp3Params]):
     """
 
     kind = "ebs.gp2_to_gp3"
-    resource_type = "AWS::EC2::Volume"
+    resource = EbsVolumeModification
     params_model = Gp3Params
     reversible = True
     base_risk = RiskLevel.LOW
     permissions = ("ec2:DescribeVolumes", "ec2:DescribeVolumesModifications", "ec2:ModifyVolume")
-
-    @property
-    def ec2(self) -> Any:
-        return self.client("ec2")
-
-    def inspect(self) -> Observation:
-        seen = observe_volume(self.ec2, self.rec.resource_id)
-        modification = latest_modification(self.ec2, self.rec.resource_id) or {}
-        seen.state["modification_state"] = modification.get("state")
-        seen.state["modification_end_time"] = modification.get("end_time")
-        return seen
 
     def targets(self, size_gib: int) -> tuple[int, int]:
         iops, throughput = default_targets(size_gib)
         return self.params.target_iops or iops, self.params.target_throughput or throughput
 
     def refusal(self, seen: Observation) -> str | None:
-        vtype = seen.state["volume_type"]
-        if vtype != self.params.expected_volume_type:
-            return f"drift: volume type is {vtype}, the recommendation assumed {self.params.expected_volume_type}"
-        if seen.state.get("modification_state") in _BUSY:
-            return f"a modification of this volume is still {seen.state['modification_state']}"
-        ended = seen.state.get("modification_end_time")
+        s = self.state(seen)
+        if s.volume_type != self.params.expected_volume_type:
+            return (f"drift: volume type is {s.volume_type}, "
+                    f"the recommendation assumed {self.params.expected_volume_type}")
+        if s.modification_state in _BUSY:
+            return f"a modification of this volume is still {s.modification_state}"
+        ended = s.modification_end_time
         if ended and datetime.now(UTC) - _aware(datetime.fromisoformat(ended)) < MODIFICATION_COOLDOWN:
             return (f"the volume was last modified at {ended}; AWS allows one modification "
                     "per volume per 6 hours, try again later")
-        iops, throughput = self.targets(seen.state["size"])
-        if iops > max(3000, 500 * seen.state["size"]):
+        iops, throughput = self.targets(s.size)
+        if iops > max(3000, 500 * s.size):
             return f"gp3 allows at most 500 IOPS per GiB above 3000; {iops} IOPS is too many for this volume"
         if throughput * 4 > iops:
             return f"gp3 throughput {throughput} MiB/s needs at least {throughput * 4} IOPS (0.25 MiB/s per IOPS)"
         return None
 
     def plan(self, seen: Observation) -> list[str]:
-        iops, throughput = self.targets(seen.state["size"])
+        iops, throughput = self.targets(self.state(seen).size)
         return [f"modify {self.rec.resource_id} gp2 -> gp3 ({iops} IOPS, {throughput} MiB/s)"]
 
     def check_permissions(self, seen: Observation) -> list[str]:
         """One label: the revert's call is ModifyVolume too."""
-        iops, throughput = self.targets(seen.state["size"])
-        return [self.dry_run(self.ec2.modify_volume, "ec2:ModifyVolume", VolumeId=self.rec.resource_id,
+        iops, throughput = self.targets(self.state(seen).size)
+        return [self.dry_run(self.aws.modify_volume, "ec2:ModifyVolume", VolumeId=self.rec.resource_id,
                              VolumeType="gp3", Iops=iops, Throughput=throughput)]
 
     def backup(self, seen: Observation) -> BackupRecord:
-        data = {key: seen.state[key] for key in ("volume_type", "iops", "size")}
+        s = self.state(seen)
+        data = {"volume_type": s.volume_type, "iops": s.iops, "size": s.size}
         return BackupRecord(kind=self.kind, resource_id=self.rec.resource_id, data=data)
 
     def _live(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        volume = describe_volume(self.ec2, self.rec.resource_id)
+        volume = describe_volume(self.aws, self.rec.resource_id)
         if volume is None:
             raise VerificationFailed(f"volume {self.rec.resource_id} disappeared")
-        return volume, latest_modification(self.ec2, self.rec.resource_id) or {}
+        return volume, latest_modification(self.aws, self.rec.resource_id) or {}
 
     def apply(self, seen: Observation, backup: BackupRecord) -> StepResult:
         volume, modification = self._live()
@@ -117,7 +113,7 @@ class EbsGp2ToGp3(Action[Gp3Params]):
         if modification.get("state") in _BUSY and modification.get("target_volume_type") == "gp3":
             return StepResult(changed=False, message="modification to gp3 already under way")
         iops, throughput = self.targets(volume["Size"])
-        self.ec2.modify_volume(VolumeId=self.rec.resource_id, VolumeType="gp3", Iops=iops, Throughput=throughput)
+        self.aws.modify_volume(VolumeId=self.rec.resource_id, VolumeType="gp3", Iops=iops, Throughput=throughput)
         return StepResult(changed=True, message=f"modification to gp3 requested ({iops} IOPS, {throughput} MiB/s)")
 
     def verify(self, seen: Observation, backup: BackupRecord) -> StepResult:
@@ -141,7 +137,7 @@ class EbsGp2ToGp3(Action[Gp3Params]):
                 raise InProgress(f"volume is modifying back to {original}")
             return StepResult(changed=False, message=f"volume is {original}")
         try:
-            self.ec2.modify_volume(VolumeId=self.rec.resource_id, VolumeType=original)
+            self.aws.modify_volume(VolumeId=self.rec.resource_id, VolumeType=original)
         except ClientError as exc:
             if client_error_code(exc) in _NOT_YET:
                 raise InProgress(f"AWS does not allow the modification yet ({client_error_code(exc)})") from exc
@@ -149,7 +145,7 @@ class EbsGp2ToGp3(Action[Gp3Params]):
         raise InProgress(f"modification back to {original} requested")
 
     def estimate_monthly_savings(self, seen: Observation) -> float:
-        size = seen.state["size"]
+        size = self.state(seen).size
         iops, throughput = self.targets(size)
         gp2 = pricing.ebs_monthly(self.rec.region, "gp2", size)
         gp3 = pricing.ebs_monthly(self.rec.region, "gp3", size, iops, throughput)

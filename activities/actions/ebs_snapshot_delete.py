@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 from pydantic import Field
 
-from activities.actions.base import Action, register, tags_of
+from activities.actions.base import Action, register
 from activities.errors import Refused, RevertImpossible, VerificationFailed, client_error_code
+from activities.resources.ebs_snapshot import EbsSnapshot, SnapshotState, describe_snapshot
 from domain.base import StrictModel
 from domain.execution import BackupRecord, Observation, StepResult
 from domain.policy import RiskLevel
 from domain.pricing import snapshot_monthly
 
-_MISSING = {"InvalidSnapshot.NotFound", "InvalidSnapshotID.Malformed"}
+_MISSING = {"InvalidSnapshot.NotFound", "InvalidSnapshotID.Malformed"}  # DeleteSnapshot's "already gone"
 #: Tag prefixes of services that manage snapshots on a schedule: deleting behind their back fights them.
 _MANAGED = {"aws:dlm:": "Data Lifecycle Manager", "aws:backup:": "AWS Backup"}
 
@@ -26,7 +26,7 @@ class SnapshotDeleteParams(StrictModel):
 
 
 @register
-class EbsSnapshotDelete(Action[SnapshotDeleteParams]):
+class EbsSnapshotDelete(Action[SnapshotDeleteParams, SnapshotState]):
     """Delete an old EBS snapshot that no AMI uses. IRREVERSIBLE: the snapshot's data is gone
     for good; the backup records only its description, size and tags, and revert fails with
     RevertImpossible (the execution then ends ROLLBACK_FAILED).
@@ -39,83 +39,52 @@ class EbsSnapshotDelete(Action[SnapshotDeleteParams]):
     """
 
     kind = "ebs.snapshot_delete"
-    resource_type = "AWS::EC2::Snapshot"
+    resource = EbsSnapshot
     params_model = SnapshotDeleteParams
     reversible = False
     destroys_data = True
     base_risk = RiskLevel.HIGH
     permissions = ("ec2:DescribeSnapshots", "ec2:DescribeImages", "ec2:DeleteSnapshot")
 
-    @property
-    def ec2(self) -> Any:
-        return self.client("ec2")
-
     def _snapshot(self) -> dict[str, Any] | None:
-        try:
-            found = self.ec2.describe_snapshots(SnapshotIds=[self.rec.resource_id])["Snapshots"]
-        except ClientError as exc:
-            if client_error_code(exc) in _MISSING:
-                return None
-            raise
-        return dict(found[0]) if found else None
-
-    def _images_using(self) -> list[str]:
-        """Own AMIs whose block devices come from this snapshot, scanned client-side: moto does
-        not implement the `block-device-mapping.snapshot-id` filter of DescribeImages."""
-        images = self.ec2.describe_images(Owners=["self"])["Images"]
-        return sorted(
-            f"{i['ImageId']} ({i.get('Name') or 'unnamed'})" for i in images
-            if any((b.get("Ebs") or {}).get("SnapshotId") == self.rec.resource_id
-                   for b in i.get("BlockDeviceMappings") or [])
-        )
-
-    def inspect(self) -> Observation:
-        snap = self._snapshot()
-        if snap is None:
-            raise Refused(f"snapshot {self.rec.resource_id} does not exist")
-        started: datetime = snap["StartTime"]
-        return Observation(state={
-            "state": snap["State"], "volume_size": snap["VolumeSize"], "volume_id": snap.get("VolumeId"),
-            "description": snap.get("Description", ""), "owner_id": snap.get("OwnerId"),
-            "start_time": started.isoformat(), "age_days": (datetime.now(UTC) - started).total_seconds() / 86400,
-            "used_by_images": self._images_using(),
-        }, tags=tags_of(snap.get("Tags")))
+        return describe_snapshot(self.aws, self.rec.resource_id)
 
     def refusal(self, seen: Observation) -> str | None:
-        s, expected = seen.state, self.params.expected_volume_size_gib
-        if expected is not None and s["volume_size"] != expected:
-            return f"drift: snapshot is of a {s['volume_size']} GiB volume, the recommendation assumed {expected} GiB"
-        if s["owner_id"] != self.rec.account_id:
-            return f"snapshot is owned by account {s['owner_id']}, not {self.rec.account_id}"
-        if s["state"] != "completed":
-            return f"snapshot is {s['state']}, not completed"
-        if s["used_by_images"]:
-            return f"snapshot is used by AMI {', '.join(s['used_by_images'])}; deregister the AMI first"
-        if s["age_days"] < self.params.min_age_days:
-            return f"snapshot is {s['age_days']:.0f} days old, younger than min_age_days={self.params.min_age_days}"
+        s, expected = self.state(seen), self.params.expected_volume_size_gib
+        if expected is not None and s.volume_size != expected:
+            return f"drift: snapshot is of a {s.volume_size} GiB volume, the recommendation assumed {expected} GiB"
+        if s.owner_id != self.rec.account_id:
+            return f"snapshot is owned by account {s.owner_id}, not {self.rec.account_id}"
+        if s.state != "completed":
+            return f"snapshot is {s.state}, not completed"
+        if s.used_by_images:
+            return f"snapshot is used by AMI {', '.join(s.used_by_images)}; deregister the AMI first"
+        if s.age_days < self.params.min_age_days:
+            return f"snapshot is {s.age_days:.0f} days old, younger than min_age_days={self.params.min_age_days}"
         for prefix, service in _MANAGED.items():
             if any(key.startswith(prefix) for key in seen.tags):
                 return f"snapshot is managed by {service}; change its policy instead"
         return None
 
     def plan(self, seen: Observation) -> list[str]:
-        s = seen.state
+        s = self.state(seen)
         return [f"record the description, size and tags of {self.rec.resource_id}",
-                f"delete {self.rec.resource_id} ({s['volume_size']} GiB, {s['age_days']:.0f} days old)",
+                f"delete {self.rec.resource_id} ({s.volume_size} GiB, {s.age_days:.0f} days old)",
                 "IRREVERSIBLE: the snapshot's data cannot be restored; a rollback fails"]
 
     def check_permissions(self, seen: Observation) -> list[str]:
-        return [self.dry_run(self.ec2.delete_snapshot, "ec2:DeleteSnapshot", SnapshotId=self.rec.resource_id)]
+        return [self.dry_run(self.aws.delete_snapshot, "ec2:DeleteSnapshot", SnapshotId=self.rec.resource_id)]
 
     def backup(self, seen: Observation) -> BackupRecord:
         """No AWS object: a snapshot cannot be backed up but by another copy of itself."""
-        keys = ("description", "volume_size", "volume_id", "start_time")
-        return BackupRecord(kind=self.kind, resource_id=self.rec.resource_id,
-                            data={**{k: seen.state[k] for k in keys}, "tags": dict(seen.tags)})
+        s = self.state(seen)
+        data = {"description": s.description, "volume_size": s.volume_size, "volume_id": s.volume_id,
+                "start_time": s.start_time, "tags": dict(seen.tags)}
+        return BackupRecord(kind=self.kind, resource_id=self.rec.resource_id, data=data)
 
     def apply(self, seen: Observation, backup: BackupRecord) -> StepResult:
         try:
-            self.ec2.delete_snapshot(SnapshotId=self.rec.resource_id)
+            self.aws.delete_snapshot(SnapshotId=self.rec.resource_id)
         except ClientError as exc:
             code = client_error_code(exc)
             if code in _MISSING:
@@ -137,4 +106,4 @@ class EbsSnapshotDelete(Action[SnapshotDeleteParams]):
         raise RevertImpossible("snapshot deletion is not reversible")
 
     def estimate_monthly_savings(self, seen: Observation) -> float:
-        return round(snapshot_monthly(self.rec.region, int(seen.state["volume_size"])), 2)
+        return round(snapshot_monthly(self.rec.region, self.state(seen).volume_size), 2)

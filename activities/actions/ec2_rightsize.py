@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field, model_validator
 
-from activities.actions._ec2 import describe_instance, observe_instance, stoppability_refusal
 from activities.actions.base import Action, register
 from activities.errors import InProgress, Refused, RevertImpossible, VerificationFailed
+from activities.resources.ec2_instance import Ec2Instance, InstanceState, describe_instance, stop_refusal
 from domain import pricing
 from domain.base import StrictModel
 from domain.execution import BackupRecord, Observation, StepResult
@@ -29,7 +27,7 @@ class RightsizeParams(StrictModel):
 
 
 @register
-class Ec2Rightsize(Action[RightsizeParams]):
+class Ec2Rightsize(Action[RightsizeParams, InstanceState]):
     """Change an EC2 instance to a smaller type. A running instance is stopped, modified and
     started again (a short outage; the private IP and EBS volumes are kept).
 
@@ -42,7 +40,7 @@ class Ec2Rightsize(Action[RightsizeParams]):
     """
 
     kind = "ec2.rightsize"
-    resource_type = "AWS::EC2::Instance"
+    resource = Ec2Instance
     params_model = RightsizeParams
     reversible = True
     base_risk = RiskLevel.MEDIUM
@@ -53,54 +51,42 @@ class Ec2Rightsize(Action[RightsizeParams]):
         "ec2:StartInstances",
     )
 
-    @property
-    def ec2(self) -> Any:
-        return self.client("ec2")
-
-    def inspect(self) -> Observation:
-        return observe_instance(self.ec2, self.rec.resource_id)
-
     def refusal(self, seen: Observation) -> str | None:
-        expected = self.params.expected_instance_type
-        if seen.state["instance_type"] != expected:
-            return (
-                f"drift: instance type is {seen.state['instance_type']}, "
-                f"the recommendation assumed {expected}"
-            )
-        if seen.state["state"] not in ("running", "stopped"):
-            return f"instance is {seen.state['state']}, not running or stopped"
-        return stoppability_refusal(seen)
+        expected, s = self.params.expected_instance_type, self.state(seen)
+        if s.instance_type != expected:
+            return f"drift: instance type is {s.instance_type}, the recommendation assumed {expected}"
+        if s.state not in ("running", "stopped"):
+            return f"instance is {s.state}, not running or stopped"
+        return stop_refusal(s, seen.tags)
 
     def plan(self, seen: Observation) -> list[str]:
-        rid, target = self.rec.resource_id, self.params.target_instance_type
-        steps = [f"stop {rid}"] if seen.state["state"] == "running" else []
-        steps.append(f"change {rid} from {seen.state['instance_type']} to {target}")
-        if seen.state["state"] == "running":
+        rid, target, s = self.rec.resource_id, self.params.target_instance_type, self.state(seen)
+        steps = [f"stop {rid}"] if s.state == "running" else []
+        steps.append(f"change {rid} from {s.instance_type} to {target}")
+        if s.state == "running":
             steps.append(f"start {rid}")
         return steps
 
     def check_permissions(self, seen: Observation) -> list[str]:
         ids = [self.rec.resource_id]
         return [
-            self.dry_run(self.ec2.stop_instances, "ec2:StopInstances", InstanceIds=ids),
+            self.dry_run(self.aws.stop_instances, "ec2:StopInstances", InstanceIds=ids),
             self.dry_run(
-                self.ec2.modify_instance_attribute,
+                self.aws.modify_instance_attribute,
                 "ec2:ModifyInstanceAttribute",
                 InstanceId=self.rec.resource_id,
                 InstanceType={"Value": self.params.target_instance_type},
             ),
-            self.dry_run(self.ec2.start_instances, "ec2:StartInstances", InstanceIds=ids),
+            self.dry_run(self.aws.start_instances, "ec2:StartInstances", InstanceIds=ids),
         ]
 
     def backup(self, seen: Observation) -> BackupRecord:
-        return BackupRecord(
-            kind=self.kind,
-            resource_id=self.rec.resource_id,
-            data={"instance_type": seen.state["instance_type"], "was_running": seen.state["state"] == "running"},
-        )
+        s = self.state(seen)
+        return BackupRecord(kind=self.kind, resource_id=self.rec.resource_id,
+                            data={"instance_type": s.instance_type, "was_running": s.state == "running"})
 
     def _live(self) -> tuple[str, str] | None:
-        instance = describe_instance(self.ec2, self.rec.resource_id)
+        instance = describe_instance(self.aws, self.rec.resource_id)
         return None if instance is None else (str(instance["State"]["Name"]), str(instance["InstanceType"]))
 
     def _converge_type(self, state: str, current: str, wanted: str) -> bool:
@@ -108,13 +94,13 @@ class Ec2Rightsize(Action[RightsizeParams]):
         if current == wanted:
             return False
         if state == "running":
-            self.ec2.stop_instances(InstanceIds=[self.rec.resource_id])
+            self.aws.stop_instances(InstanceIds=[self.rec.resource_id])
             raise InProgress(f"stop requested; will change the type to {wanted} once stopped")
         if state in ("pending", "stopping"):
             raise InProgress(f"instance is {state}; will change the type to {wanted} once stopped")
         if state != "stopped":
             raise VerificationFailed(f"instance is {state}; cannot change its type")
-        self.ec2.modify_instance_attribute(InstanceId=self.rec.resource_id, InstanceType={"Value": wanted})
+        self.aws.modify_instance_attribute(InstanceId=self.rec.resource_id, InstanceType={"Value": wanted})
         return True
 
     def apply(self, seen: Observation, backup: BackupRecord) -> StepResult:
@@ -129,7 +115,7 @@ class Ec2Rightsize(Action[RightsizeParams]):
         if changed:
             state = "stopped"
         if was_running and state == "stopped":
-            self.ec2.start_instances(InstanceIds=[self.rec.resource_id])
+            self.aws.start_instances(InstanceIds=[self.rec.resource_id])
             return StepResult(changed=True, message=f"changed to {target}; start requested")
         if changed:
             return StepResult(changed=True, message=f"changed to {target}; left stopped")
@@ -158,15 +144,15 @@ class Ec2Rightsize(Action[RightsizeParams]):
         if state in ("pending", "stopping"):
             raise InProgress(f"instance is {state}")
         if was_running and state == "stopped":
-            self.ec2.start_instances(InstanceIds=[self.rec.resource_id])
+            self.aws.start_instances(InstanceIds=[self.rec.resource_id])
             raise InProgress(f"back to {original}; start requested, waiting for running")
         if not was_running and state == "running":
-            self.ec2.stop_instances(InstanceIds=[self.rec.resource_id])
+            self.aws.stop_instances(InstanceIds=[self.rec.resource_id])
             raise InProgress(f"back to {original}; stop requested, waiting for stopped")
         return StepResult(changed=changed, message=f"instance is {original} and {state}")
 
     def estimate_monthly_savings(self, seen: Observation) -> float:
-        now = pricing.ec2_monthly(self.rec.region, seen.state["instance_type"])
+        now = pricing.ec2_monthly(self.rec.region, self.state(seen).instance_type)
         then = pricing.ec2_monthly(self.rec.region, self.params.target_instance_type)
         if now is None or then is None:
             return self.rec.estimated_monthly_savings

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field
 
-from activities.actions._ec2 import describe_instance, observe_instance, stoppability_refusal
 from activities.actions.base import Action, register
 from activities.errors import InProgress, RevertImpossible, VerificationFailed
+from activities.resources.ec2_instance import Ec2Instance, InstanceState, describe_instance, stop_refusal
 from domain import pricing
 from domain.base import StrictModel
 from domain.execution import BackupRecord, Observation, StepResult
@@ -22,7 +20,7 @@ class StopParams(StrictModel):
 
 
 @register
-class Ec2Stop(Action[StopParams]):
+class Ec2Stop(Action[StopParams, InstanceState]):
     """Stop an idle EC2 instance. EBS volumes and the private IP are kept; compute billing stops.
 
     Example recommendation::
@@ -33,42 +31,32 @@ class Ec2Stop(Action[StopParams]):
     """
 
     kind = "ec2.stop"
-    resource_type = "AWS::EC2::Instance"
+    resource = Ec2Instance
     params_model = StopParams
     reversible = True
     base_risk = RiskLevel.LOW
     permissions = ("ec2:DescribeInstances", "ec2:StopInstances", "ec2:StartInstances")
 
-    @property
-    def ec2(self) -> Any:
-        return self.client("ec2")
-
-    def inspect(self) -> Observation:
-        return observe_instance(self.ec2, self.rec.resource_id)
-
     def refusal(self, seen: Observation) -> str | None:
-        expected = self.params.expected_instance_type
-        if expected and seen.state["instance_type"] != expected:
-            return (
-                f"drift: instance type is {seen.state['instance_type']}, "
-                f"the recommendation assumed {expected}"
-            )
-        if seen.state["state"] != "running":
-            return f"instance is {seen.state['state']}, not running"
-        return stoppability_refusal(seen)
+        expected, s = self.params.expected_instance_type, self.state(seen)
+        if expected and s.instance_type != expected:
+            return f"drift: instance type is {s.instance_type}, the recommendation assumed {expected}"
+        if s.state != "running":
+            return f"instance is {s.state}, not running"
+        return stop_refusal(s, seen.tags)
 
     def plan(self, seen: Observation) -> list[str]:
-        return [f"stop {self.rec.resource_id} ({seen.state['instance_type']}, running)"]
+        return [f"stop {self.rec.resource_id} ({self.state(seen).instance_type}, running)"]
 
     def check_permissions(self, seen: Observation) -> list[str]:
         ids = [self.rec.resource_id]
         return [
-            self.dry_run(self.ec2.stop_instances, "ec2:StopInstances", InstanceIds=ids),
-            self.dry_run(self.ec2.start_instances, "ec2:StartInstances", InstanceIds=ids),
+            self.dry_run(self.aws.stop_instances, "ec2:StopInstances", InstanceIds=ids),
+            self.dry_run(self.aws.start_instances, "ec2:StartInstances", InstanceIds=ids),
         ]
 
     def _state(self) -> str | None:
-        instance = describe_instance(self.ec2, self.rec.resource_id)
+        instance = describe_instance(self.aws, self.rec.resource_id)
         return None if instance is None else str(instance["State"]["Name"])
 
     def apply(self, seen: Observation, backup: BackupRecord) -> StepResult:
@@ -79,7 +67,7 @@ class Ec2Stop(Action[StopParams]):
             raise InProgress("instance is starting; will stop it once it is running")
         if state is None:
             raise VerificationFailed(f"instance {self.rec.resource_id} disappeared")
-        self.ec2.stop_instances(InstanceIds=[self.rec.resource_id])
+        self.aws.stop_instances(InstanceIds=[self.rec.resource_id])
         return StepResult(changed=True, message=f"stop requested for {self.rec.resource_id}")
 
     def verify(self, seen: Observation, backup: BackupRecord) -> StepResult:
@@ -98,10 +86,10 @@ class Ec2Stop(Action[StopParams]):
             raise InProgress(f"instance is {state}")
         if state is None:
             raise RevertImpossible(f"instance {self.rec.resource_id} no longer exists")
-        self.ec2.start_instances(InstanceIds=[self.rec.resource_id])
+        self.aws.start_instances(InstanceIds=[self.rec.resource_id])
         raise InProgress("start requested; waiting for running")
 
     def estimate_monthly_savings(self, seen: Observation) -> float:
         """Compute stops billing; EBS storage does not. Unknown type: the recommender's figure."""
-        monthly = pricing.ec2_monthly(self.rec.region, seen.state["instance_type"])
+        monthly = pricing.ec2_monthly(self.rec.region, self.state(seen).instance_type)
         return round(monthly, 2) if monthly is not None else self.rec.estimated_monthly_savings

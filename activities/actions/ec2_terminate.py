@@ -9,9 +9,15 @@ from typing import Any
 from botocore.exceptions import ClientError
 from pydantic import Field
 
-from activities.actions._ebs import restorable_tags, tag_filters
-from activities.actions.base import BACKUP_TAG, Action, register, tags_of
+from activities.actions.base import BACKUP_TAG, Action, register
 from activities.errors import InProgress, Refused, RevertImpossible, VerificationFailed, client_error_code
+from activities.resources.base import restorable_tags, tag_filters
+from activities.resources.ec2_instance import (
+    Ec2InstanceDetail,
+    InstanceDetail,
+    instance_record,
+    termination_protected,
+)
 from domain.base import StrictModel
 from domain.execution import BackupRecord, Observation, StepResult
 from domain.policy import RiskLevel
@@ -20,7 +26,6 @@ from domain.pricing import ec2_monthly
 RESTORED_FOR = "reclaim:restored-for"
 RECIPE = "reclaim:recipe:"
 TAG_VALUE_MAX = 256
-_MISSING = {"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"}
 _AMI_MISSING = {"InvalidAMIID.NotFound", "InvalidAMIID.Unavailable", "InvalidAMIID.Malformed"}
 _LIVE = ["pending", "running", "stopping", "stopped"]
 
@@ -38,7 +43,7 @@ def recipe_tags(recipe: dict[str, Any]) -> list[dict[str, str]]:
 
 
 @register
-class Ec2Terminate(Action[TerminateParams]):
+class Ec2Terminate(Action[TerminateParams, InstanceDetail]):
     """Terminate an idle EC2 instance. A crash-consistent AMI (no reboot) tagged with the execution
     id and the restore recipe (type, subnet, security groups, key, instance profile, tags) is taken
     first; revert launches a NEW instance from it: its id and IPs differ, and user data, secondary
@@ -52,7 +57,7 @@ class Ec2Terminate(Action[TerminateParams]):
     """
 
     kind = "ec2.terminate"
-    resource_type = "AWS::EC2::Instance"
+    resource = Ec2InstanceDetail
     params_model = TerminateParams
     reversible = True
     destroys_data = True
@@ -65,71 +70,38 @@ class Ec2Terminate(Action[TerminateParams]):
 
     _unverified_launch: list[str] = []  # set by check_permissions when the source AMI is gone
 
-    @property
-    def ec2(self) -> Any:
-        return self.client("ec2")
-
-    def _instance(self) -> dict[str, Any] | None:
-        """The instance in any state (terminated included), or None once AWS forgot it."""
-        try:
-            reservations = self.ec2.describe_instances(InstanceIds=[self.rec.resource_id])["Reservations"]
-        except ClientError as exc:
-            if client_error_code(exc) in _MISSING:
-                return None
-            raise
-        found = [i for r in reservations for i in r["Instances"]]
-        return dict(found[0]) if found else None
-
     def _state(self) -> str | None:
-        return None if (i := self._instance()) is None else str(i["State"]["Name"])
-
-    def _protected(self) -> bool:
-        rid = self.rec.resource_id
-        attr = self.ec2.describe_instance_attribute(InstanceId=rid, Attribute="disableApiTermination")
-        return bool(attr.get("DisableApiTermination", {}).get("Value"))
-
-    def inspect(self) -> Observation:
-        i = self._instance()
-        if i is None or i["State"]["Name"] in ("shutting-down", "terminated"):
-            raise Refused(f"instance {self.rec.resource_id} does not exist (or is terminated)")
-        return Observation(state={
-            "state": i["State"]["Name"], "instance_type": i["InstanceType"], "image_id": i.get("ImageId"),
-            "root_device_type": i.get("RootDeviceType", "ebs"), "lifecycle": i.get("InstanceLifecycle", "on-demand"),
-            "subnet_id": i.get("SubnetId") or None, "availability_zone": i.get("Placement", {}).get("AvailabilityZone"),
-            "security_group_ids": [g["GroupId"] for g in i.get("SecurityGroups") or []],
-            "key_name": i.get("KeyName") or None,
-            "iam_instance_profile_arn": (i.get("IamInstanceProfile") or {}).get("Arn"),
-            "termination_protection": self._protected(),
-        }, tags=tags_of(i.get("Tags")))
+        return None if (i := instance_record(self.aws, self.rec.resource_id)) is None else str(i["State"]["Name"])
 
     def refusal(self, seen: Observation) -> str | None:
-        s, expected = seen.state, self.params.expected_instance_type
-        if expected and s["instance_type"] != expected:
-            return f"drift: instance type is {s['instance_type']}, the recommendation assumed {expected}"
-        if s["state"] not in ("running", "stopped"):
-            return f"instance is {s['state']}, not running or stopped"
+        s, expected = self.state(seen), self.params.expected_instance_type
+        if expected and s.instance_type != expected:
+            return f"drift: instance type is {s.instance_type}, the recommendation assumed {expected}"
+        if s.state not in ("running", "stopped"):
+            return f"instance is {s.state}, not running or stopped"
         asg = seen.tags.get("aws:autoscaling:groupName")
         if asg:
             return f"instance is managed by Auto Scaling group {asg}; it would be replaced, change the group instead"
-        if s["root_device_type"] != "ebs":
-            return f"instance has a {s['root_device_type']} root; an AMI backup needs an EBS root"
-        if s["lifecycle"] == "spot":
+        if s.root_device_type != "ebs":
+            return f"instance has a {s.root_device_type} root; an AMI backup needs an EBS root"
+        if s.lifecycle == "spot":
             return "spot instances are not terminated by Reclaim"
-        if s["termination_protection"]:
+        if s.termination_protection:
             return "termination protection (DisableApiTermination) is enabled on the instance"
         return None
 
     def plan(self, seen: Observation) -> list[str]:
-        rid = self.rec.resource_id
+        rid, s = self.rec.resource_id, self.state(seen)
         return [f"create an AMI of {rid} (no reboot), tagged with the restore recipe",
-                f"terminate {rid} ({seen.state['instance_type']}, {seen.state['state']})",
+                f"terminate {rid} ({s.instance_type}, {s.state})",
                 "on revert: launch a new instance from the AMI (new instance id and IPs)"]
 
     def _recipe(self, seen: Observation) -> dict[str, Any]:
-        keys = ("instance_type", "subnet_id", "availability_zone", "security_group_ids", "key_name",
-                "iam_instance_profile_arn")
+        s = self.state(seen)
         tags = {t["Key"]: t["Value"] for t in restorable_tags(seen.tags)}
-        return {**{k: seen.state[k] for k in keys}, "tags": tags}
+        return {"instance_type": s.instance_type, "subnet_id": s.subnet_id, "availability_zone": s.availability_zone,
+                "security_group_ids": list(s.security_group_ids), "key_name": s.key_name,
+                "iam_instance_profile_arn": s.iam_instance_profile_arn, "tags": tags}
 
     def _launch_spec(self, image_id: str, recipe: dict[str, Any]) -> dict[str, Any]:
         token = self.client_token("revert")
@@ -147,13 +119,13 @@ class Ec2Terminate(Action[TerminateParams]):
         """RunInstances is dry-run from the instance's own source AMI (the backup does not exist yet)."""
         rid, recipe = self.rec.resource_id, self._recipe(seen)
         checked = [
-            self.dry_run(self.ec2.create_image, "ec2:CreateImage", InstanceId=rid, Name=self._image_name(),
+            self.dry_run(self.aws.create_image, "ec2:CreateImage", InstanceId=rid, Name=self._image_name(),
                          NoReboot=True, TagSpecifications=self._image_tag_specs(recipe)),
-            self.dry_run(self.ec2.terminate_instances, "ec2:TerminateInstances", InstanceIds=[rid]),
+            self.dry_run(self.aws.terminate_instances, "ec2:TerminateInstances", InstanceIds=[rid]),
         ]
         try:
-            checked.append(self.dry_run(self.ec2.run_instances, "ec2:RunInstances",
-                                        **self._launch_spec(str(seen.state["image_id"]), recipe)))
+            checked.append(self.dry_run(self.aws.run_instances, "ec2:RunInstances",
+                                        **self._launch_spec(str(self.state(seen).image_id), recipe)))
         except ClientError as exc:
             if client_error_code(exc) not in _AMI_MISSING:
                 raise
@@ -177,7 +149,7 @@ class Ec2Terminate(Action[TerminateParams]):
         mine = {BACKUP_TAG: self.execution_id, "reclaim:resource-id": self.rec.resource_id}
         query = {"ImageIds": [image_id]} if image_id else {"Owners": ["self"], "Filters": tag_filters(mine)}
         try:
-            images = self.ec2.describe_images(**query)["Images"]
+            images = self.aws.describe_images(**query)["Images"]
         except ClientError as exc:
             if client_error_code(exc) in _AMI_MISSING:
                 return None
@@ -189,7 +161,7 @@ class Ec2Terminate(Action[TerminateParams]):
         recipe = self._recipe(seen)
         image = self._image()
         if image is None:
-            created = self.ec2.create_image(
+            created = self.aws.create_image(
                 InstanceId=self.rec.resource_id, Name=self._image_name(), NoReboot=True,
                 Description=f"Reclaim backup of {self.rec.resource_id} before {self.kind} ({self.execution_id})",
                 TagSpecifications=self._image_tag_specs(recipe))
@@ -198,14 +170,14 @@ class Ec2Terminate(Action[TerminateParams]):
                 raise InProgress(f"AMI {created['ImageId']} requested; not visible yet")
         ami, state = image["ImageId"], image["State"]
         if state in ("failed", "error", "invalid"):
-            self.ec2.deregister_image(ImageId=ami)
+            self.aws.deregister_image(ImageId=ami)
             raise InProgress(f"AMI {ami} is {state}; deregistered it, a retry takes a new one")
         if state != "available":
             raise InProgress(f"AMI {ami} is {state}")
         snapshots = [b["Ebs"]["SnapshotId"] for b in image.get("BlockDeviceMappings") or []
                      if b.get("Ebs", {}).get("SnapshotId")]
         if snapshots:  # tagged here: TagSpecifications for the snapshots is not something moto implements
-            self.ec2.create_tags(Resources=snapshots, Tags=self.backup_tags())
+            self.aws.create_tags(Resources=snapshots, Tags=self.backup_tags())
         tags_in_ami = any(t["Key"] == RECIPE + "tags" for t in recipe_tags(recipe))
         return BackupRecord(kind=self.kind, resource_id=self.rec.resource_id, backup_id=ami, data={
             "image_id": ami, "snapshot_ids": snapshots, "recipe": recipe, "tags_in_ami_tags": tags_in_ami})
@@ -217,9 +189,9 @@ class Ec2Terminate(Action[TerminateParams]):
         image = self._image(backup.backup_id)
         if image is None or image["State"] != "available":
             raise Refused(f"backup AMI {backup.backup_id} is missing or not available; not terminating")
-        if self._protected():
+        if termination_protected(self.aws, self.rec.resource_id):
             raise Refused("termination protection was enabled since validation")
-        self.ec2.terminate_instances(InstanceIds=[self.rec.resource_id])
+        self.aws.terminate_instances(InstanceIds=[self.rec.resource_id])
         return StepResult(changed=True, message=f"terminating {self.rec.resource_id}; backup {image['ImageId']}")
 
     def verify(self, seen: Observation, backup: BackupRecord) -> StepResult:
@@ -237,13 +209,13 @@ class Ec2Terminate(Action[TerminateParams]):
         if state not in (None, "terminated"):
             return StepResult(changed=False, message=f"original instance {self.rec.resource_id} is {state}")
         mine = [*tag_filters({RESTORED_FOR: self.execution_id}), {"Name": "instance-state-name", "Values": _LIVE}]
-        found = [i for r in self.ec2.describe_instances(Filters=mine)["Reservations"] for i in r["Instances"]]
+        found = [i for r in self.aws.describe_instances(Filters=mine)["Reservations"] for i in r["Instances"]]
         replacement, created = (dict(found[0]) if found else None), False
         if replacement is None:
             if (image := self._image(backup.backup_id)) is None:
                 raise RevertImpossible(f"backup AMI {backup.backup_id} no longer exists")
             spec = self._launch_spec(image["ImageId"], backup.data["recipe"])
-            replacement, created = dict(self.ec2.run_instances(**spec)["Instances"][0]), True
+            replacement, created = dict(self.aws.run_instances(**spec)["Instances"][0]), True
         iid, istate = replacement["InstanceId"], replacement["State"]["Name"]
         if istate == "pending":
             raise InProgress(f"replacement instance {iid} is pending")
@@ -255,11 +227,11 @@ class Ec2Terminate(Action[TerminateParams]):
     def cleanup(self, backup: BackupRecord) -> StepResult:
         done = []
         if (image := self._image(backup.backup_id)) is not None:
-            self.ec2.deregister_image(ImageId=image["ImageId"])
+            self.aws.deregister_image(ImageId=image["ImageId"])
             done.append(f"deregistered {image['ImageId']}")
         for sid in backup.data.get("snapshot_ids") or []:
             try:
-                self.ec2.delete_snapshot(SnapshotId=sid)
+                self.aws.delete_snapshot(SnapshotId=sid)
                 done.append(f"deleted {sid}")
             except ClientError as exc:
                 if client_error_code(exc) != "InvalidSnapshot.NotFound":
@@ -268,6 +240,6 @@ class Ec2Terminate(Action[TerminateParams]):
 
     def estimate_monthly_savings(self, seen: Observation) -> float:
         """A running instance's compute price; a stopped one costs only its volumes (not priced here)."""
-        monthly = ec2_monthly(self.rec.region, str(seen.state["instance_type"]))
-        running = seen.state.get("state") == "running"
+        s = self.state(seen)
+        monthly, running = ec2_monthly(self.rec.region, s.instance_type), s.state == "running"
         return round(monthly, 2) if running and monthly is not None else self.rec.estimated_monthly_savings

@@ -7,32 +7,24 @@ from typing import Any
 from botocore.exceptions import ClientError
 from pydantic import Field
 
-from activities.actions._ebs import restorable_tags, tag_filters
-from activities.actions.base import Action, register, tags_of
+from activities.actions.base import Action, register
 from activities.errors import Refused, VerificationFailed, client_error_code
+from activities.resources.base import restorable_tags, tag_filters
+from activities.resources.elastic_ip import MISSING, AddressState, ElasticIp, association, describe_address
 from domain.base import StrictModel
 from domain.execution import BackupRecord, Observation, StepResult
 from domain.policy import RiskLevel
 from domain.pricing import flat, hours_per_month
 
 RESTORED_FOR = "reclaim:restored-for"
-_MISSING = {"InvalidAllocationID.NotFound", "InvalidAllocationID.Malformed"}
 
 
 class ReleaseParams(StrictModel):
     expected_public_ip: str | None = Field(default=None, description="Refuse on a different public IP (drift).")
 
 
-def _association(address: dict[str, Any]) -> str | None:
-    """What the address is associated with, or None (moto reports '' for none)."""
-    if not (address.get("AssociationId") or address.get("InstanceId") or address.get("NetworkInterfaceId")):
-        return None
-    parts = [p for p in (address.get("InstanceId"), address.get("NetworkInterfaceId")) if p]
-    return " / ".join(parts) or str(address["AssociationId"])
-
-
 @register
-class EipRelease(Action[ReleaseParams]):
+class EipRelease(Action[ReleaseParams, AddressState]):
     """Release an idle (unassociated) Elastic IP; `resource_id` is its allocation id. Reversible
     but not exactly: revert allocates a NEW address with the same tags, and its public IP differs.
 
@@ -44,46 +36,25 @@ class EipRelease(Action[ReleaseParams]):
     """
 
     kind = "eip.release"
-    resource_type = "AWS::EC2::EIP"
+    resource = ElasticIp
     params_model = ReleaseParams
     reversible = True
     base_risk = RiskLevel.MEDIUM
     permissions = ("ec2:DescribeAddresses", "ec2:ReleaseAddress", "ec2:AllocateAddress", "ec2:CreateTags")
 
-    @property
-    def ec2(self) -> Any:
-        return self.client("ec2")
-
     def _address(self) -> dict[str, Any] | None:
-        try:
-            found = self.ec2.describe_addresses(AllocationIds=[self.rec.resource_id])["Addresses"]
-        except ClientError as exc:
-            if client_error_code(exc) in _MISSING:
-                return None
-            raise
-        return dict(found[0]) if found else None
-
-    def inspect(self) -> Observation:
-        address = self._address()
-        if address is None:
-            raise Refused(f"Elastic IP {self.rec.resource_id} does not exist")
-        return Observation(state={
-            "public_ip": address["PublicIp"], "domain": address.get("Domain", "vpc"),
-            "associated_with": _association(address),
-            "network_border_group": address.get("NetworkBorderGroup"),
-            "public_ipv4_pool": address.get("PublicIpv4Pool"),
-        }, tags=tags_of(address.get("Tags")))
+        return describe_address(self.aws, self.rec.resource_id)
 
     def refusal(self, seen: Observation) -> str | None:
-        ip, expected = seen.state["public_ip"], self.params.expected_public_ip
-        if expected and ip != expected:
-            return f"drift: public IP is {ip}, the recommendation assumed {expected}"
-        if seen.state["associated_with"]:
-            return f"address {ip} is associated with {seen.state['associated_with']}; it is in use"
+        s, expected = self.state(seen), self.params.expected_public_ip
+        if expected and s.public_ip != expected:
+            return f"drift: public IP is {s.public_ip}, the recommendation assumed {expected}"
+        if s.associated_with:
+            return f"address {s.public_ip} is associated with {s.associated_with}; it is in use"
         return None
 
     def plan(self, seen: Observation) -> list[str]:
-        ip = seen.state["public_ip"]
+        ip = self.state(seen).public_ip
         return [f"release {self.rec.resource_id} ({ip})",
                 f"on revert: allocate a NEW address with the same tags; the public IP {ip} is not kept"]
 
@@ -102,27 +73,28 @@ class EipRelease(Action[ReleaseParams]):
 
     def check_permissions(self, seen: Observation) -> list[str]:
         return [
-            self.dry_run(self.ec2.release_address, "ec2:ReleaseAddress", AllocationId=self.rec.resource_id),
-            self.dry_run(self.ec2.allocate_address, "ec2:AllocateAddress",
-                         **self._allocation({**seen.state, "tags": seen.tags})),
+            self.dry_run(self.aws.release_address, "ec2:ReleaseAddress", AllocationId=self.rec.resource_id),
+            self.dry_run(self.aws.allocate_address, "ec2:AllocateAddress",
+                         **self._allocation({**self.state(seen).model_dump(), "tags": seen.tags})),
         ]
 
     def backup(self, seen: Observation) -> BackupRecord:
-        keys = ("public_ip", "domain", "network_border_group", "public_ipv4_pool")
-        return BackupRecord(kind=self.kind, resource_id=self.rec.resource_id,
-                            data={**{k: seen.state[k] for k in keys}, "tags": dict(seen.tags)})
+        s = self.state(seen)
+        data = {"public_ip": s.public_ip, "domain": s.domain, "network_border_group": s.network_border_group,
+                "public_ipv4_pool": s.public_ipv4_pool, "tags": dict(seen.tags)}
+        return BackupRecord(kind=self.kind, resource_id=self.rec.resource_id, data=data)
 
     def apply(self, seen: Observation, backup: BackupRecord) -> StepResult:
         address = self._address()
         if address is None:
             return StepResult(changed=False, message=f"{self.rec.resource_id} already released")
-        if _association(address):
-            raise Refused(f"address {address['PublicIp']} was associated with {_association(address)} "
+        if association(address):
+            raise Refused(f"address {address['PublicIp']} was associated with {association(address)} "
                           "since validation")
         try:
-            self.ec2.release_address(AllocationId=self.rec.resource_id)
+            self.aws.release_address(AllocationId=self.rec.resource_id)
         except ClientError as exc:
-            if client_error_code(exc) in _MISSING:
+            if client_error_code(exc) in MISSING:
                 return StepResult(changed=False, message=f"{self.rec.resource_id} already released")
             raise
         return StepResult(changed=True, message=f"released {self.rec.resource_id} ({address['PublicIp']})")
@@ -135,10 +107,10 @@ class EipRelease(Action[ReleaseParams]):
     def revert(self, seen: Observation, backup: BackupRecord) -> StepResult:
         if self._address() is not None:
             return StepResult(changed=False, message=f"{self.rec.resource_id} is still allocated")
-        mine = self.ec2.describe_addresses(Filters=tag_filters({RESTORED_FOR: self.execution_id}))["Addresses"]
+        mine = self.aws.describe_addresses(Filters=tag_filters({RESTORED_FOR: self.execution_id}))["Addresses"]
         address, created = (dict(mine[0]) if mine else None), False
         if address is None:
-            address, created = dict(self.ec2.allocate_address(**self._allocation(backup.data))), True
+            address, created = dict(self.aws.allocate_address(**self._allocation(backup.data))), True
         old_ip, new_id, new_ip = backup.data["public_ip"], address["AllocationId"], address["PublicIp"]
         note = f"a new address was allocated: the public IP changed from {old_ip} to {new_ip}"
         return StepResult(changed=created, message=note,

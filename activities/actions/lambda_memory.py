@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from activities.actions.base import Action, register
 from activities.errors import InProgress, Refused, RevertImpossible, VerificationFailed, client_error_code
+from activities.resources.lambda_function import FunctionState, LambdaFunction, function_config
 from domain.base import StrictModel
 from domain.execution import BackupRecord, Observation, StepResult
 from domain.policy import RiskLevel
@@ -33,7 +34,7 @@ class MemoryParams(StrictModel):
 
 
 @register
-class LambdaMemory(Action[MemoryParams]):
+class LambdaMemory(Action[MemoryParams, FunctionState]):
     """Right-size a Lambda function's memory ($LATEST; published versions are immutable, so aliases
     pointing at them keep their memory until the next publish). Less memory also means less CPU:
     durations may grow, which the savings estimate does not model.
@@ -47,7 +48,7 @@ class LambdaMemory(Action[MemoryParams]):
     """
 
     kind = "lambda.memory"
-    resource_type = "AWS::Lambda::Function"
+    resource = LambdaFunction
     params_model = MemoryParams
     reversible = True
     base_risk = RiskLevel.LOW
@@ -55,40 +56,27 @@ class LambdaMemory(Action[MemoryParams]):
     permissions = ("lambda:GetFunctionConfiguration", "lambda:ListTags", "lambda:UpdateFunctionConfiguration")
 
     @property
-    def lam(self) -> Any:
-        return self.client("lambda")
-
-    @property
     def function(self) -> str:
         return self.rec.resource_id
 
     def _config(self, missing: type[Exception]) -> dict[str, Any]:
-        try:
-            return dict(self.lam.get_function_configuration(FunctionName=self.function))
-        except ClientError as exc:
-            if client_error_code(exc) == "ResourceNotFoundException":
-                raise missing(f"function {self.function} does not exist") from exc
-            raise
-
-    def inspect(self) -> Observation:
-        config = self._config(Refused)
-        tags = self.lam.list_tags(Resource=config["FunctionArn"]).get("Tags") or {}
-        state = {"memory_mb": config["MemorySize"], "state": config.get("State"),
-                 "last_update_status": config.get("LastUpdateStatus"), "arn": config["FunctionArn"]}
-        return Observation(state=state, tags=dict(tags))
+        config = function_config(self.aws, self.function)
+        if config is None:
+            raise missing(LambdaFunction.missing.format(id=self.function))
+        return config
 
     def refusal(self, seen: Observation) -> str | None:
-        memory, expected = seen.state["memory_mb"], self.params.expected_memory_mb
-        if memory != expected:
-            return f"drift: memory is {memory} MB, the recommendation assumed {expected} MB"
-        if seen.state["state"] not in (None, "Active", "Inactive"):
-            return f"function is {seen.state['state']}, not Active"
-        if seen.state["last_update_status"] == "InProgress":
+        s, expected = self.state(seen), self.params.expected_memory_mb
+        if s.memory_mb != expected:
+            return f"drift: memory is {s.memory_mb} MB, the recommendation assumed {expected} MB"
+        if s.state not in (None, "Active", "Inactive"):
+            return f"function is {s.state}, not Active"
+        if s.last_update_status == "InProgress":
             return "an update of the function is in progress; try again once it has finished"
         return None
 
     def plan(self, seen: Observation) -> list[str]:
-        return [f"set the memory of {self.function} from {seen.state['memory_mb']} MB "
+        return [f"set the memory of {self.function} from {self.state(seen).memory_mb} MB "
                 f"to {self.params.target_memory_mb} MB"]
 
     def check_permissions(self, seen: Observation) -> list[str]:
@@ -105,7 +93,7 @@ class LambdaMemory(Action[MemoryParams]):
 
     def _set(self, memory_mb: int) -> None:
         try:
-            self.lam.update_function_configuration(FunctionName=self.function, MemorySize=memory_mb)
+            self.aws.update_function_configuration(FunctionName=self.function, MemorySize=memory_mb)
         except ClientError as exc:
             if client_error_code(exc) in _BUSY_CODES:
                 raise InProgress(f"another update of {self.function} is in progress") from exc

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
 from activities.actions.base import Action, register
 from activities.errors import Refused, RevertImpossible, VerificationFailed
+from activities.resources.log_group import LogGroup, LogGroupState, find_group
 from domain.base import StrictModel
 from domain.execution import BackupRecord, Observation, StepResult
 from domain.policy import RiskLevel
@@ -46,7 +46,7 @@ def describe(days: int | None) -> str:
 
 
 @register
-class LogsRetention(Action[RetentionParams]):
+class LogsRetention(Action[RetentionParams, LogGroupState]):
     """Set the retention of a log group that keeps events longer than needed (often: forever).
 
     Shortening retention makes AWS delete the older events (within about 72 hours): a revert
@@ -61,7 +61,7 @@ class LogsRetention(Action[RetentionParams]):
     """
 
     kind = "logs.retention"
-    resource_type = "AWS::Logs::LogGroup"
+    resource = LogGroup
     params_model = RetentionParams
     reversible = True
     base_risk = RiskLevel.LOW
@@ -71,49 +71,23 @@ class LogsRetention(Action[RetentionParams]):
                    "logs:DeleteRetentionPolicy")
 
     @property
-    def logs(self) -> Any:
-        return self.client("logs")
-
-    @property
     def group(self) -> str:
         return self.rec.resource_id
 
-    def _find(self) -> dict[str, Any] | None:
-        """The group named exactly so (the API matches by prefix: page until found)."""
-        token: dict[str, str] = {}
-        while True:
-            page = self.logs.describe_log_groups(logGroupNamePrefix=self.group, **token)
-            for group in page["logGroups"]:
-                if group["logGroupName"] == self.group:
-                    return dict(group)
-            if not page.get("nextToken"):
-                return None
-            token = {"nextToken": page["nextToken"]}
-
     def _retention(self, missing: type[Exception]) -> int | None:
-        group = self._find()
+        group = find_group(self.aws, self.group)
         if group is None:
-            raise missing(f"log group {self.group} does not exist")
+            raise missing(LogGroup.missing.format(id=self.group))
         return group.get("retentionInDays")
 
-    def inspect(self) -> Observation:
-        group = self._find()
-        if group is None:
-            raise Refused(f"log group {self.group} does not exist")
-        arn = group.get("logGroupArn") or str(group["arn"]).removesuffix(":*")
-        tags = self.logs.list_tags_for_resource(resourceArn=arn).get("tags") or {}
-        state = {"retention_days": group.get("retentionInDays"), "stored_bytes": group.get("storedBytes"),
-                 "creation_time": group.get("creationTime"), "arn": arn}
-        return Observation(state=state, tags=dict(tags))
-
     def refusal(self, seen: Observation) -> str | None:
-        current, expected = seen.state["retention_days"], self.params.expected_retention_days
+        current, expected = self.state(seen).retention_days, self.params.expected_retention_days
         if current != expected:
             return f"drift: retention is {describe(current)}, the recommendation assumed {describe(expected)}"
         return None
 
     def plan(self, seen: Observation) -> list[str]:
-        new, old = self.params.retention_days, seen.state["retention_days"]
+        new, old = self.params.retention_days, self.state(seen).retention_days
         step = f"set the retention of {self.group} from {describe(old)} to {new} days"
         if old is None or new < old:
             step += f" (AWS then deletes events older than {new} days; a revert does not bring them back)"
@@ -139,7 +113,7 @@ class LogsRetention(Action[RetentionParams]):
         if current != backup.data["retention_days"]:
             raise Refused(f"drift: retention is now {describe(current)}, "
                           f"it was {describe(backup.data['retention_days'])} at backup")
-        self.logs.put_retention_policy(logGroupName=self.group, retentionInDays=target)
+        self.aws.put_retention_policy(logGroupName=self.group, retentionInDays=target)
         return StepResult(changed=True, message=f"retention set to {target} days (was {describe(current)})")
 
     def verify(self, seen: Observation, backup: BackupRecord) -> StepResult:
@@ -153,18 +127,19 @@ class LogsRetention(Action[RetentionParams]):
         if current == original:
             return StepResult(changed=False, message=f"retention is {describe(original)}")
         if original is None:
-            self.logs.delete_retention_policy(logGroupName=self.group)
+            self.aws.delete_retention_policy(logGroupName=self.group)
         else:
-            self.logs.put_retention_policy(logGroupName=self.group, retentionInDays=original)
+            self.aws.put_retention_policy(logGroupName=self.group, retentionInDays=original)
         return StepResult(changed=True, message=f"retention restored to {describe(original)}")
 
     def estimate_monthly_savings(self, seen: Observation) -> float:
         """Events are assumed to arrive evenly over the stored span (group age, capped by retention)."""
-        stored, created = seen.state.get("stored_bytes"), seen.state.get("creation_time")
+        s = self.state(seen)
+        stored, created = s.stored_bytes, s.creation_time
         if not stored or not created:
             return self.rec.estimated_monthly_savings
         span_days = max((time.time() * 1000 - created) / DAY_MS, 1.0)
-        if seen.state["retention_days"] is not None:
-            span_days = min(span_days, seen.state["retention_days"])
+        if s.retention_days is not None:
+            span_days = min(span_days, s.retention_days)
         deleted = max(0.0, 1.0 - self.params.retention_days / span_days)
         return stored * deleted / GIB * flat("logs_gb_month", self.rec.region)

@@ -10,21 +10,25 @@ from pydantic import Field
 from activities.actions._rds import (
     RESTORED_FOR,
     class_drift,
-    describe_db,
-    describe_snapshot,
-    observe_db,
     recipe_tags,
     restore_args,
     restore_recipe,
     restored_name,
     restored_tags,
-    same_instance,
     snapshot_name,
     topology_refusal,
     wait_if_transitional,
 )
-from activities.actions.base import BACKUP_TAG, Action, register, tags_of
+from activities.actions.base import BACKUP_TAG, Action, register
 from activities.errors import InProgress, Refused, RevertImpossible, VerificationFailed, client_error_code
+from activities.resources.base import tags_of
+from activities.resources.rds_instance import (
+    DbInstanceState,
+    RdsInstance,
+    describe_db,
+    describe_db_snapshot,
+    same_instance,
+)
 from domain.base import StrictModel
 from domain.execution import BackupRecord, Observation, StepResult
 from domain.policy import RiskLevel
@@ -40,7 +44,7 @@ class RdsDeleteParams(StrictModel):
 
 
 @register
-class RdsDelete(Action[RdsDeleteParams]):
+class RdsDelete(Action[RdsDeleteParams, DbInstanceState]):
     """Delete an idle RDS DB instance (available or stopped). Backup takes a manual snapshot
     `reclaim-<execution id>`, tagged with the execution id and the restore recipe
     (`reclaim:recipe:<field>`: class, subnet group, security groups, parameter group, Multi-AZ,
@@ -63,7 +67,7 @@ class RdsDelete(Action[RdsDeleteParams]):
     """
 
     kind = "rds.delete"
-    resource_type = "AWS::RDS::DBInstance"
+    resource = RdsInstance
     params_model = RdsDeleteParams
     reversible = True
     destroys_data = True
@@ -72,33 +76,26 @@ class RdsDelete(Action[RdsDeleteParams]):
                    "rds:AddTagsToResource", "rds:DeleteDBInstance", "rds:RestoreDBInstanceFromDBSnapshot",
                    "rds:DeleteDBSnapshot")
 
-    @property
-    def rds(self) -> Any:
-        return self.client("rds")
-
-    def inspect(self) -> Observation:
-        return observe_db(self.rds, self.rec.resource_id)
-
     def refusal(self, seen: Observation) -> str | None:
-        state = seen.state
+        state = self.state(seen)
         drift = class_drift(state, self.params.expected_instance_class)
         if drift:
             return drift
-        if state["deletion_protection"]:
+        if state.deletion_protection:
             return "deletion protection is enabled on this DB instance"
-        if state["status"] not in ("available", "stopped"):
-            return f"DB instance is {state['status']}, not available or stopped"
+        if state.status not in ("available", "stopped"):
+            return f"DB instance is {state.status}, not available or stopped"
         return topology_refusal(state, "delete")
 
     def plan(self, seen: Observation) -> list[str]:
         rid, name = self.rec.resource_id, snapshot_name(self.execution_id)
-        return [f"snapshot {rid} as {name} ({seen.state['allocated_storage']} GiB)",
+        return [f"snapshot {rid} as {name} ({self.state(seen).allocated_storage} GiB)",
                 f"delete {rid} without a further final snapshot ({name} is the final snapshot)"]
 
     def check_permissions(self, seen: Observation) -> list[str]:
         """RDS has no DryRun: only the reads are proven; the mutating calls are reported unverified."""
-        describe_db(self.rds, self.rec.resource_id)
-        describe_snapshot(self.rds, snapshot_name(self.execution_id))
+        describe_db(self.aws, self.rec.resource_id)
+        describe_db_snapshot(self.aws, snapshot_name(self.execution_id))
         return ["rds:DescribeDBInstances", "rds:DescribeDBSnapshots"]
 
     def unverified_permissions(self) -> list[str]:
@@ -106,7 +103,7 @@ class RdsDelete(Action[RdsDeleteParams]):
 
     def _snapshot(self, name: str | None) -> dict[str, Any] | None:
         """Our snapshot by name; a snapshot of that name without our tag is never ours to use."""
-        snapshot = describe_snapshot(self.rds, name) if name else None
+        snapshot = describe_db_snapshot(self.aws, name) if name else None
         if snapshot is not None and tags_of(snapshot.get("TagList")).get(BACKUP_TAG) != self.execution_id:
             raise Refused(f"snapshot {name} exists but was not taken by execution {self.execution_id}")
         return snapshot
@@ -114,31 +111,31 @@ class RdsDelete(Action[RdsDeleteParams]):
     def backup(self, seen: Observation) -> BackupRecord:
         name = snapshot_name(self.execution_id)
         snapshot = self._snapshot(name)
-        recipe = restore_recipe(seen.state)
+        state = self.state(seen)
+        recipe = restore_recipe(state)
         if snapshot is None:
-            snapshot = self.rds.create_db_snapshot(DBInstanceIdentifier=self.rec.resource_id,
+            snapshot = self.aws.create_db_snapshot(DBInstanceIdentifier=self.rec.resource_id,
                                                    DBSnapshotIdentifier=name,
                                                    Tags=self.backup_tags() + recipe_tags(recipe))["DBSnapshot"]
         status = snapshot["Status"]
         if status == "failed":
-            self.rds.delete_db_snapshot(DBSnapshotIdentifier=name)
+            self.aws.delete_db_snapshot(DBSnapshotIdentifier=name)
             raise InProgress(f"snapshot {name} failed; deleted it, a retry takes a new one")
         if status != "available":
             raise InProgress(f"snapshot {name} is {status} ({snapshot.get('PercentProgress', 0)}%)")
-        data = {"recipe": recipe, "iops": seen.state.get("iops"), "tags": dict(seen.tags),
-                "dbi_resource_id": seen.state.get("dbi_resource_id"), "created": seen.state.get("created"),
-                "status": seen.state["status"]}
+        data = {"recipe": recipe, "iops": state.iops, "tags": dict(seen.tags),
+                "dbi_resource_id": state.dbi_resource_id, "created": state.created, "status": state.status}
         return BackupRecord(kind=self.kind, resource_id=self.rec.resource_id, backup_id=name, data=data)
 
     def _is_original(self, db: dict[str, Any], backup: BackupRecord) -> bool:
-        return not self._is_restored(db) and same_instance(db, backup.data)
+        return not self._is_restored(db) and same_instance(db, backup.data.get("dbi_resource_id"), backup.data.get("created"))
 
     def _is_restored(self, db: dict[str, Any] | None) -> bool:
         return db is not None and tags_of(db.get("TagList")).get(RESTORED_FOR) == self.execution_id
 
     def apply(self, seen: Observation, backup: BackupRecord) -> StepResult:
         rid = self.rec.resource_id
-        db = describe_db(self.rds, rid)
+        db = describe_db(self.aws, rid)
         if db is None or (self._is_original(db, backup) and db["DBInstanceStatus"] == "deleting"):
             return StepResult(changed=False, message=f"DB instance {rid} already deleted")
         if not self._is_original(db, backup):
@@ -152,7 +149,7 @@ class RdsDelete(Action[RdsDeleteParams]):
         if snapshot is None or snapshot["Status"] != "available":
             raise Refused(f"backup snapshot {backup.backup_id} is missing or incomplete; not deleting")
         try:
-            self.rds.delete_db_instance(DBInstanceIdentifier=rid, SkipFinalSnapshot=True,
+            self.aws.delete_db_instance(DBInstanceIdentifier=rid, SkipFinalSnapshot=True,
                                         DeleteAutomatedBackups=True)
         except ClientError as exc:
             if client_error_code(exc) == "DBInstanceNotFound":
@@ -161,7 +158,7 @@ class RdsDelete(Action[RdsDeleteParams]):
         return StepResult(changed=True, message=f"deleting {rid}; final snapshot {backup.backup_id}")
 
     def verify(self, seen: Observation, backup: BackupRecord) -> StepResult:
-        db = describe_db(self.rds, self.rec.resource_id)
+        db = describe_db(self.aws, self.rec.resource_id)
         if db is None or not self._is_original(db, backup):
             return StepResult(changed=False, message=f"DB instance {self.rec.resource_id} is gone")
         if db["DBInstanceStatus"] == "deleting":
@@ -170,7 +167,7 @@ class RdsDelete(Action[RdsDeleteParams]):
 
     def revert(self, seen: Observation, backup: BackupRecord) -> StepResult:
         rid, fallback = self.rec.resource_id, restored_name(self.rec.resource_id)
-        current = {name: describe_db(self.rds, name) for name in (rid, fallback)}
+        current = {name: describe_db(self.aws, name) for name in (rid, fallback)}
         for db in current.values():
             if db is not None and self._is_restored(db):
                 return self._restored(db, created=False)
@@ -185,7 +182,7 @@ class RdsDelete(Action[RdsDeleteParams]):
         snapshot = self._snapshot(backup.backup_id)
         if snapshot is None or snapshot["Status"] != "available":
             raise RevertImpossible(f"backup snapshot {backup.backup_id} is missing or not available")
-        restored = self.rds.restore_db_instance_from_db_snapshot(
+        restored = self.aws.restore_db_instance_from_db_snapshot(
             DBInstanceIdentifier=target, DBSnapshotIdentifier=backup.backup_id,
             Tags=restored_tags(backup.data.get("tags") or {}, self.execution_id, str(backup.backup_id)),
             **restore_args(backup.data["recipe"], backup.data.get("iops")))["DBInstance"]
@@ -207,7 +204,7 @@ class RdsDelete(Action[RdsDeleteParams]):
         try:
             if self._snapshot(backup.backup_id) is None:
                 return gone
-            self.rds.delete_db_snapshot(DBSnapshotIdentifier=backup.backup_id)
+            self.aws.delete_db_snapshot(DBSnapshotIdentifier=backup.backup_id)
         except ClientError as exc:
             if client_error_code(exc) == "DBSnapshotNotFound":
                 return gone
@@ -215,10 +212,10 @@ class RdsDelete(Action[RdsDeleteParams]):
         return StepResult(changed=True, message=f"deleted snapshot {backup.backup_id}")
 
     def estimate_monthly_savings(self, seen: Observation) -> float:
-        state, region = seen.state, self.rec.region
-        compute = rds_monthly(region, state["instance_class"], bool(state.get("multi_az")))
+        state, region = self.state(seen), self.rec.region
+        compute = rds_monthly(region, state.instance_class, state.multi_az)
         if compute is None:
             return self.rec.estimated_monthly_savings
-        gib = float(state.get("allocated_storage") or 0)
-        storage = flat("rds_storage_gb_month", region) * gib * (2 if state.get("multi_az") else 1)
+        gib = float(state.allocated_storage or 0)
+        storage = flat("rds_storage_gb_month", region) * gib * (2 if state.multi_az else 1)
         return round(compute + storage - flat("rds_snapshot_gb_month", region) * gib, 2)

@@ -6,16 +6,10 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from activities.actions._rds import (
-    class_drift,
-    describe_db,
-    observe_db,
-    pending_class,
-    topology_refusal,
-    wait_if_transitional,
-)
+from activities.actions._rds import class_drift, topology_refusal, wait_if_transitional
 from activities.actions.base import Action, register
 from activities.errors import InProgress, Refused, RevertImpossible, VerificationFailed
+from activities.resources.rds_instance import DbInstanceState, RdsInstance, describe_db, pending_class
 from domain.base import StrictModel
 from domain.execution import BackupRecord, Observation, StepResult
 from domain.policy import RiskLevel
@@ -38,7 +32,7 @@ class RdsRightsizeParams(StrictModel):
 
 
 @register
-class RdsRightsize(Action[RdsRightsizeParams]):
+class RdsRightsize(Action[RdsRightsizeParams, DbInstanceState]):
     """Change an RDS DB instance to a smaller class. AWS restarts the instance (a Multi-AZ
     instance fails over to its standby first), so expect a short outage. With
     `apply_immediately: false` the change is only scheduled: it happens in the instance's next
@@ -56,27 +50,20 @@ class RdsRightsize(Action[RdsRightsizeParams]):
     """
 
     kind = "rds.rightsize"
-    resource_type = "AWS::RDS::DBInstance"
+    resource = RdsInstance
     params_model = RdsRightsizeParams
     reversible = True
     base_risk = RiskLevel.MEDIUM
     permissions = ("rds:DescribeDBInstances", "rds:ModifyDBInstance")
 
-    @property
-    def rds(self) -> Any:
-        return self.client("rds")
-
-    def inspect(self) -> Observation:
-        return observe_db(self.rds, self.rec.resource_id)
-
     def refusal(self, seen: Observation) -> str | None:
-        state, target = seen.state, self.params.target_instance_class
+        state, target = self.state(seen), self.params.target_instance_class
         drift = class_drift(state, self.params.expected_instance_class)
         if drift:
             return drift
-        if state["status"] != "available":
-            return f"DB instance is {state['status']}, not available"
-        pending = state.get("pending_instance_class")
+        if state.status != "available":
+            return f"DB instance is {state.status}, not available"
+        pending = state.pending_instance_class
         if pending and pending != target:
             return f"a change to {pending} is already pending on this DB instance"
         return topology_refusal(state, "resize")
@@ -84,32 +71,32 @@ class RdsRightsize(Action[RdsRightsizeParams]):
     def _when(self, seen: Observation | None = None) -> str:
         if self.params.apply_immediately:
             return "now (the instance restarts; Multi-AZ fails over first)"
-        window = seen.state.get("maintenance_window") if seen else None
+        window = self.state(seen).maintenance_window if seen else None
         return f"in the next maintenance window ({window or 'as scheduled by AWS'})"
 
     def plan(self, seen: Observation) -> list[str]:
-        return [f"change {self.rec.resource_id} from {seen.state['instance_class']} to "
+        return [f"change {self.rec.resource_id} from {self.state(seen).instance_class} to "
                 f"{self.params.target_instance_class} {self._when(seen)}"]
 
     def check_permissions(self, seen: Observation) -> list[str]:
         """RDS has no DryRun: only the read is proven; ModifyDBInstance is reported unverified."""
-        describe_db(self.rds, self.rec.resource_id)
+        describe_db(self.aws, self.rec.resource_id)
         return ["rds:DescribeDBInstances"]
 
     def unverified_permissions(self) -> list[str]:
         return ["rds:ModifyDBInstance"]
 
     def backup(self, seen: Observation) -> BackupRecord:
+        state = self.state(seen)
         return BackupRecord(kind=self.kind, resource_id=self.rec.resource_id,
-                            data={"instance_class": seen.state["instance_class"],
-                                  "multi_az": seen.state["multi_az"]})
+                            data={"instance_class": state.instance_class, "multi_az": state.multi_az})
 
     def _modify(self, instance_class: str, immediately: bool) -> None:
-        self.rds.modify_db_instance(DBInstanceIdentifier=self.rec.resource_id,
+        self.aws.modify_db_instance(DBInstanceIdentifier=self.rec.resource_id,
                                     DBInstanceClass=instance_class, ApplyImmediately=immediately)
 
     def apply(self, seen: Observation, backup: BackupRecord) -> StepResult:
-        db = describe_db(self.rds, self.rec.resource_id)
+        db = describe_db(self.aws, self.rec.resource_id)
         if db is None:
             raise VerificationFailed(f"DB instance {self.rec.resource_id} disappeared")
         current, status, target = db["DBInstanceClass"], db["DBInstanceStatus"], self.params.target_instance_class
@@ -126,7 +113,7 @@ class RdsRightsize(Action[RdsRightsizeParams]):
         return StepResult(changed=True, message=f"requested {current} -> {target} {self._when(seen)}")
 
     def verify(self, seen: Observation, backup: BackupRecord) -> StepResult:
-        db = describe_db(self.rds, self.rec.resource_id)
+        db = describe_db(self.aws, self.rec.resource_id)
         if db is None:
             raise VerificationFailed(f"DB instance {self.rec.resource_id} disappeared")
         current, status, target = db["DBInstanceClass"], db["DBInstanceStatus"], self.params.target_instance_class
@@ -142,7 +129,7 @@ class RdsRightsize(Action[RdsRightsizeParams]):
 
     def revert(self, seen: Observation, backup: BackupRecord) -> StepResult:
         original = str(backup.data["instance_class"])
-        db = describe_db(self.rds, self.rec.resource_id)
+        db = describe_db(self.aws, self.rec.resource_id)
         if db is None:
             raise RevertImpossible(f"DB instance {self.rec.resource_id} no longer exists")
         if self._reverted(db, original):
@@ -156,7 +143,7 @@ class RdsRightsize(Action[RdsRightsizeParams]):
             self._modify(original, immediately=False)
         else:
             self._modify(original, immediately=True)
-        after = describe_db(self.rds, self.rec.resource_id)
+        after = describe_db(self.aws, self.rec.resource_id)
         if after is not None and self._reverted(after, original):
             return StepResult(changed=True, message=f"changed back to {original}")
         raise InProgress(f"change back to {original} requested; waiting for it to be available")
@@ -167,7 +154,7 @@ class RdsRightsize(Action[RdsRightsizeParams]):
                 and db["DBInstanceStatus"] == "available")
 
     def estimate_monthly_savings(self, seen: Observation) -> float:
-        multi_az = bool(seen.state.get("multi_az"))
+        multi_az = self.state(seen).multi_az
         before = rds_monthly(self.rec.region, self.params.expected_instance_class, multi_az)
         after = rds_monthly(self.rec.region, self.params.target_instance_class, multi_az)
         if before is None or after is None:

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field
 
-from activities.actions._rds import (
-    AUTO_START_NOTE,
-    class_drift,
-    describe_db,
-    observe_db,
-    topology_refusal,
-    wait_if_transitional,
-)
+from activities.actions._rds import AUTO_START_NOTE, class_drift, topology_refusal, wait_if_transitional
 from activities.actions.base import Action, register
 from activities.errors import InProgress, Refused, RevertImpossible, VerificationFailed
+from activities.resources.rds_instance import DbInstanceState, RdsInstance, describe_db
 from domain.base import StrictModel
 from domain.execution import BackupRecord, Observation, StepResult
 from domain.policy import RiskLevel
@@ -29,7 +21,7 @@ class RdsStopParams(StrictModel):
 
 
 @register
-class RdsStop(Action[RdsStopParams]):
+class RdsStop(Action[RdsStopParams, DbInstanceState]):
     """Stop an RDS DB instance (endpoint, parameter and option groups are kept); revert starts it.
 
     AWS starts a stopped DB instance again automatically after 7 days: the saving lasts a week
@@ -47,43 +39,36 @@ class RdsStop(Action[RdsStopParams]):
     """
 
     kind = "rds.stop"
-    resource_type = "AWS::RDS::DBInstance"
+    resource = RdsInstance
     params_model = RdsStopParams
     reversible = True
     base_risk = RiskLevel.LOW
     permissions = ("rds:DescribeDBInstances", "rds:StopDBInstance", "rds:StartDBInstance")
 
-    @property
-    def rds(self) -> Any:
-        return self.client("rds")
-
-    def inspect(self) -> Observation:
-        return observe_db(self.rds, self.rec.resource_id)
-
     def refusal(self, seen: Observation) -> str | None:
-        state = seen.state
+        state = self.state(seen)
         drift = class_drift(state, self.params.expected_instance_class)
         if drift:
             return drift
-        if state["status"] != "available":
-            return f"DB instance is {state['status']}, not available"
-        if state["multi_az"] and str(state.get("engine") or "").startswith("sqlserver"):
+        if state.status != "available":
+            return f"DB instance is {state.status}, not available"
+        if state.multi_az and (state.engine or "").startswith("sqlserver"):
             return "AWS cannot stop a Multi-AZ SQL Server DB instance"
         return topology_refusal(state, "stop")
 
     def plan(self, seen: Observation) -> list[str]:
-        return [f"stop {self.rec.resource_id} ({seen.state['instance_class']}); {AUTO_START_NOTE}"]
+        return [f"stop {self.rec.resource_id} ({self.state(seen).instance_class}); {AUTO_START_NOTE}"]
 
     def check_permissions(self, seen: Observation) -> list[str]:
         """RDS has no DryRun: only the read is proven; Stop/StartDBInstance are reported unverified."""
-        describe_db(self.rds, self.rec.resource_id)
+        describe_db(self.aws, self.rec.resource_id)
         return ["rds:DescribeDBInstances"]
 
     def unverified_permissions(self) -> list[str]:
         return ["rds:StopDBInstance", "rds:StartDBInstance"]
 
     def _status(self) -> str | None:
-        db = describe_db(self.rds, self.rec.resource_id)
+        db = describe_db(self.aws, self.rec.resource_id)
         return None if db is None else str(db["DBInstanceStatus"])
 
     def apply(self, seen: Observation, backup: BackupRecord) -> StepResult:
@@ -95,7 +80,7 @@ class RdsStop(Action[RdsStopParams]):
         wait_if_transitional(status, "will stop it once available")
         if status != "available":
             raise Refused(f"DB instance is {status} since validation; re-validate")
-        self.rds.stop_db_instance(DBInstanceIdentifier=self.rec.resource_id)
+        self.aws.stop_db_instance(DBInstanceIdentifier=self.rec.resource_id)
         return StepResult(changed=True, message=f"stop requested; {AUTO_START_NOTE}")
 
     def verify(self, seen: Observation, backup: BackupRecord) -> StepResult:
@@ -113,7 +98,7 @@ class RdsStop(Action[RdsStopParams]):
         if status == "available":
             return StepResult(changed=False, message="DB instance is available")
         if status == "stopped":
-            self.rds.start_db_instance(DBInstanceIdentifier=self.rec.resource_id)
+            self.aws.start_db_instance(DBInstanceIdentifier=self.rec.resource_id)
             if self._status() == "available":
                 return StepResult(changed=True, message="DB instance started and available")
             raise InProgress("start requested; waiting for available")
@@ -122,5 +107,6 @@ class RdsStop(Action[RdsStopParams]):
 
     def estimate_monthly_savings(self, seen: Observation) -> float:
         """Instance hours only: storage and backups are billed whether the instance runs or not."""
-        compute = rds_monthly(self.rec.region, seen.state["instance_class"], bool(seen.state.get("multi_az")))
+        state = self.state(seen)
+        compute = rds_monthly(self.rec.region, state.instance_class, state.multi_az)
         return self.rec.estimated_monthly_savings if compute is None else round(compute, 2)

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, Literal
 
-from botocore.exceptions import ClientError
 from pydantic import Field, model_validator
 
-from activities.actions.base import Action, register, tags_of
-from activities.errors import InProgress, Refused, RevertImpossible, VerificationFailed, client_error_code
+from activities.actions.base import Action, register
+from activities.errors import InProgress, Refused, RevertImpossible, VerificationFailed
+from activities.resources.s3_bucket import NONE, BucketState, S3Bucket, bucket_tags, jsonable, lifecycle
 from domain.base import StrictModel
 from domain.execution import BackupRecord, Observation, StepResult
 from domain.policy import RiskLevel
 from domain.pricing import region_factor, section
 
-NONE = "none"
-"""The saved configuration of a bucket that had no lifecycle configuration at all."""
 MAX_RULES = 1000  # AWS's limit per lifecycle configuration
 GIB = 1024**3
 MIN_SIZE = "TransitionDefaultMinimumObjectSize"
@@ -39,17 +36,6 @@ class LifecycleParams(StrictModel):
         return self
 
 
-def jsonable(value: Any) -> Any:
-    """boto3's lifecycle shapes as JSON (dates as ISO strings, which boto3 accepts back)."""
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [jsonable(v) for v in value]
-    return value
-
-
 def _rules(config: dict[str, Any] | str) -> list[dict[str, Any]]:
     return list(config["Rules"]) if isinstance(config, dict) else []
 
@@ -62,7 +48,7 @@ def _canonical(rule: dict[str, Any]) -> dict[str, Any]:
 
 
 @register
-class S3Lifecycle(Action[LifecycleParams]):
+class S3Lifecycle(Action[LifecycleParams, BucketState]):
     """Add a lifecycle rule moving objects to a cheaper storage class after N days, keeping every
     other rule. Objects already transitioned stay where they are after a revert (the revert only
     restores the configuration); STANDARD_IA and GLACIER_IR bill at least 30 / 90 days and 128 KiB
@@ -77,16 +63,12 @@ class S3Lifecycle(Action[LifecycleParams]):
     """
 
     kind = "s3.lifecycle"
-    resource_type = "AWS::S3::Bucket"
+    resource = S3Bucket
     params_model = LifecycleParams
     reversible = True
     base_risk = RiskLevel.LOW
     permissions = ("s3:GetBucketLocation", "s3:GetBucketTagging", "s3:GetLifecycleConfiguration",
                    "s3:PutLifecycleConfiguration")
-
-    @property
-    def s3(self) -> Any:
-        return self.client("s3")
 
     @property
     def bucket(self) -> str:
@@ -98,39 +80,16 @@ class S3Lifecycle(Action[LifecycleParams]):
                 "Transitions": [{"Days": p.transition_days, "StorageClass": p.storage_class}]}
 
     def _lifecycle(self) -> dict[str, Any] | str:
-        """The live configuration as returned (minus metadata), or NONE."""
-        try:
-            found = self.s3.get_bucket_lifecycle_configuration(Bucket=self.bucket)
-        except ClientError as exc:
-            code = client_error_code(exc)
-            if code == "NoSuchLifecycleConfiguration":
-                return NONE
-            if code == "NoSuchBucket":
-                raise Refused(f"bucket {self.bucket} does not exist") from exc
-            raise
-        return {k: v for k, v in found.items() if k != "ResponseMetadata"}
-
-    def _tags(self) -> dict[str, str]:
-        try:
-            return tags_of(self.s3.get_bucket_tagging(Bucket=self.bucket)["TagSet"])
-        except ClientError as exc:
-            if client_error_code(exc) == "NoSuchTagSet":
-                return {}
-            raise
+        return lifecycle(self.aws, self.bucket)
 
     def _ours_in(self, config: dict[str, Any] | str) -> dict[str, Any] | None:
         return next((r for r in _rules(config) if r.get("ID") == self.params.rule_id), None)
 
-    def inspect(self) -> Observation:
-        config = self._lifecycle()
-        location = self.s3.get_bucket_location(Bucket=self.bucket).get("LocationConstraint")
-        region = {None: "us-east-1", "EU": "eu-west-1"}.get(location, location)
-        return Observation(state={"region": region, "lifecycle": jsonable(config)}, tags=self._tags())
-
     def refusal(self, seen: Observation) -> str | None:
-        if seen.state["region"] != self.rec.region:
-            return f"bucket {self.bucket} is in {seen.state['region']}, the recommendation is for {self.rec.region}"
-        config = seen.state["lifecycle"]
+        state = self.state(seen)
+        if state.region != self.rec.region:
+            return f"bucket {self.bucket} is in {state.region}, the recommendation is for {self.rec.region}"
+        config = state.lifecycle
         ours = self._ours_in(config)
         if ours is not None and _canonical(ours) != _canonical(self.our_rule()):
             return f"drift: the bucket already has a different lifecycle rule with id {self.params.rule_id}"
@@ -145,14 +104,14 @@ class S3Lifecycle(Action[LifecycleParams]):
     def plan(self, seen: Observation) -> list[str]:
         p = self.params
         where = f"objects under {p.prefix!r}" if p.prefix else "all objects"
-        kept = len(_rules(seen.state["lifecycle"]))
+        kept = len(_rules(self.state(seen).lifecycle))
         return [f"add lifecycle rule {p.rule_id} to s3://{self.bucket}: {where} -> {p.storage_class} "
                 f"after {p.transition_days} days (keeping the {kept} existing rules)"]
 
     def check_permissions(self, seen: Observation) -> list[str]:
         """S3 has no DryRun: the reads are made, the mutating call is listed as unverified."""
         self._lifecycle()
-        self._tags()
+        bucket_tags(self.aws, self.bucket)
         return ["s3:GetLifecycleConfiguration", "s3:GetBucketTagging"]
 
     def unverified_permissions(self) -> list[str]:
@@ -165,7 +124,7 @@ class S3Lifecycle(Action[LifecycleParams]):
     def _put(self, rules: list[dict[str, Any]], config: dict[str, Any] | str) -> None:
         """Keeps the bucket's TransitionDefaultMinimumObjectSize (a put without it resets it)."""
         extra = {k: config[k] for k in (MIN_SIZE,) if isinstance(config, dict) and k in config}
-        self.s3.put_bucket_lifecycle_configuration(Bucket=self.bucket, LifecycleConfiguration={"Rules": rules},
+        self.aws.put_bucket_lifecycle_configuration(Bucket=self.bucket, LifecycleConfiguration={"Rules": rules},
                                                    **extra)
 
     def apply(self, seen: Observation, backup: BackupRecord) -> StepResult:
@@ -199,7 +158,7 @@ class S3Lifecycle(Action[LifecycleParams]):
         if jsonable(live) == saved:
             return StepResult(changed=False, message="lifecycle configuration is as it was")
         if saved == NONE:
-            self.s3.delete_bucket_lifecycle(Bucket=self.bucket)
+            self.aws.delete_bucket_lifecycle(Bucket=self.bucket)
             return StepResult(changed=True, message="lifecycle configuration deleted (there was none)")
         self._put(list(saved["Rules"]), saved)
         return StepResult(changed=True, message=f"lifecycle configuration restored ({len(saved['Rules'])} rules)")
