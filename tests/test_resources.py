@@ -19,6 +19,7 @@ import boto3
 import pytest
 from pydantic import ValidationError
 
+from activities.actions._rds import RECIPE
 from activities.actions.base import action_class, registry, resource_id_problem
 from activities.errors import Refused
 from activities.resources import resource_types
@@ -31,7 +32,7 @@ from activities.resources.ec2_instance import Ec2Instance, Ec2InstanceDetail
 from activities.resources.elastic_ip import ElasticIp
 from activities.resources.lambda_function import LambdaFunction
 from activities.resources.log_group import LogGroup
-from activities.resources.rds_instance import RdsInstance
+from activities.resources.rds_instance import DbInstanceState, RdsInstance
 from activities.resources.s3_bucket import S3Bucket
 from domain.execution import Observation
 from tests.kinds_support import REGION, build_action, moto_account
@@ -245,6 +246,15 @@ def test_resource_id_problem_follows_each_resources_pattern() -> None:
     assert resource_id_problem("AWS::Unknown::Thing", "anything") is None
     for kind in registry().values():
         assert kind.resource_type in resource_types()
+
+
+@pytest.mark.parametrize("kind", sorted(registry()))
+def test_state_keys_named_as_strings_are_fields(kind: str) -> None:
+    """The few places that still name state fields by string name real ones."""
+    cls = action_class(kind)
+    assert cls.volatile_state <= set(cls.resource.state_model.model_fields)
+    if kind == "rds.delete":
+        assert set(RECIPE) <= set(DbInstanceState.model_fields)
 
 
 # ---- wire compatibility with what the workflows already recorded ----------------------------
