@@ -124,7 +124,8 @@ async def run_worker(stop: asyncio.Event | None = None) -> None:
         return
     store = await Store.open(settings.database())
     sessions = SessionFactory(role_arn_template=settings.role_arn_template, endpoint_url=settings.aws_endpoint_url,
-                              mutation_budget=settings.mutation_budget())
+                              budget=settings.aws_budget(),
+                              coalesce_window=settings.aws_coalesce_window_ms / 1000)
     worker = build_worker(client, task_queue=settings.task_queue, sessions=sessions, store=store,
                           max_concurrent_activities=settings.max_concurrent_activities,
                           max_cached_workflows=settings.max_cached_workflows)

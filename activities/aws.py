@@ -17,10 +17,14 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from activities.budget import MutationBudget
+from activities.gateway import DEFAULT_WINDOW, Gateway
+from activities.gateway.buckets import AwsBudget
 
+#: One connection per activity slot and then some: activities share a client per account,
+#: region and service, and a smaller pool discards connections under load.
 _CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30
+    retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=30,
+    max_pool_connections=64,
 )
 _REFRESH_MARGIN_SECONDS = 300.0
 
@@ -36,12 +40,15 @@ class SessionFactory:
         role_arn_template: str | None = None,
         endpoint_url: str | None = None,
         session_hooks: list[SessionHook] | None = None,
-        mutation_budget: MutationBudget | None = None,
+        budget: AwsBudget | None = None,
+        coalesce_window: float = DEFAULT_WINDOW,
     ) -> None:
         self._role_arn_template = role_arn_template
         self.endpoint_url = endpoint_url
         self._hooks = list(session_hooks or [])
-        self.mutation_budget = mutation_budget
+        self.budget = budget
+        self._coalesce_window = coalesce_window
+        self._gateways: dict[tuple[str, str], Gateway] = {}
         self._lock = threading.Lock()
         # (account, region) -> (session, monotonic expiry or inf)
         self._sessions: dict[tuple[str, str], tuple[boto3.Session, float]] = {}
@@ -55,12 +62,17 @@ class SessionFactory:
             if cached is not None and cached[1] > now:
                 return cached[0]
         session, expiry = self._session(account_id, region)
-        client = session.client(
+        client = self.gateway(account_id, region).wrap(service, session.client(
             service, region_name=region, endpoint_url=self.endpoint_url, config=_CLIENT_CONFIG
-        )
+        ))
         with self._lock:
             self._clients[key] = (client, expiry)
         return client
+
+    def gateway(self, account_id: str, region: str) -> Gateway:
+        """The one gateway of this worker for that account and region (activities/gateway)."""
+        with self._lock:
+            return self._gateways.setdefault((account_id, region), Gateway(self._coalesce_window))
 
     def _session(self, account_id: str, region: str) -> tuple[boto3.Session, float]:
         key = (account_id, region)
@@ -72,8 +84,8 @@ class SessionFactory:
         built = self._build(account_id, region)
         for hook in self._hooks:
             hook(built[0])
-        if self.mutation_budget is not None:
-            self.mutation_budget.hook(account_id, region)(built[0])
+        if self.budget is not None:
+            self.budget.hook(account_id, region)(built[0])
         with self._lock:
             self._sessions[key] = built
         return built

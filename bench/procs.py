@@ -103,7 +103,7 @@ def worker(logdir: Path, env: dict[str, str], *, moto_port: int | None = None, n
     With `moto_port`, that process also serves moto on a thread (the in-process comparison).
     """
     args = [sys.executable, "-m", "bench.worker", *([f"--moto-port={moto_port}"] if moto_port else [])]
-    # moto never throttles: the engine is measured, not the worker's AWS mutation budget (EC2's 5/s per action).
-    env = {"RECLAIM_AWS_MUTATIONS_PER_SECOND": "0", **env}
+    # moto never throttles: the engine is measured, not the worker's AWS budget (unless the caller sets one).
+    env = {"RECLAIM_AWS_BUDGET_SHARE": "0", **env}
     with running(name, args, logdir, WORKER_READY, env=env) as proc:
         yield proc

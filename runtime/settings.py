@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from activities.budget import MutationBudget
+from activities.gateway.buckets import AwsBudget
 from domain.execution import TASK_QUEUE
 from domain.policy import Policy, Role
 
@@ -58,15 +58,17 @@ class Settings(BaseSettings):
         default=1000, ge=0, description="Workflow runs a worker keeps in memory between their tasks. "
         "A run not in the cache is replayed from its history when it next moves (a few ms for an "
         "execution); lower it to bound memory when thousands wait for approval.")
-    aws_mutations_per_second: float = Field(
-        default=5.0, ge=0, description="This worker's budget of mutating AWS calls per account and region "
-        "(EC2's mutating bucket refills 5/s); share it out when several workers run; 0 turns it off.")
-    aws_mutation_burst: int = Field(default=50, ge=1, description="Mutating calls allowed at once (EC2's bucket: 50).")
+    aws_budget_share: float = Field(
+        default=1.0, ge=0, le=1, description="This worker's share of each of AWS's throttling buckets per account "
+        "and region (activities/gateway/buckets.py): 1 / the number of workers sharing the accounts; 0 turns "
+        "the budget off.")
+    aws_coalesce_window_ms: float = Field(
+        default=20.0, ge=0, le=1000, description="How long a single-resource describe (or Stop/Start) waits "
+        "for other executions' to share one AWS call; 0 sends each as asked.")
 
-    def mutation_budget(self) -> MutationBudget | None:
-        if self.aws_mutations_per_second <= 0:
-            return None
-        return MutationBudget(rate_per_second=self.aws_mutations_per_second, burst=self.aws_mutation_burst)
+    def aws_budget(self) -> AwsBudget | None:
+        return AwsBudget(share=self.aws_budget_share) if self.aws_budget_share > 0 else None
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_tokens_file: Path | None = Field(default=None, description="JSON or YAML list of tokens (hashed).")

@@ -41,7 +41,7 @@ async def embedded_stack(
         store = await Store.open(settings.database())
         sessions = sessions or SessionFactory(
             role_arn_template=settings.role_arn_template, endpoint_url=settings.aws_endpoint_url,
-            mutation_budget=settings.mutation_budget(),
+            budget=settings.aws_budget(), coalesce_window=settings.aws_coalesce_window_ms / 1000,
         )
         worker = build_worker(client, task_queue=settings.task_queue, sessions=sessions, store=store,
                               max_concurrent_activities=settings.max_concurrent_activities,

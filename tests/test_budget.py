@@ -1,63 +1,93 @@
-"""The shared mutation budget: a token bucket per account, region and operation, spent by mutating calls only."""
+"""The AWS budget: AWS's own buckets per account and region, spent before every request."""
 
 from __future__ import annotations
+
+import threading
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from activities.aws import SessionFactory
-from activities.budget import MutationBudget, is_mutating
+from activities.faults import FaultInjector, FaultRule
+from activities.gateway.buckets import AWS_RATES, AwsBudget, bucket_of, is_mutating
 from tests.conftest import ACCOUNT, REGION, AwsAccount
 
 
 class FakeClock:
     def __init__(self) -> None:
         self.now = 0.0
+        self._lock = threading.Lock()
 
     def __call__(self) -> float:
         return self.now
 
     def sleep(self, seconds: float) -> None:
-        self.now += seconds
+        with self._lock:
+            self.now += seconds
 
 
-@settings(max_examples=200, deadline=None)
-@given(rate=st.floats(0.5, 50), burst=st.integers(1, 60), calls=st.integers(1, 300))
-def test_no_window_ever_exceeds_the_bucket(rate: float, burst: int, calls: int) -> None:
-    """However many calls arrive at once, those granted by time t are at most burst + rate * t."""
+def test_buckets_are_aws_buckets_not_operation_names() -> None:
+    assert {bucket_of("ec2", op, {}) for op in ("StopInstances", "ModifyVolume", "ReleaseAddress",
+                                                 "ModifyInstanceAttribute")} == {"ec2-mutating"}
+    assert bucket_of("ec2", "CreateSnapshot", {}) == "ec2-CreateSnapshot"
+    assert bucket_of("ec2", "DeleteVolume", {}) == "ec2-DeleteVolume"
+    assert bucket_of("ec2", "StartInstances", {}) == "ec2-StartInstances"
+    assert bucket_of("ec2", "CreateTags", {}) == "ec2-tags"
+    assert bucket_of("ec2", "DescribeInstances", {"InstanceIds": ["i-1"]}) == "ec2-describe"
+    assert bucket_of("ec2", "DescribeInstances", {}) == "ec2-describe-unfiltered"
+    assert bucket_of("ec2", "DescribeSnapshots", {}) == "ec2-describe"
+    assert bucket_of("rds", "ModifyDBInstance", {}) == "rds" == bucket_of("rds", "DescribeDBInstances", {})
+    assert bucket_of("unknown-service", "DoThing", {}) == "other"
+    assert not is_mutating("DescribeInstances") and is_mutating("StopInstances")
+
+
+@settings(max_examples=100, deadline=None)
+@given(bucket=st.sampled_from(sorted(AWS_RATES)), calls=st.integers(1, 400), workers=st.integers(1, 4))
+def test_workers_sharing_an_account_never_overrun_its_bucket(bucket: str, calls: int, workers: int) -> None:
+    """Each of `workers` workers takes 1/workers of the bucket; however their calls interleave,
+    the calls granted by time t are at most AWS's capacity + refill * t, and nobody waits longer
+    than their share demands."""
     clock = FakeClock()
-    budget = MutationBudget(rate_per_second=rate, burst=burst, clock=clock, sleep=clock.sleep)
-    granted = []
-    for _ in range(calls):
-        budget.acquire(ACCOUNT, REGION, "StopInstances")
+    budgets = [AwsBudget(share=1 / workers, clock=clock, sleep=clock.sleep) for _ in range(workers)]
+    granted: list[float] = []
+    for n in range(calls):
+        budgets[n % workers].acquire(ACCOUNT, REGION, bucket)
         granted.append(clock.now)
-    for index, at in enumerate(granted):
-        assert index + 1 <= burst + rate * at + 1e-6
-    # Only as slow as it must be: the last call waited no longer than the bucket demands.
-    assert granted[-1] <= max(0.0, (calls - burst) / rate) + 1e-6
+    rate = AWS_RATES[bucket]
+    for index, at in enumerate(sorted(granted)):
+        assert index + 1 <= rate.capacity + rate.refill_per_second * at + workers + 1e-6
+    share_calls = -(-calls // workers)
+    share = AwsBudget(share=1 / workers)._rate(bucket)
+    assert clock.now <= workers * max(0.0, (share_calls - share.capacity) / share.refill_per_second) + 1e-6
 
 
-def test_buckets_are_per_account_region_and_operation() -> None:
+def test_buckets_are_per_account_and_region() -> None:
     clock = FakeClock()
-    budget = MutationBudget(rate_per_second=1, burst=2, clock=clock, sleep=clock.sleep)
-    for key in [(ACCOUNT, REGION, "StopInstances"), (ACCOUNT, "eu-west-1", "StopInstances"),
-                ("210987654321", REGION, "StopInstances"), (ACCOUNT, REGION, "ModifyVolume")]:
-        assert budget.acquire(*key) == 0.0 and budget.acquire(*key) == 0.0
+    budget = AwsBudget(clock=clock, sleep=clock.sleep)
+    for account, region in [(ACCOUNT, REGION), (ACCOUNT, "eu-west-1"), ("210987654321", REGION)]:
+        for _ in range(5):
+            assert budget.acquire(account, region, "ec2-StartInstances") == 0.0
     assert clock.now == 0.0
-    assert budget.acquire(ACCOUNT, REGION, "StopInstances") == 1.0  # that bucket alone is empty
+    assert budget.acquire(ACCOUNT, REGION, "ec2-StartInstances") == 0.5  # that one alone is empty (2/s)
 
 
-def test_only_mutating_operations_spend(aws: AwsAccount) -> None:
-    assert not is_mutating("DescribeInstances") and not is_mutating("GetCallerIdentity")
-    assert is_mutating("StopInstances") and is_mutating("ModifyVolume") and is_mutating("DeleteSnapshot")
+def test_every_request_spends_its_bucket_and_a_throttle_empties_it(aws: AwsAccount) -> None:
     clock = FakeClock()
-    budget = MutationBudget(rate_per_second=2, burst=1, clock=clock, sleep=clock.sleep)
-    sessions = SessionFactory(endpoint_url=aws.endpoint, mutation_budget=budget)
+    budget = AwsBudget(clock=clock, sleep=clock.sleep)
+    sessions = SessionFactory(endpoint_url=aws.endpoint, budget=budget, coalesce_window=0)
     ec2 = sessions.client(ACCOUNT, REGION, "ec2")
     instances = [aws.instance() for _ in range(3)]
     ec2.describe_instances(InstanceIds=instances)
-    assert budget.spent == 0
+    ec2.describe_instances()
     for instance in instances:
         ec2.stop_instances(InstanceIds=[instance])
-    assert budget.spent == 3 and budget.waited_seconds == 1.0  # 1 at once, then 2 per second
+    ec2.modify_volume(VolumeId=aws.volume(), VolumeType="gp3")
+    assert budget.spent == {"ec2-describe": 1, "ec2-describe-unfiltered": 1, "ec2-mutating": 4}
     assert {aws.instance_state(i)[0] for i in instances} == {"stopped"}
+    # AWS refuses one anyway (another tool spends the same account): the bucket is empty now,
+    # so the next request waits for one refill (1/20 s) instead of a blind backoff.
+    refuse_once = FaultInjector([FaultRule("DescribeVolumes", "RequestLimitExceeded", probability=1.0, times=1)])
+    throttled = SessionFactory(endpoint_url=aws.endpoint, budget=budget, coalesce_window=0,
+                               session_hooks=[refuse_once.install])
+    throttled.client(ACCOUNT, REGION, "ec2").describe_volumes(VolumeIds=[aws.volume()])
+    assert budget.waited_seconds >= 1 / 20 - 1e-9

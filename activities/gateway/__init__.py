@@ -1,0 +1,118 @@
+"""The worker's one way to an AWS account and region: every call of every execution passes here.
+
+- Reads of single resources coalesce across executions (`coalesce.ReadCoalescer`).
+- Stop/Start of single instances batch across executions, split on a per-id error
+  (`coalesce.MutationBatcher`).
+- Every request spends AWS's bucket for it first (`buckets.AwsBudget`, installed on
+  the boto3 session by `activities.aws.SessionFactory`).
+
+Actions do not know: they get a `GatewayClient` that behaves as the boto3 client
+it wraps, and calls that are not single-resource reads or batchable mutations
+pass straight through. A new coalescable read or batchable mutation is one entry
+in `coalesce.READS` / `coalesce.MUTATIONS` and its test.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from activities.gateway.coalesce import (
+    MUTATIONS,
+    READS,
+    MutationBatcher,
+    MutationShape,
+    ReadCoalescer,
+    ReadShape,
+    single_id,
+)
+
+#: How long the first single-resource call waits for others to join it: long enough for the
+#: executions a plan starts together, short against an AWS round trip under load.
+DEFAULT_WINDOW = 0.02
+
+
+@dataclass
+class GatewayStats:
+    """What coalescing saved: `asked` single-resource calls became `sent` AWS calls."""
+
+    asked: dict[str, int] = field(default_factory=dict)
+    sent: dict[str, int] = field(default_factory=dict)
+
+    def count(self, operation: str, ids: int) -> None:
+        self.asked[operation] = self.asked.get(operation, 0) + ids
+        self.sent[operation] = self.sent.get(operation, 0) + 1
+
+
+class Gateway:
+    """One per (account, region) in a worker: its coalescers, shared by every execution there."""
+
+    def __init__(self, window: float = DEFAULT_WINDOW) -> None:
+        self.window = window
+        self.stats = GatewayStats()
+        self._lock = threading.Lock()
+        self._readers: dict[tuple[str, str], ReadCoalescer] = {}
+        self._batchers: dict[tuple[str, str], MutationBatcher] = {}
+
+    def wrap(self, service: str, client: Any) -> Any:
+        if self.window <= 0 or not any(key[0] == service for key in (*READS, *MUTATIONS)):
+            return client
+        return GatewayClient(self, service, client)
+
+    def reader(self, service: str, shape: ReadShape, call: Callable[..., Any]) -> ReadCoalescer:
+        with self._lock:
+            key = (service, shape.operation)
+            if key not in self._readers:
+                self._readers[key] = ReadCoalescer(
+                    shape, call, self.window, lambda n: self.stats.count(shape.operation, n))
+            return self._readers[key]
+
+    def batcher(self, service: str, shape: MutationShape, call: Callable[..., Any]) -> MutationBatcher:
+        with self._lock:
+            key = (service, shape.operation)
+            if key not in self._batchers:
+                self._batchers[key] = MutationBatcher(
+                    shape, call, self.window, lambda n: self.stats.count(shape.operation, n))
+            return self._batchers[key]
+
+
+class GatewayClient:
+    """A boto3 client whose single-resource describes and Stop/Start calls go through the gateway.
+
+    Every other attribute is the wrapped client's own (`meta`, `exceptions`, paginators, …).
+    """
+
+    def __init__(self, gateway: Gateway, service: str, client: Any) -> None:
+        self._gateway = gateway
+        self._service = service
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        read = READS.get((self._service, name))
+        if read is not None:
+            return self._coalesced_read(read, method)
+        mutation = MUTATIONS.get((self._service, name))
+        if mutation is not None:
+            return self._batched_mutation(mutation, method)
+        return method
+
+    def _coalesced_read(self, shape: ReadShape, method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(**kwargs: Any) -> Any:
+            resource_id = single_id(shape, kwargs)
+            if resource_id is None:
+                return method(**kwargs)
+            return self._gateway.reader(self._service, shape, method).read(resource_id)
+
+        return call
+
+    def _batched_mutation(self, shape: MutationShape, method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(**kwargs: Any) -> Any:
+            ids = kwargs.get(shape.id_param)
+            if set(kwargs) != {shape.id_param} or not isinstance(ids, list) or len(ids) != 1:
+                return method(**kwargs)  # DryRun, Force, many ids: as asked
+            return self._gateway.batcher(self._service, shape, method).mutate(str(ids[0]))
+
+        return call

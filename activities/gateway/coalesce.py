@@ -1,0 +1,220 @@
+"""Many executions' describes of single resources, one AWS call.
+
+Concurrent `describe_instances(InstanceIds=[one])`, `describe_volumes(VolumeIds=[one])`, …
+made within a short window become one call that filters on all their ids (up to
+the API's limit on filter values); each caller gets the answer it would have had
+alone, or AWS's own NotFound error for its id.
+
+Read-your-writes: a read joins only a batch that has not been sent yet, so every
+answer comes from a call AWS received after the read was asked, never from one
+already in flight; nothing is cached between batches. An execution that just
+mutated its resource therefore never reads an older state than its own write.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+
+@dataclass(frozen=True)
+class ReadShape:
+    """How one single-resource describe coalesces."""
+
+    operation: str
+    """boto3 method name."""
+    id_param: str
+    """The parameter a single-resource call names its id in."""
+    filter_name: str
+    """The filter that selects many ids in one call."""
+    result_key: str
+    """The list in the answer that holds the resources."""
+    id_field: str
+    """The id inside one resource of that list."""
+    not_found: str
+    """AWS's error code when the one id does not exist."""
+    max_ids: int = 200
+    plural: bool = True
+    """The id parameter is a list (EC2) rather than one string (RDS)."""
+    nested: str | None = None
+    """DescribeInstances: resources sit inside reservations under this key."""
+
+
+READS: dict[tuple[str, str], ReadShape] = {shape_key: shape for shape_key, shape in (
+    (("ec2", "describe_instances"), ReadShape("describe_instances", "InstanceIds", "instance-id", "Reservations",
+                                              "InstanceId", "InvalidInstanceID.NotFound", nested="Instances")),
+    (("ec2", "describe_volumes"), ReadShape("describe_volumes", "VolumeIds", "volume-id", "Volumes", "VolumeId",
+                                            "InvalidVolume.NotFound")),
+    (("ec2", "describe_snapshots"), ReadShape("describe_snapshots", "SnapshotIds", "snapshot-id", "Snapshots",
+                                              "SnapshotId", "InvalidSnapshot.NotFound")),
+    (("ec2", "describe_addresses"), ReadShape("describe_addresses", "AllocationIds", "allocation-id", "Addresses",
+                                              "AllocationId", "InvalidAllocationID.NotFound")),
+    (("rds", "describe_db_instances"), ReadShape("describe_db_instances", "DBInstanceIdentifier", "db-instance-id",
+                                                 "DBInstances", "DBInstanceIdentifier", "DBInstanceNotFound",
+                                                 max_ids=100, plural=False)),
+)}
+
+
+def single_id(shape: ReadShape, kwargs: dict[str, Any]) -> str | None:
+    """The one id of a call that asks for exactly one resource and nothing else, or None."""
+    if set(kwargs) != {shape.id_param}:
+        return None
+    value = kwargs[shape.id_param]
+    if shape.plural:
+        return str(value[0]) if isinstance(value, list) and len(value) == 1 else None
+    return value if isinstance(value, str) else None
+
+
+@dataclass
+class _Batch:
+    ids: list[str] = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+    found: dict[str, Any] = field(default_factory=dict)
+    error: BaseException | None = None
+    sent: bool = False
+
+
+class _Gatherer:
+    """Gathers single-id calls for `window` seconds: the first caller waits, then sends them all
+    (`_send`); the others wait for its answer. A batch once sent takes no one more."""
+
+    def __init__(self, call: Callable[..., Any], window: float, max_ids: int,
+                 on_batch: Callable[[int], None] | None = None) -> None:
+        self._call = call
+        self._window = window
+        self._max_ids = max_ids
+        self._on_batch = on_batch
+        self._lock = threading.Lock()
+        self._open: _Batch | None = None
+
+    def _gathered(self, resource_id: str) -> _Batch:
+        """The answered batch this id went out in."""
+        with self._lock:
+            batch, leader = self._open, False
+            if batch is None or batch.sent or len(batch.ids) >= self._max_ids:
+                batch, leader = _Batch(), True
+                self._open = batch
+            batch.ids.append(resource_id)
+        if not leader:
+            batch.done.wait()
+            return batch
+        time.sleep(self._window)
+        with self._lock:
+            batch.sent = True  # from here on, later callers form the next batch
+            if self._open is batch:
+                self._open = None
+        ids = list(dict.fromkeys(batch.ids))
+        try:
+            if self._on_batch is not None:
+                self._on_batch(len(ids))
+            self._send(batch, ids)
+        except BaseException as exc:  # every waiter gets the batch's own error
+            batch.error = exc
+        finally:
+            batch.done.set()
+        return batch
+
+    def _send(self, batch: _Batch, ids: list[str]) -> None:
+        raise NotImplementedError
+
+
+class ReadCoalescer(_Gatherer):
+    """One per (client, operation): gathers single-id reads for `window` seconds, then makes one call."""
+
+    def __init__(self, shape: ReadShape, call: Callable[..., Any], window: float,
+                 on_batch: Callable[[int], None] | None = None) -> None:
+        super().__init__(call, window, shape.max_ids, on_batch)
+        self.shape = shape
+
+    def read(self, resource_id: str) -> dict[str, Any]:
+        batch = self._gathered(resource_id)
+        if batch.error is not None:
+            raise batch.error
+        return self._answer(batch, resource_id)
+
+    def _send(self, batch: _Batch, ids: list[str]) -> None:
+        kwargs: dict[str, Any] = {"Filters": [{"Name": self.shape.filter_name, "Values": ids}]}
+        while True:
+            page = self._call(**kwargs)
+            for item in page.get(self.shape.result_key, []):
+                self._index(batch, item)
+            token = page.get("NextToken") or page.get("Marker")
+            if not token:
+                break
+            kwargs["NextToken" if "NextToken" in page else "Marker"] = token
+
+    def _index(self, batch: _Batch, item: dict[str, Any]) -> None:
+        if self.shape.nested is None:
+            batch.found[str(item[self.shape.id_field])] = item
+            return
+        for inner in item.get(self.shape.nested, []):  # one reservation per instance in the answer
+            batch.found[str(inner[self.shape.id_field])] = {**item, self.shape.nested: [inner]}
+
+    def _answer(self, batch: _Batch, resource_id: str) -> dict[str, Any]:
+        item = batch.found.get(resource_id)
+        if item is None:
+            raise ClientError({"Error": {"Code": self.shape.not_found,
+                                         "Message": f"The resource '{resource_id}' does not exist"}},
+                              _operation_name(self.shape.operation))
+        return {self.shape.result_key: [item]}
+
+
+def _operation_name(method: str) -> str:
+    return "".join(part.capitalize() for part in method.split("_")).replace("Db", "DB")
+
+
+@dataclass(frozen=True)
+class MutationShape:
+    """A mutation AWS takes for many ids at once."""
+
+    operation: str
+    id_param: str
+    result_key: str
+    id_field: str
+    max_ids: int = 50
+
+
+MUTATIONS: dict[tuple[str, str], MutationShape] = {
+    ("ec2", "stop_instances"): MutationShape("stop_instances", "InstanceIds", "StoppingInstances", "InstanceId"),
+    ("ec2", "start_instances"): MutationShape("start_instances", "InstanceIds", "StartingInstances", "InstanceId"),
+}
+
+
+class MutationBatcher(_Gatherer):
+    """Concurrent single-id mutations, one call; a batch AWS refuses is split, so an id's error
+    answers only its own caller and never fails a neighbour. Idempotency stays per resource:
+    each action still checks its resource before it asks (check-before-act)."""
+
+    def __init__(self, shape: MutationShape, call: Callable[..., Any], window: float,
+                 on_batch: Callable[[int], None] | None = None) -> None:
+        super().__init__(call, window, shape.max_ids, on_batch)
+        self.shape = shape
+
+    def mutate(self, resource_id: str) -> dict[str, Any]:
+        batch = self._gathered(resource_id)
+        answer = batch.found.get(resource_id)
+        if isinstance(answer, BaseException):
+            raise answer
+        if answer is None:
+            raise batch.error or RuntimeError(f"{self.shape.operation} gave no answer for {resource_id}")
+        return {self.shape.result_key: [answer]}
+
+    def _send(self, batch: _Batch, ids: list[str]) -> None:
+        try:
+            answer = self._call(**{self.shape.id_param: ids})
+        except ClientError as exc:
+            if len(ids) == 1:
+                batch.found[ids[0]] = exc
+                return
+            for one in ids:  # split: each id answers for itself
+                if self._on_batch is not None:
+                    self._on_batch(1)
+                self._send(batch, [one])
+            return
+        for item in answer.get(self.shape.result_key, []):
+            batch.found[str(item[self.shape.id_field])] = item

@@ -1,0 +1,146 @@
+"""The AWS gateway: coalesced reads, batched Stop/Start split on error, read-your-writes.
+
+Counted where AWS would count them: `FaultInjector.calls` sees every request boto3
+sends (with no rules it changes nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from activities.aws import SessionFactory
+from activities.faults import FaultInjector, FaultRule
+from activities.gateway.coalesce import READS, ReadCoalescer
+from domain.status import ExecutionStatus as S
+from tests.conftest import ACCOUNT, REGION, AwsAccount, Stack
+from tests.helpers import recommendation, request
+
+
+def counted(aws: AwsAccount, window: float = 0.05) -> tuple[SessionFactory, FaultInjector]:
+    seen = FaultInjector([])
+    return SessionFactory(endpoint_url=aws.endpoint, session_hooks=[seen.install], coalesce_window=window), seen
+
+
+def at_once(n: int, call: Any) -> list[Any]:
+    """`call(i)` from n threads released together; each result, or the exception it raised."""
+    barrier = threading.Barrier(n)
+
+    def one(i: int) -> Any:
+        barrier.wait()
+        try:
+            return call(i)
+        except Exception as exc:
+            return exc
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def test_concurrent_single_describes_become_one_call_and_each_gets_its_own_answer(aws: AwsAccount) -> None:
+    sessions, seen = counted(aws)
+    instances = [aws.instance() for _ in range(12)]
+    missing = "i-0123456789abcdef0"
+    ec2 = sessions.client(ACCOUNT, REGION, "ec2")
+    asked = [*instances, missing]
+    answers = at_once(len(asked), lambda i: ec2.describe_instances(InstanceIds=[asked[i]]))
+    for instance, answer in zip(instances, answers, strict=False):
+        (reservation,) = answer["Reservations"]
+        assert [i["InstanceId"] for i in reservation["Instances"]] == [instance]
+    assert isinstance(answers[-1], ClientError)
+    assert answers[-1].response["Error"]["Code"] == "InvalidInstanceID.NotFound"  # as AWS answers one id
+    assert seen.calls == {"DescribeInstances": 1}
+    assert sessions.gateway(ACCOUNT, REGION).stats.asked["describe_instances"] == 13
+    volumes = [aws.volume() for _ in range(5)]
+    answers = at_once(5, lambda i: ec2.describe_volumes(VolumeIds=[volumes[i]]))
+    assert [a["Volumes"][0]["VolumeId"] for a in answers] == volumes
+    assert seen.calls["DescribeVolumes"] == 1
+    ec2.describe_instances(InstanceIds=instances[:2])  # many ids, as asked: not coalesced, not changed
+    assert seen.calls["DescribeInstances"] == 2
+
+
+def test_rds_describes_coalesce_on_the_db_instance_filter(aws: AwsAccount) -> None:
+    sessions, seen = counted(aws)
+    rds = sessions.client(ACCOUNT, REGION, "rds")
+    names = [f"db-{n}" for n in range(4)]
+    for name in names:
+        rds.create_db_instance(DBInstanceIdentifier=name, DBInstanceClass="db.m5.large", Engine="postgres",
+                               MasterUsername="admin", MasterUserPassword="password123", AllocatedStorage=20)
+    answers = at_once(5, lambda i: rds.describe_db_instances(DBInstanceIdentifier=[*names, "gone"][i]))
+    assert [a["DBInstances"][0]["DBInstanceIdentifier"] for a in answers[:4]] == names
+    assert isinstance(answers[4], ClientError) and answers[4].response["Error"]["Code"] == "DBInstanceNotFound"
+    assert seen.calls["DescribeDBInstances"] == 1
+
+
+def test_a_batched_stop_that_aws_refuses_for_one_id_fails_only_that_caller(aws: AwsAccount) -> None:
+    instances = [aws.instance() for _ in range(4)]
+    sessions, seen = counted(aws)
+    seen.rules.append(FaultRule("StopInstances", "IncorrectInstanceState", resource=instances[2]))
+    ec2 = sessions.client(ACCOUNT, REGION, "ec2")
+    answers = at_once(4, lambda i: ec2.stop_instances(InstanceIds=[instances[i]]))
+    assert isinstance(answers[2], ClientError)
+    assert answers[2].response["Error"]["Code"] == "IncorrectInstanceState"
+    for i in (0, 1, 3):
+        assert answers[i]["StoppingInstances"][0]["InstanceId"] == instances[i]
+        assert aws.instance_state(instances[i])[0] == "stopped"
+    assert aws.instance_state(instances[2])[0] == "running"
+    assert seen.calls["StopInstances"] == 1 + 4  # the batch, then each id alone
+
+
+def test_a_read_never_gets_an_answer_sent_before_it_was_asked() -> None:
+    """Read-your-writes: a read that arrives while a batch is in flight forms the next batch."""
+    state = {"i-1": "running"}
+    in_flight, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def describe(**kwargs: Any) -> dict[str, Any]:
+        seen = state["i-1"]
+        calls.append(seen)
+        if len(calls) == 1:
+            in_flight.set()
+            release.wait(5)
+        return {"Reservations": [{"Instances": [{"InstanceId": "i-1", "State": seen}]}]}
+
+    reader = ReadCoalescer(READS[("ec2", "describe_instances")], describe, window=0.01)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(reader.read, "i-1")
+        assert in_flight.wait(5)
+        state["i-1"] = "stopping"  # the execution's own write lands while the first read is in flight
+        second = pool.submit(reader.read, "i-1")
+        time.sleep(0.05)
+        release.set()
+        assert first.result(5)["Reservations"][0]["Instances"][0]["State"] == "running"
+        assert second.result(5)["Reservations"][0]["Instances"][0]["State"] == "stopping"
+    assert calls == ["running", "stopping"]
+
+
+@pytest.fixture
+def sessions(moto_endpoint: str, faults: FaultInjector) -> SessionFactory:
+    """The stack's worker with a coalescing window wide enough to gather executions started together."""
+    return SessionFactory(endpoint_url=moto_endpoint, session_hooks=[faults.install], coalesce_window=0.2)
+
+
+async def test_executions_share_describes_and_a_refused_stop_fails_only_its_own(
+    stack: Stack, aws: AwsAccount, faults: FaultInjector
+) -> None:
+    instances = [aws.instance() for _ in range(6)]
+    faults.rules.append(FaultRule("StopInstances", "UnsupportedOperation", resource=instances[0],
+                                  message="The instance does not support stop"))
+    recs = [recommendation("ec2.stop", i, {"expected_instance_type": "m5.large"}) for i in instances]
+    started = await asyncio.gather(*(stack.executions.start(request(r, auto_approve=True)) for r in recs))
+    views = await asyncio.gather(*(stack.executions.wait(s.execution_id, timeout=120) for s in started))
+    # The refused one is compensated (its backup taken, its change undone); its neighbours, batched
+    # with it into one StopInstances, are not touched by its error.
+    assert [v.status for v in views] == [S.ROLLED_BACK if n == 0 else S.COMPLETED for n in range(6)], \
+        [(v.status, v.reason) for v in views]
+    assert "UnsupportedOperation" in (views[0].reason or "")
+    assert aws.instance_state(instances[0])[0] == "running"
+    assert {aws.instance_state(i)[0] for i in instances[1:]} == {"stopped"}
+    stats = stack.sessions.gateway(ACCOUNT, REGION).stats
+    assert faults.calls["DescribeInstances"] < stats.asked["describe_instances"]  # shared across executions
