@@ -528,3 +528,14 @@ def test_the_api_serves_on_8000_and_reads_hashed_tokens_from_a_secret() -> None:
     assert "reclaim_api_tokens" in [s if isinstance(s, str) else s["source"] for s in api["secrets"]]
     assert COMPOSE["secrets"]["reclaim_api_tokens"]["file"].startswith("${RECLAIM_API_TOKENS_PATH:?")
     assert environment("api")["DATABASE_URL"] == environment("worker")["DATABASE_URL"]
+
+
+def test_the_workers_together_take_at_most_aws_s_whole_budget() -> None:
+    """Each replica spends its share of every AWS bucket: the shares of all replicas add up to at most 1."""
+    from runtime.settings import Settings
+
+    replicas = int(COMPOSE["services"]["worker"]["deploy"]["replicas"])
+    share = interpolate(str(environment("worker")["RECLAIM_AWS_BUDGET_SHARE"]), {})
+    settings = Settings(aws_budget_share=float(share))
+    assert settings.aws_budget() is not None
+    assert replicas * settings.aws_budget_share <= 1.0 + 1e-9
