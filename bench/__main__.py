@@ -8,8 +8,12 @@ the machine's load varies: compare the ratios, not the absolute figures.
 Prints one JSON object and a table; saves the JSON under bench/results/
 (timestamped, and latest.json).
 
-    python -m bench [--only throughput,approval,api,parked] [--n 1000] [--approvals 200]
-                    [--compare-n 300] [--api-rows 100000] [--parked 10000]
+    python -m bench [--only throughput,approval,api,parked,race] [--n 1000] [--approvals 200]
+                    [--compare-n 300] [--api-rows 100000] [--parked 10000] [--race-n 100]
+
+`race` (not in the default set: it needs the aws-race tools, ../shared/aws-race) runs one
+plan of every change a wasteful account needs against moto behind AWS's throttling
+buckets, then the boto3 baseline on a fresh account (bench/race.py).
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ from runtime.temporal_client import connect_when_ready
 from starter.devserver import dev_server, free_port
 from starter.executions import Executions
 
-PARTS = ("throughput", "approval", "api", "parked")
+PARTS = ("throughput", "approval", "api", "parked", "race")
+DEFAULT_PARTS = ("throughput", "approval", "api", "parked")
 TASK_QUEUE = "bench"
 TARGETS = {"throughput_per_s": 20.0, "approval_p99_ms": 150.0, "worker_rss_parked_mib": 300.0, "api_p99_ms": 50.0}
 T = TypeVar("T")
@@ -335,6 +340,15 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         if "parked" in parts:
             progress("parked")
             result["parked"] = await bench.parked(client, server.process.pid, server.address, endpoint)
+            save(result, args.results)
+        if "race" in parts:
+            from bench import race
+
+            progress(f"race N={args.race_n}")
+            result["race"] = await race.Race(bench, client, TASK_QUEUE, server.process.pid, server.address).run()
+            save(result, args.results)
+            if not result["race"]["ok"]:  # saved first: the figures and what went wrong stay on record
+                raise SystemExit("race: " + "; ".join(result["race"]["problems"])[:4000])
     result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result["complete"] = True
     if not args.keep:  # on failure the folder stays, with the logs of every process
@@ -371,6 +385,10 @@ def table(result: dict[str, Any]) -> str:
         rows += [(f"parked {p['parked']} (cache {p['max_cached_workflows']}): worker RSS MiB (peak)", f"{p['worker_rss_mib']} ({p['worker_peak_rss_mib']})"),
                  ("parked: server RSS MiB (before)", f"{p['server_rss_mib']} ({p['server_rss_mib_before']})"),
                  ("parked: s until all awaiting approval", f"{p['seconds_until_all_awaiting_approval']}")]
+    if "race" in result:
+        from bench import race
+
+        rows += race.table_rows(result["race"])
     width = max(len(r[0]) for r in rows) + 2 if rows else 10
     return "\n".join([f"{'measure':<{width}}value", *(f"{k:<{width}}{v}" for k, v in rows)])
 
@@ -378,7 +396,8 @@ def table(result: dict[str, Any]) -> str:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts: {', '.join(PARTS)}")
+    parser.add_argument("--only", default=",".join(DEFAULT_PARTS),
+                        help=f"comma-separated parts: {', '.join(PARTS)} (default: all but race)")
     parser.add_argument("--n", type=int, default=1000, help="throughput executions (and baseline calls)")
     parser.add_argument("--in-flight", type=int, default=0,
                         help="throughput: at most this many executions running at once (0: all submitted at once)")
@@ -396,6 +415,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         help="parked: the worker's RECLAIM_MAX_CACHED_WORKFLOWS (runs kept in memory; default 1000)")
     parser.add_argument("--no-pycache", action="store_true",
                         help="workers inherit PYTHONDONTWRITEBYTECODE (sandbox imports compile source every time)")
+    parser.add_argument("--race-n", type=int, default=100, help="race: account.py --scale N")
+    parser.add_argument("--race-concurrency", type=int, default=100, help="race: the plan's max concurrency")
+    parser.add_argument("--race-timeout", type=float, default=1800, help="race: longest wait for the plan, s")
+    parser.add_argument("--race-naive-rds", action="store_true",
+                        help="race: also list the untagged db.m5.xlarge (rds_keep) for rightsizing")
+    parser.add_argument("--race-dir", type=Path, default=None,
+                        help="race: the aws-race tools (default $RECLAIM_AWS_RACE or ../shared/aws-race)")
     parser.add_argument("--keep", action="store_true", help="keep the databases and logs (a temporary folder)")
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
     return parser.parse_args(argv)
