@@ -20,14 +20,14 @@ def execution_id_for(recommendation_id: str, dry_run: bool = False) -> str:
     A dry run is a plan, not the execution: it has its own id, so planning first
     never uses up the recommendation's one real execution. `dry_run=True` gives the id
     dry runs had before `dry_run_id_for` (`plan-`, easily read as a PlanWorkflow's `plan:`):
-    existing ones keep it, and a PlanWorkflow still names its items' dry runs so (moving it
-    off is a patched workflow change).
+    existing ones keep it, and so do the items of plans that started before
+    `workflows.versions.PLAN_DRY_RUN_IDS`.
     """
     return f"{'plan' if dry_run else 'exec'}-{recommendation_id}"
 
 
 def dry_run_id_for(recommendation_id: str) -> str:
-    """The id of a new dry run started on its own (`reclaim execute --dry-run`, the API)."""
+    """The id of a new dry run, started on its own (`reclaim execute --dry-run`, the API) or by a plan."""
     return f"dryrun-{recommendation_id}"
 
 

@@ -110,7 +110,8 @@ async def main(prefix: str = "") -> None:
             with contextlib.suppress(WorkflowFailureError):
                 await handle.result()
             history = await handle.fetch_history()
-            (OUT / f"{prefix}{name}.json").write_text(history.to_json())
+            (OUT / prefix).mkdir(exist_ok=True)
+            (OUT / prefix / f"{name}.json").write_text(history.to_json())
             print(f"recorded {name}: {len(history.events)} events")
     moto.stop()
 

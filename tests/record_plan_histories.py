@@ -84,7 +84,8 @@ async def main(prefix: str = "") -> None:
         for name, (workflow_id, run_id) in recorded.items():
             handle = stack.client.get_workflow_handle(workflow_id, run_id=run_id)
             history = await handle.fetch_history()
-            (OUT / f"{prefix}{name}.json").write_text(history.to_json())
+            (OUT / prefix).mkdir(exist_ok=True)
+            (OUT / prefix / f"{name}.json").write_text(history.to_json())
             print(f"recorded {name}: {len(history.events)} events")
     moto.stop()
 

@@ -241,7 +241,7 @@ async def test_dry_run_plans_and_changes_nothing(cli: Cli, aws: AwsAccount, tmp_
 async def test_a_dry_run_started_under_the_old_id_is_still_found(
     cli: Cli, stack: Stack, aws: AwsAccount, tmp_path: Path
 ) -> None:
-    # Before `dryrun-`, a dry run was `plan-<rec>`, as a PlanWorkflow's items' dry runs still are.
+    # Before `dryrun-`, a dry run was `plan-<rec>`, as the items of plans begun before 2026-12-05 still are.
     rec = recommendation("ec2.stop", aws.instance(), customer_id=f"old-ids-{uuid.uuid4().hex[:8]}")
     legacy = execution_id_for(rec.id, dry_run=True)
     assert legacy == f"plan-{rec.id}" and dry_run_id_for(rec.id) == f"dryrun-{rec.id}"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from activities.faults import FaultInjector, FaultRule
-from domain.execution import ApprovalInput, ExecutionView
+from domain.execution import ApprovalInput, ExecutionView, dry_run_id_for
 from domain.plan import PLAN_TERMINAL, PlanControl, PlanDecision, PlanSpec, PlanStatus, PlanView, WaveState
 from domain.plan_report import render_markdown
 from domain.policy import Role
@@ -65,6 +65,8 @@ async def test_approved_dry_run_runs_exactly_its_set_and_refuses_drift(
     report = await plans.report(plan_id)
     assert {line.recommendation_id: line.status for line in report.items} == {
         **{r.id: "PLANNED" for r in recs}, missing.id: "REFUSED"}
+    # A dry run's id says what it is (`dryrun-`), never `plan-` like the plan's own `plan:` id.
+    assert {line.execution_id for line in report.items} == {dry_run_id_for(r.id) for r in [*recs, missing]}
 
     # Someone changes one resource after the dry run was reviewed.
     aws.ec2.create_tags(Resources=[instances[1]], Tags=[{"Key": "owner", "Value": "bob"}])

@@ -277,7 +277,7 @@ def _decoded(value: Any) -> Iterator[Any]:
 
 def _recorded_observations() -> list[tuple[str, dict[str, Any]]]:
     found = []
-    for path in sorted(Path(__file__).parent.joinpath("histories").glob("*.json")):
+    for path in sorted(Path(__file__).parent.joinpath("histories").glob("*/*.json")):
         for doc in _decoded(json.loads(path.read_text())):
             kind = (doc.get("recommendation") or {}).get("kind")
             state = (doc.get("observed") or {}).get("state") if isinstance(doc.get("observed"), dict) else None

@@ -16,7 +16,13 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from domain.execution import ExecutionOptions, ExecutionRequest, ExecutionView, execution_id_for
+    from domain.execution import (
+        ExecutionOptions,
+        ExecutionRequest,
+        ExecutionView,
+        dry_run_id_for,
+        execution_id_for,
+    )
     from domain.plan import (
         AWAITING_PERSON,
         ItemResult,
@@ -30,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         outcome,
     )
     from domain.presentation import execution_summary
+    from workflows import versions
     from workflows.execution import ExecutionWorkflow
     from workflows.outcomes import child_outcome, describe_error
     from workflows.plan_ledger import PlanLedger
@@ -90,7 +97,8 @@ class PlanItems:
         """Start the item's execution (a child workflow) and follow it until it settles."""
         view, rec = self._ledger.view, item.recommendation
         dry_run = view.phase == "dry_run"
-        execution_id = execution_id_for(rec.id, dry_run)
+        execution_id = (dry_run_id_for(rec.id) if dry_run and workflow.patched(versions.PLAN_DRY_RUN_IDS)
+                        else execution_id_for(rec.id, dry_run))
         options = ExecutionOptions.model_validate({**self._plan.options.model_dump(), "dry_run": dry_run})
         request = ExecutionRequest(
             recommendation=rec, options=options, requested_by=view.requested_by, policy=self._plan.policy,

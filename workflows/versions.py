@@ -10,7 +10,7 @@ marker lands in one workflow task and every command the workflow issues on
 its result (a patch marker among them) in the next. Replayed, the result is
 delivered inside the first task, the patch call comes before the SDK has seen
 its marker, answers false, and the marker later meets no command: a
-nondeterminism error (`tests/histories/v3_demo_rightsize_flaky_nondeterministic.json`
+nondeterminism error (`tests/histories/v3/demo_rightsize_flaky_nondeterministic.json`
 is one, from a loaded `make demo`). Only the first activation of a run is
 certain to have no local activity before it, so since DECIDED_AT_START one
 patch, the generation's, is asked there, and a run of the generation takes every
@@ -43,12 +43,19 @@ AWAIT_LEASE_RELEASE: Final = "await-lease-release"
 READ_MODEL_LOCAL_WRITES: Final = "read-model-local-writes"
 #: Since 2026-12-02: the generation of this date. Every patch is decided in the first activation
 #: of a run; one close step records every final status; a failed undo fails the run whatever
-#: started it; a rollback asked while the resource is busy waits for the lease. Histories: v4_*.
+#: started it; a rollback asked while the resource is busy waits for the lease. Histories: tests/histories/v4/
 DECIDED_AT_START: Final = "generation-2026-12-02"
+
+#: Since 2026-12-05. A dry-run plan names its items' dry runs `dryrun-<rec>` (was `plan-<rec>`,
+#: the same word as a plan's own `plan:<id>`). PlanWorkflow asks it lazily, at its first dry-run
+#: item: a plan runs no local activity, so no timing can move its marker. Deprecable once no
+#: plan started before 2026-12-05 is open (a dry-run plan waits for its approval, 24 h by default).
+PLAN_DRY_RUN_IDS: Final = "plan-dry-run-ids"
 
 #: In the order they are asked at the start of a run.
 EXECUTION_PATCHES: Final = (READ_MODEL_LOCAL_WRITES, COOLDOWN, POLICY_AFTER_MAINTENANCE_WAIT, AWAIT_LEASE_RELEASE)
-ALL: Final = (DECIDED_AT_START, *EXECUTION_PATCHES)
+PLAN_PATCHES: Final = (PLAN_DRY_RUN_IDS,)
+ALL: Final = (DECIDED_AT_START, *EXECUTION_PATCHES, *PLAN_PATCHES)
 
 
 _CHANGE_VERSION = SearchAttributeKey.for_keyword_list("TemporalChangeVersion")
