@@ -11,9 +11,10 @@ Prints one JSON object and a table; saves the JSON under bench/results/
     python -m bench [--only throughput,approval,api,parked,race] [--n 1000] [--approvals 200]
                     [--compare-n 300] [--api-rows 100000] [--parked 10000] [--race-n 100]
 
-`race` (not in the default set: it needs the aws-race tools, ../shared/aws-race) runs one
-plan of every change a wasteful account needs against moto behind AWS's throttling
-buckets, then the boto3 baseline on a fresh account (bench/race.py).
+`race` runs one plan of every change a wasteful account needs against moto behind AWS's
+throttling buckets, then the boto3 baseline on a fresh account (bench/race.py); it needs
+the aws-race tools (../shared/aws-race or --race-dir) and is left out, with a note, when
+they are not there and no --only names it.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ from starter.devserver import dev_server, free_port
 from starter.executions import Executions
 
 PARTS = ("throughput", "approval", "api", "parked", "race")
-DEFAULT_PARTS = ("throughput", "approval", "api", "parked")
 TASK_QUEUE = "bench"
 TARGETS = {"throughput_per_s": 20.0, "approval_p99_ms": 150.0, "worker_rss_parked_mib": 300.0, "api_p99_ms": 50.0}
 T = TypeVar("T")
@@ -297,7 +297,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
-    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    parts = [p.strip() for p in (args.only or ",".join(PARTS)).split(",") if p.strip()]
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise SystemExit(f"unknown part(s) {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
@@ -316,6 +316,13 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         "logs": str(logdir) if args.keep else None,
         "complete": False,
     }
+    if args.only is None and "race" in parts:
+        from bench import race
+
+        missing = race.tools_missing(args.race_dir or race.DEFAULT_DIR)
+        if missing:
+            parts.remove("race")
+            result["race_skipped"] = missing
     with procs.moto_server(logdir) as (endpoint, moto_pid), \
             dev_server(home, ui_port=None, persistent=True) as server:
         bench = Bench(args, logdir, home, moto_pid)
@@ -396,8 +403,8 @@ def table(result: dict[str, Any]) -> str:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default=",".join(DEFAULT_PARTS),
-                        help=f"comma-separated parts: {', '.join(PARTS)} (default: all but race)")
+    parser.add_argument("--only", default=None,
+                        help=f"comma-separated parts: {', '.join(PARTS)} (default: all; race if its tools are there)")
     parser.add_argument("--n", type=int, default=1000, help="throughput executions (and baseline calls)")
     parser.add_argument("--in-flight", type=int, default=0,
                         help="throughput: at most this many executions running at once (0: all submitted at once)")

@@ -112,6 +112,14 @@ def category_of(rec_id: str) -> str:
 # ---- the aws-race tools -------------------------------------------------------------------
 
 
+def tools_missing(race_dir: Path) -> str | None:
+    """Why the race cannot run here, or None."""
+    for script in ("mockaws.py", "account.py", "verify.py", "boto3_baseline.py", "limit.py"):
+        if not (race_dir / script).exists():
+            return f"{race_dir / script} not found (--race-dir or $RECLAIM_AWS_RACE)"
+    return None
+
+
 def _env() -> dict[str, str]:
     """Dummy credentials only: never a real profile."""
     return {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
@@ -193,9 +201,9 @@ class Race:
         self.n: int = self.args.race_n
 
     async def run(self) -> dict[str, Any]:
-        for script in ("mockaws.py", "account.py", "verify.py", "boto3_baseline.py", "limit.py"):
-            if not (self.race_dir / script).exists():
-                raise SystemExit(f"race: {self.race_dir / script} not found (--race-dir or $RECLAIM_AWS_RACE)")
+        missing = tools_missing(self.race_dir)
+        if missing:
+            raise SystemExit(f"race: {missing}")
         reclaim = await self.reclaim()
         baseline = await asyncio.to_thread(self.baseline)
         bound = await asyncio.to_thread(limit, self.race_dir, str(self.n))
