@@ -1,0 +1,131 @@
+"""The delivery activity: one notification to one channel, at most once per process.
+
+`NotifyActivities.deliver` (`deliver_notification`, input `DeliveryInput`): finds the channel in
+the notify file, waits for its rate limit, resolves its secrets (only here, only now), sends, and
+remembers the (channel, dedup key) it delivered, so a retried or repeated activity in this process
+returns `duplicate` without posting again.
+
+Errors: a channel that answered 5xx/429 or could not be reached raises a retryable
+`ChannelUnavailable`; one that refused (4xx, SMTP 5xx, SNS validation) a non-retryable
+`ChannelRejected`; an unknown channel or a secret that does not resolve, a non-retryable
+`ChannelMisconfigured`. The caller (the workflow observer) schedules it so that none of these can
+fail or delay the execution.
+
+Limitation: the guard is in this process's memory. An attempt whose send reached the channel but
+whose completion Temporal never recorded (the worker died in between, or the activity timed out
+while the receiver was slow) is retried, perhaps on another worker, and posts again: delivery is
+at least once across processes. Every payload carries the dedup key (webhook body and
+`X-Reclaim-Delivery`, Slack context line, e-mail Message-ID, SNS attribute and FIFO deduplication
+id) so the receiver can drop the repeat; exactly once across workers needs the key kept in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.notify import metrics
+from activities.notify.base import ChannelError, registry
+from activities.notify.config import SecretError, load_notify_file, resolve_secrets
+from activities.notify.ratelimit import TokenBucket
+from domain.notifications import DeliveryInput, DeliveryResult, DeliveryStatus, NotifyFile
+
+log = logging.getLogger("reclaim.notify")
+
+UNAVAILABLE = "ChannelUnavailable"
+REJECTED = "ChannelRejected"
+MISCONFIGURED = "ChannelMisconfigured"
+#: Name these in the delivery's retry policy (they are raised non-retryable anyway).
+NON_RETRYABLE_TYPES = [REJECTED, MISCONFIGURED]
+
+#: Longer than this behind the rate limit: give the slot back and let Temporal retry later.
+MAX_RATE_WAIT = 10.0
+
+
+class NotifyActivities:
+    def __init__(self, notify_file: NotifyFile, *, remember: int = 10_000) -> None:
+        self.file = notify_file
+        self._delivered: OrderedDict[str, DeliveryResult] = OrderedDict()
+        self._remember = remember
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._buckets = {name: TokenBucket(c.rate_limit.per_minute, c.rate_limit.burst)
+                         for name, c in notify_file.channels.items()}
+
+    @classmethod
+    def from_path(cls, path: str | Path) -> NotifyActivities:
+        return cls(load_notify_file(path))
+
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.deliver]
+
+    def _seen(self, key: str) -> DeliveryResult | None:
+        done = self._delivered.get(key)
+        return done.model_copy(update={"status": DeliveryStatus.DUPLICATE}) if done else None
+
+    async def _admit(self, channel: str) -> None:
+        bucket = self._buckets[channel]
+        wait = bucket.reserve()
+        if wait > MAX_RATE_WAIT:
+            bucket.refund()
+            raise ApplicationError(f"channel {channel}: rate limit, next send in {wait:.0f} s", type=UNAVAILABLE,
+                                   next_retry_delay=timedelta(seconds=wait))
+        if wait:
+            await asyncio.sleep(wait)
+
+    @activity.defn(name="deliver_notification")
+    async def deliver(self, request: DeliveryInput) -> DeliveryResult:
+        n, channel = request.notification, request.channel
+        key = f"{channel}|{n.dedup_key}"
+        if (seen := self._seen(key)) is not None:
+            return seen
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                if (seen := self._seen(key)) is not None:
+                    return seen
+                return await self._send(key, request)
+        finally:
+            if not lock.locked():
+                self._locks.pop(key, None)
+
+    async def _send(self, key: str, request: DeliveryInput) -> DeliveryResult:
+        n, channel = request.notification, request.channel
+        config = self.file.channels.get(channel)
+        if config is None:
+            raise ApplicationError(f"no channel {channel!r} in the notify file", type=MISCONFIGURED,
+                                   non_retryable=True)
+        sender = registry()[config.type]
+        await self._admit(channel)
+        try:
+            secrets = resolve_secrets(config)
+        except SecretError as exc:
+            raise ApplicationError(f"channel {channel}: {exc}", type=MISCONFIGURED, non_retryable=True) from None
+        started = time.monotonic()
+        try:
+            outcome = await sender(n, config, secrets)
+        except ChannelError as exc:
+            message = str(exc)
+            for value in secrets.values():
+                message = message.replace(value, "***")
+            metrics.FAILED.labels(channel, config.type, str(exc.retryable).lower()).inc()
+            log.warning("notification %s to %s failed: %s", n.dedup_key, channel, message)
+            raise ApplicationError(f"channel {channel}: {message}", type=UNAVAILABLE if exc.retryable else REJECTED,
+                                   non_retryable=not exc.retryable) from None
+        finally:
+            metrics.LATENCY.labels(channel, config.type).observe(time.monotonic() - started)
+        outcome = outcome.model_copy(update={"channel": channel})
+        self._delivered[key] = outcome
+        while len(self._delivered) > self._remember:
+            self._delivered.popitem(last=False)
+        metrics.SENT.labels(channel, config.type, outcome.status.value).inc()
+        log.info("notification %s to %s: %s (%s)", n.dedup_key, channel, outcome.status.value, outcome.detail)
+        return outcome

@@ -1,0 +1,118 @@
+"""Local receivers for the notification tests: an HTTP server that records every request, an SMTP server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from domain.notifications import Links, Notification
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class HttpReceiver:
+    """Answers `status` (200 by default) to every POST and keeps what it got."""
+
+    url: str
+    requests: list[Received] = field(default_factory=list)
+    status: int = 200
+
+
+@contextmanager
+def http_receiver() -> Iterator[HttpReceiver]:
+    state = HttpReceiver(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            state.requests.append(Received(self.path, dict(self.headers.items()), body))
+            self.send_response(state.status)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass
+class Mail:
+    sender: str
+    recipients: list[str]
+    message: EmailMessage
+
+
+class MailBox:
+    """An aiosmtpd handler keeping every accepted message."""
+
+    def __init__(self) -> None:
+        self.mails: list[Mail] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        parsed = message_from_bytes(envelope.original_content, policy=policy.default)
+        assert isinstance(parsed, EmailMessage)
+        self.mails.append(Mail(envelope.mail_from, list(envelope.rcpt_tos), parsed))
+        return "250 OK"
+
+
+def self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, for the STARTTLS test."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def approval_request(**overrides: Any) -> Notification:
+    fields: dict[str, Any] = dict(
+        event="approval_requested", subject_id="exec-rec-42", at=datetime(2026, 12, 5, 9, 30, tzinfo=UTC),
+        customer_id="acme", account_id="123456789012", region="us-east-1", kind="ebs.delete",
+        resource_id="vol-0abc", resource_tags={"Owner": "olive@example.com, oscar@example.com", "Team": "data"},
+        risk="HIGH", risk_reasons=["deletes data", "savings above the auto-approval limit"],
+        estimated_monthly_savings=812.5, planned_steps=["snapshot vol-0abc", "delete vol-0abc"],
+        links=Links(web_ui="http://localhost:8233/namespaces/default/workflows/exec-rec-42",
+                    approval_page="http://localhost:8000/approvals/exec-rec-42"),
+    )
+    return Notification(**{**fields, **overrides})
