@@ -86,8 +86,9 @@ CATEGORIES: dict[str, Category] = {
     "rds_keep": Category("rds.rightsize", {"expected_instance_class": "db.m5.xlarge",
                                            "target_instance_class": "db.m5.large"}, 150.0, trap=True),
 }
-#: Statuses that count as Reclaim refusing an item (policy refusal, or validation found it unsafe).
-REFUSED = frozenset({"REFUSED", "REJECTED_BY_VALIDATION"})
+#: A trap's expected item status: refused by policy, an answer (REJECTED_BY_VALIDATION counts as
+#: a failure in the plan: the refusal kind was lost on the way).
+REFUSED = frozenset({"REFUSED"})
 
 
 def recommendations(manifest: dict[str, Any], run: str, *, naive_rds: bool = False) -> list[Recommendation]:
@@ -221,6 +222,8 @@ class Race:
         problems = [f"reclaim verify: {json.dumps(reclaim['verify'])}"] if reclaim["verify"]["verify"] != "ok" else []
         problems += [f"baseline verify: {json.dumps(baseline['verify'])}"] if baseline["verify"]["verify"] != "ok" else []
         problems += [f"reclaim item {m}" for m in reclaim["unexpected"]]
+        if reclaim["plan"]["status"] != "COMPLETED":
+            problems.append(f"reclaim plan {reclaim['plan']['status']}: {reclaim['plan']['reason']}")
         out["ok"] = not problems
         out["problems"] = problems
         return out
