@@ -22,6 +22,7 @@ from domain.status import ExecutionStatus
 from runtime.settings import Settings
 from starter.cli_common import AsUser, _executions, acting, err, out, run, state
 from starter.executions import InvalidCursor, ReclaimError
+from starter.notify_cli import notify_app
 from starter.plan_cli import plan_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Safely act on AWS cost recommendations.")
@@ -369,6 +370,7 @@ def demo(
 
 
 app.add_typer(plan_app, name="plan")
+app.add_typer(notify_app, name="notify")
 
 
 def main() -> None:
