@@ -116,3 +116,12 @@ def test_secrets_resolve_only_when_asked(tmp_path: Path, monkeypatch: pytest.Mon
     with pytest.raises(SecretError, match="cannot read secret file"):
         resolve_secrets(mail)
     assert "value" not in hook.model_dump_json() + mail.model_dump_json()
+
+
+def test_the_readme_example_is_a_valid_file() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Notifications", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    parsed = parse_notify_file(example, "README")
+    assert sorted(parsed.channels) == ["alarms", "finops-slack", "finops-teams", "ops-hook", "owners"]
+    assert sorted(c.type for c in parsed.channels.values()) == ["email", "slack", "sns", "teams", "webhook"]
