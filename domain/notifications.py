@@ -135,6 +135,12 @@ class DeliveryInput(StrictModel):
     channel: str = Field(min_length=1, max_length=64)
 
 
+class Routing(StrictModel):
+    """The output of the `route_notification` activity: the channels to deliver to, one activity each."""
+
+    channels: list[str] = Field(default_factory=list)
+
+
 class DeliveryStatus(StrEnum):
     SENT = "sent"
     DUPLICATE = "duplicate"  # this process delivered the same key to the same channel before

@@ -29,7 +29,14 @@ from activities.notify.signature import HEADER, sign, verify_signature
 from activities.notify.slack import message
 from activities.notify.teams import card
 from activities.notify.webhook import body, body_schema, encode
-from domain.notifications import CHANNEL_TYPES, ChannelSpec, DeliveryInput, DeliveryStatus, Notification
+from domain.notifications import (
+    CHANNEL_TYPES,
+    ChannelSpec,
+    DeliveryInput,
+    DeliveryResult,
+    DeliveryStatus,
+    Notification,
+)
 from starter.devserver import free_port
 from tests.conftest import AwsAccount
 from tests.notify_support import HttpReceiver, MailBox, approval_request, http_receiver, self_signed
@@ -374,3 +381,29 @@ channels:
     with pytest.raises(ApplicationError) as gone:
         await deliver(acts, n, "missing")
     assert gone.value.non_retryable and "NotFound" in str(gone.value)
+
+
+async def test_route_activity_uses_the_files_rules(receiver: HttpReceiver, secrets_env: None) -> None:
+    acts = NotifyActivities(parse_notify_file(f"""
+channels:
+  hook: {{type: webhook, url: "{receiver.url}/hook", secret: env:T_HOOK_SECRET}}
+  slack: {{type: slack, webhook_url: env:T_SLACK_URL}}
+rules:
+  - {{events: [approval_requested], channels: [slack]}}
+  - {{min_severity: error, channels: [hook, slack]}}
+"""))
+    env = ActivityEnvironment()
+    assert (await env.run(acts.route, approval_request())).channels == ["slack"]
+    assert (await env.run(acts.route, approval_request(event="rollback_failed"))).channels == ["hook", "slack"]
+    assert (await env.run(acts.route, approval_request(event="completed"))).channels == []
+
+
+async def test_the_activity_input_and_output_cross_temporals_converter() -> None:
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    converter = pydantic_data_converter.payload_converter
+    request = DeliveryInput(notification=approval_request(), channel="hook")
+    [payload] = converter.to_payloads([request])
+    assert converter.from_payloads([payload], [DeliveryInput]) == [request]
+    outcome = DeliveryResult(channel="hook", channel_type="webhook", dedup_key="k", status="sent")
+    assert converter.from_payloads(converter.to_payloads([outcome]), [DeliveryResult]) == [outcome]

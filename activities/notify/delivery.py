@@ -1,4 +1,4 @@
-"""The delivery activity: one notification to one channel, at most once per process.
+"""The delivery activities: which channels (`route_notification`), then one notification to one channel.
 
 `NotifyActivities.deliver` (`deliver_notification`, input `DeliveryInput`): finds the channel in
 the notify file, waits for its rate limit, resolves its secrets (only here, only now), sends, and
@@ -26,7 +26,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,15 @@ from activities.notify import metrics
 from activities.notify.base import ChannelError, registry
 from activities.notify.config import SecretError, load_notify_file, resolve_secrets
 from activities.notify.ratelimit import TokenBucket
-from domain.notifications import DeliveryInput, DeliveryResult, DeliveryStatus, NotifyFile
+from domain.notifications import (
+    DeliveryInput,
+    DeliveryResult,
+    DeliveryStatus,
+    Notification,
+    NotifyFile,
+    Routing,
+    route,
+)
 
 log = logging.getLogger("reclaim.notify")
 
@@ -65,7 +73,7 @@ class NotifyActivities:
         return cls(load_notify_file(path))
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.deliver]
+        return [self.route, self.deliver]
 
     def _seen(self, key: str) -> DeliveryResult | None:
         done = self._delivered.get(key)
@@ -80,6 +88,14 @@ class NotifyActivities:
                                    next_retry_delay=timedelta(seconds=wait))
         if wait:
             await asyncio.sleep(wait)
+
+    @activity.defn(name="route_notification")
+    async def route(self, notification: Notification) -> Routing:
+        """The channels the notify file's rules pick for this notification now (quiet hours: the worker's clock).
+
+        A notification in its rule's quiet hours is dropped for that rule, not delayed.
+        """
+        return Routing(channels=route(notification, self.file.rules, datetime.now(UTC)))
 
     @activity.defn(name="deliver_notification")
     async def deliver(self, request: DeliveryInput) -> DeliveryResult:
