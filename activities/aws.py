@@ -72,7 +72,8 @@ class SessionFactory:
     def gateway(self, account_id: str, region: str) -> Gateway:
         """The one gateway of this worker for that account and region (activities/gateway)."""
         with self._lock:
-            return self._gateways.setdefault((account_id, region), Gateway(self._coalesce_window))
+            return self._gateways.setdefault(
+                (account_id, region), Gateway(self._coalesce_window, self.budget, account_id, region))
 
     def _session(self, account_id: str, region: str) -> tuple[boto3.Session, float]:
         key = (account_id, region)

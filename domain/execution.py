@@ -263,6 +263,8 @@ class ExecutionView(StrictModel):
     approvals: list[ApprovalRecord] = Field(default_factory=list)
     backups: list[BackupRecord] = Field(default_factory=list)
     permission_report: PermissionReport | None = None
+    observed: Observation | None = Field(
+        default=None, description="A dry run's look at the live resource: what an approved run must still find.")
     rollback_available_until: datetime | None = None
     started_at: datetime
     updated_at: datetime

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -68,7 +69,8 @@ def test_buckets_are_per_account_and_region() -> None:
         for _ in range(5):
             assert budget.acquire(account, region, "ec2-StartInstances") == 0.0
     assert clock.now == 0.0
-    assert budget.acquire(ACCOUNT, REGION, "ec2-StartInstances") == 0.5  # that one alone is empty (2/s)
+    # That one alone is empty: AWS refills 2/s, the budget spends 95% of it (headroom for jitter).
+    assert budget.acquire(ACCOUNT, REGION, "ec2-StartInstances") == pytest.approx(1 / (2 * 0.95))
 
 
 def test_every_request_spends_its_bucket_and_a_throttle_empties_it(aws: AwsAccount) -> None:

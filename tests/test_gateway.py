@@ -7,8 +7,10 @@ sends (with no rules it changes nothing).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -17,6 +19,7 @@ from botocore.exceptions import ClientError
 
 from activities.aws import SessionFactory
 from activities.faults import FaultInjector, FaultRule
+from activities.gateway.buckets import AwsBudget
 from activities.gateway.coalesce import READS, ReadCoalescer
 from domain.status import ExecutionStatus as S
 from tests.conftest import ACCOUNT, REGION, AwsAccount, Stack
@@ -120,6 +123,34 @@ def test_a_read_never_gets_an_answer_sent_before_it_was_asked() -> None:
     assert calls == ["running", "stopping"]
 
 
+def test_a_batch_waiting_for_its_token_takes_the_reads_that_arrive_meanwhile() -> None:
+    """The budget is paid before the batch closes: when the bucket is empty, the wait gathers
+    more callers into the one call instead of queueing more calls."""
+    calls: list[list[str]] = []
+    token = threading.Event()
+
+    @contextlib.contextmanager
+    def pay() -> Iterator[None]:
+        token.wait(5)  # the bucket is empty until the test refills it
+        yield
+
+    def describe(**kwargs: Any) -> dict[str, Any]:
+        ids = kwargs["Filters"][0]["Values"]
+        calls.append(ids)
+        return {"Volumes": [{"VolumeId": v} for v in ids]}
+
+    reader = ReadCoalescer(READS[("ec2", "describe_volumes")], describe, window=0.01, pay=pay)
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(reader.read, "vol-1")
+        time.sleep(0.1)  # the first batch's window is long over: it waits for its token
+        later = [pool.submit(reader.read, v) for v in ("vol-2", "vol-3")]
+        time.sleep(0.1)
+        token.set()
+        answers = [f.result(5)["Volumes"][0]["VolumeId"] for f in (first, *later)]
+    assert answers == ["vol-1", "vol-2", "vol-3"]
+    assert calls == [["vol-1", "vol-2", "vol-3"]]
+
+
 @pytest.fixture
 def sessions(moto_endpoint: str, faults: FaultInjector) -> SessionFactory:
     """The stack's worker with a coalescing window wide enough to gather executions started together."""
@@ -144,3 +175,16 @@ async def test_executions_share_describes_and_a_refused_stop_fails_only_its_own(
     assert {aws.instance_state(i)[0] for i in instances[1:]} == {"stopped"}
     stats = stack.sessions.gateway(ACCOUNT, REGION).stats
     assert faults.calls["DescribeInstances"] < stats.asked["describe_instances"]  # shared across executions
+
+
+def test_a_coalesced_call_spends_one_token(aws: AwsAccount) -> None:
+    budget = AwsBudget()
+    seen = FaultInjector([])
+    sessions = SessionFactory(endpoint_url=aws.endpoint, session_hooks=[seen.install], budget=budget,
+                              coalesce_window=0.05)
+    instances = [aws.instance() for _ in range(6)]
+    ec2 = sessions.client(ACCOUNT, REGION, "ec2")
+    at_once(6, lambda i: ec2.describe_instances(InstanceIds=[instances[i]]))
+    at_once(6, lambda i: ec2.stop_instances(InstanceIds=[instances[i]]))
+    assert seen.calls == {"DescribeInstances": 1, "StopInstances": 1}
+    assert budget.spent == {"ec2-describe": 1, "ec2-mutating": 1}

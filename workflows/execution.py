@@ -154,6 +154,7 @@ class ExecutionWorkflow:
             )
             report.plan = assessment.plan
             self._view.permission_report = report
+            self._view.observed = assessment.observed
             if not report.allowed:
                 raise Ended(S.REJECTED_BY_VALIDATION, "no permission for: " + ", ".join(report.denied))
             raise Ended(S.PLANNED, "dry run: permissions checked, nothing changed")

@@ -134,8 +134,11 @@ class PlanItems:
             signalled.cancel()
             try:
                 closed: ExecutionView = handle.result()
+                # The child may close before its item_settled signal is seen: its view says all the
+                # signal would have, the refusal kind included (a refusal must not count as a failure).
                 settled = ItemSettled(execution_id=execution_id, status=closed.status, reason=closed.reason,
-                                      actual_monthly_savings=closed.actual_monthly_savings)
+                                      refusal=closed.refusal, actual_monthly_savings=closed.actual_monthly_savings,
+                                      observed=closed.observed)
             except (ChildWorkflowError, asyncio.CancelledError) as err:
                 settled = ItemSettled(execution_id=execution_id, status=child_outcome(err),
                                       reason=describe_error(err))

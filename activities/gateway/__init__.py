@@ -19,13 +19,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from activities.gateway.buckets import AwsBudget, bucket_of
 from activities.gateway.coalesce import (
     MUTATIONS,
     READS,
     MutationBatcher,
     MutationShape,
+    Payment,
     ReadCoalescer,
     ReadShape,
+    operation_name,
     single_id,
 )
 
@@ -49,8 +52,11 @@ class GatewayStats:
 class Gateway:
     """One per (account, region) in a worker: its coalescers, shared by every execution there."""
 
-    def __init__(self, window: float = DEFAULT_WINDOW) -> None:
+    def __init__(self, window: float = DEFAULT_WINDOW, budget: AwsBudget | None = None,
+                 account_id: str = "", region: str = "") -> None:
         self.window = window
+        self._budget = budget
+        self._where = (account_id, region)
         self.stats = GatewayStats()
         self._lock = threading.Lock()
         self._readers: dict[tuple[str, str], ReadCoalescer] = {}
@@ -66,7 +72,8 @@ class Gateway:
             key = (service, shape.operation)
             if key not in self._readers:
                 self._readers[key] = ReadCoalescer(
-                    shape, call, self.window, lambda n: self.stats.count(shape.operation, n))
+                    shape, call, self.window, lambda n: self.stats.count(shape.operation, n),
+                    self._payment(service, shape.operation))
             return self._readers[key]
 
     def batcher(self, service: str, shape: MutationShape, call: Callable[..., Any]) -> MutationBatcher:
@@ -74,8 +81,18 @@ class Gateway:
             key = (service, shape.operation)
             if key not in self._batchers:
                 self._batchers[key] = MutationBatcher(
-                    shape, call, self.window, lambda n: self.stats.count(shape.operation, n))
+                    shape, call, self.window, lambda n: self.stats.count(shape.operation, n),
+                    self._payment(service, shape.operation))
             return self._batchers[key]
+
+
+    def _payment(self, service: str, method: str) -> Payment | None:
+        """The bucket a gathered call spends, paid before its batch closes (see coalesce)."""
+        budget = self._budget
+        if budget is None:
+            return None
+        bucket = bucket_of(service, operation_name(method), {"Filters": True})
+        return lambda: budget.paid(*self._where, bucket)
 
 
 class GatewayClient:

@@ -15,9 +15,10 @@ README's "AWS API budget".
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +90,9 @@ class AwsBudget:
     """
 
     share: float = 1.0
+    headroom: float = 0.95
+    """Of AWS's refill rate, what the budget spends: requests reach AWS with jitter (a slow
+    connection, a retry), and a bucket spent to its last token is overrun by the first early one."""
     rates: Mapping[str, Rate] = field(default_factory=lambda: dict(AWS_RATES))
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
@@ -98,12 +102,32 @@ class AwsBudget:
     def __post_init__(self) -> None:
         if not 0 < self.share <= 1:
             raise ValueError("a budget share is in (0, 1]: 1 / the number of workers sharing the account")
+        if not 0 < self.headroom <= 1:
+            raise ValueError("headroom is the share of AWS's refill rate spent, in (0, 1]")
         self._lock = threading.Lock()
         self._buckets: dict[tuple[str, str, str], _Bucket] = {}
+        self._prepaid = threading.local()
 
     def _rate(self, bucket: str) -> Rate:
         rate = self.rates.get(bucket) or self.rates["other"]
-        return Rate(max(rate.capacity * self.share, 1.0), rate.refill_per_second * self.share)
+        return Rate(max(rate.capacity * self.share, 1.0), rate.refill_per_second * self.share * self.headroom)
+
+    @contextlib.contextmanager
+    def paid(self, account_id: str, region: str, bucket_name: str) -> Iterator[None]:
+        """Wait for a token now; the next request this thread sends to that bucket spends it.
+        The gateway pays for a batch before it closes it, so callers can join while it waits."""
+        self.acquire(account_id, region, bucket_name)
+        self._prepaid.key = (account_id, region, bucket_name)
+        try:
+            yield
+        finally:
+            self._prepaid.key = None
+
+    def _spend(self, account_id: str, region: str, bucket_name: str) -> None:
+        if getattr(self._prepaid, "key", None) == (account_id, region, bucket_name):
+            self._prepaid.key = None  # paid by the gateway before the batch closed
+            return
+        self.acquire(account_id, region, bucket_name)
 
     def _refilled(self, key: tuple[str, str, str], now: float) -> _Bucket:
         rate = self._rate(key[2])
@@ -138,7 +162,7 @@ class AwsBudget:
 
         def before_send(request: Any, event_name: str, **_: Any) -> None:
             service, operation = event_name.split(".", 2)[1:]
-            self.acquire(account_id, region, bucket_of(service, operation, _request_params(request)))
+            self._spend(account_id, region, bucket_of(service, operation, _request_params(request)))
 
         def needs_retry(event_name: str, response: Any = None, **_: Any) -> None:
             parsed = response[1] if isinstance(response, tuple) and len(response) > 1 else None

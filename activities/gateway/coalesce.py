@@ -5,6 +5,10 @@ made within a short window become one call that filters on all their ids (up to
 the API's limit on filter values); each caller gets the answer it would have had
 alone, or AWS's own NotFound error for its id.
 
+A batch stays open while it waits for its token of AWS's bucket (`pay`): the more
+the account's budget is spent, the more reads share each call, which is when it
+matters most.
+
 Read-your-writes: a read joins only a batch that has not been sent yet, so every
 answer comes from a call AWS received after the read was asked, never from one
 already in flight; nothing is cached between batches. An execution that just
@@ -13,6 +17,7 @@ mutated its resource therefore never reads an older state than its own write.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -70,6 +75,10 @@ def single_id(shape: ReadShape, kwargs: dict[str, Any]) -> str | None:
     return value if isinstance(value, str) else None
 
 
+Payment = Callable[[], contextlib.AbstractContextManager[Any]]
+"""Blocks until the batch's AWS request may be sent (a token of its bucket), for the send."""
+
+
 @dataclass
 class _Batch:
     ids: list[str] = field(default_factory=list)
@@ -84,11 +93,12 @@ class _Gatherer:
     (`_send`); the others wait for its answer. A batch once sent takes no one more."""
 
     def __init__(self, call: Callable[..., Any], window: float, max_ids: int,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+                 on_batch: Callable[[int], None] | None = None, pay: Payment | None = None) -> None:
         self._call = call
         self._window = window
         self._max_ids = max_ids
         self._on_batch = on_batch
+        self._pay = pay or contextlib.nullcontext
         self._lock = threading.Lock()
         self._open: _Batch | None = None
 
@@ -104,18 +114,22 @@ class _Gatherer:
             batch.done.wait()
             return batch
         time.sleep(self._window)
-        with self._lock:
-            batch.sent = True  # from here on, later callers form the next batch
-            if self._open is batch:
-                self._open = None
-        ids = list(dict.fromkeys(batch.ids))
         try:
-            if self._on_batch is not None:
-                self._on_batch(len(ids))
-            self._send(batch, ids)
+            with self._pay():  # others may still join while the token is awaited
+                with self._lock:
+                    batch.sent = True  # from here on, later callers form the next batch
+                    if self._open is batch:
+                        self._open = None
+                ids = list(dict.fromkeys(batch.ids))
+                if self._on_batch is not None:
+                    self._on_batch(len(ids))
+                self._send(batch, ids)
         except BaseException as exc:  # every waiter gets the batch's own error
             batch.error = exc
         finally:
+            with self._lock:
+                if self._open is batch:
+                    self._open = None
             batch.done.set()
         return batch
 
@@ -127,8 +141,8 @@ class ReadCoalescer(_Gatherer):
     """One per (client, operation): gathers single-id reads for `window` seconds, then makes one call."""
 
     def __init__(self, shape: ReadShape, call: Callable[..., Any], window: float,
-                 on_batch: Callable[[int], None] | None = None) -> None:
-        super().__init__(call, window, shape.max_ids, on_batch)
+                 on_batch: Callable[[int], None] | None = None, pay: Payment | None = None) -> None:
+        super().__init__(call, window, shape.max_ids, on_batch, pay)
         self.shape = shape
 
     def read(self, resource_id: str) -> dict[str, Any]:
@@ -160,11 +174,12 @@ class ReadCoalescer(_Gatherer):
         if item is None:
             raise ClientError({"Error": {"Code": self.shape.not_found,
                                          "Message": f"The resource '{resource_id}' does not exist"}},
-                              _operation_name(self.shape.operation))
+                              operation_name(self.shape.operation))
         return {self.shape.result_key: [item]}
 
 
-def _operation_name(method: str) -> str:
+def operation_name(method: str) -> str:
+    """boto3's method name as AWS's operation name."""
     return "".join(part.capitalize() for part in method.split("_")).replace("Db", "DB")
 
 
@@ -191,8 +206,8 @@ class MutationBatcher(_Gatherer):
     each action still checks its resource before it asks (check-before-act)."""
 
     def __init__(self, shape: MutationShape, call: Callable[..., Any], window: float,
-                 on_batch: Callable[[int], None] | None = None) -> None:
-        super().__init__(call, window, shape.max_ids, on_batch)
+                 on_batch: Callable[[int], None] | None = None, pay: Payment | None = None) -> None:
+        super().__init__(call, window, shape.max_ids, on_batch, pay)
         self.shape = shape
 
     def mutate(self, resource_id: str) -> dict[str, Any]:
