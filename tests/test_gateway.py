@@ -68,6 +68,41 @@ def test_concurrent_single_describes_become_one_call_and_each_gets_its_own_answe
     assert seen.calls["DescribeInstances"] == 2
 
 
+def test_lookups_by_tag_share_one_call_and_each_gets_exactly_its_own(aws: AwsAccount) -> None:
+    sessions, seen = counted(aws)
+    ec2 = sessions.client(ACCOUNT, REGION, "ec2")
+    volume = aws.volume()
+    made = {}
+    for n in range(4):
+        snapshot = ec2.create_snapshot(VolumeId=volume, TagSpecifications=[{"ResourceType": "snapshot", "Tags": [
+            {"Key": "reclaim:execution-id", "Value": f"exec-{n}"},
+            {"Key": "reclaim:resource-id", "Value": volume if n != 3 else "vol-other"}]}])
+        made[n] = snapshot["SnapshotId"]
+    seen.calls.clear()
+
+    def mine(n: int) -> list[str]:
+        answer = ec2.describe_snapshots(OwnerIds=["self"], Filters=[
+            {"Name": "tag:reclaim:execution-id", "Values": [f"exec-{n}"]},
+            {"Name": "tag:reclaim:resource-id", "Values": [volume]}])
+        return [s["SnapshotId"] for s in answer["Snapshots"]]
+
+    # exec-3's snapshot names another resource and exec-4 has none: neither may borrow a neighbour's.
+    assert at_once(5, mine) == [[made[0]], [made[1]], [made[2]], [], []]
+    assert seen.calls == {"DescribeSnapshots": 1}
+
+
+def test_volume_modifications_coalesce_and_a_volume_never_modified_has_none(aws: AwsAccount) -> None:
+    sessions, seen = counted(aws)
+    ec2 = sessions.client(ACCOUNT, REGION, "ec2")
+    volumes = [aws.volume() for _ in range(3)]
+    for v in volumes[:2]:
+        ec2.modify_volume(VolumeId=v, VolumeType="gp3")
+    seen.calls.clear()
+    answers = at_once(3, lambda i: ec2.describe_volumes_modifications(VolumeIds=[volumes[i]]))
+    assert [[m["VolumeId"] for m in a["VolumesModifications"]] for a in answers] == [[volumes[0]], [volumes[1]], []]
+    assert seen.calls == {"DescribeVolumesModifications": 1}
+
+
 def test_rds_describes_coalesce_on_the_db_instance_filter(aws: AwsAccount) -> None:
     sessions, seen = counted(aws)
     rds = sessions.client(ACCOUNT, REGION, "rds")

@@ -23,13 +23,16 @@ from activities.gateway.buckets import AwsBudget, bucket_of
 from activities.gateway.coalesce import (
     MUTATIONS,
     READS,
+    TAG_LOOKUPS,
     MutationBatcher,
     MutationShape,
     Payment,
     ReadCoalescer,
     ReadShape,
+    TagLookup,
     operation_name,
     single_id,
+    tag_lookup_key,
 )
 
 #: How long the first single-resource call waits for others to join it: long enough for the
@@ -61,9 +64,10 @@ class Gateway:
         self._lock = threading.Lock()
         self._readers: dict[tuple[str, str], ReadCoalescer] = {}
         self._batchers: dict[tuple[str, str], MutationBatcher] = {}
+        self._lookups: dict[tuple[str, str, tuple[str, ...]], TagLookup] = {}
 
     def wrap(self, service: str, client: Any) -> Any:
-        if self.window <= 0 or not any(key[0] == service for key in (*READS, *MUTATIONS)):
+        if self.window <= 0 or not any(key[0] == service for key in (*READS, *MUTATIONS, *TAG_LOOKUPS)):
             return client
         return GatewayClient(self, service, client)
 
@@ -85,6 +89,15 @@ class Gateway:
                     self._payment(service, shape.operation))
             return self._batchers[key]
 
+
+    def tag_lookup(self, service: str, method: str, key: tuple[str, ...], call: Callable[..., Any]) -> TagLookup:
+        with self._lock:
+            found = self._lookups.get((service, method, key))
+            if found is None:
+                found = self._lookups[(service, method, key)] = TagLookup(
+                    TAG_LOOKUPS[(service, method)], key[-1] == "owner:self", call, self.window,
+                    lambda n: self.stats.count(f"{method} by tag", n), self._payment(service, method))
+            return found
 
     def _payment(self, service: str, method: str) -> Payment | None:
         """The bucket a gathered call spends, paid before its batch closes (see coalesce)."""
@@ -109,19 +122,22 @@ class GatewayClient:
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._client, name)
         read = READS.get((self._service, name))
-        if read is not None:
-            return self._coalesced_read(read, method)
+        if read is not None or (self._service, name) in TAG_LOOKUPS:
+            return self._coalesced_read(read, method, name)
         mutation = MUTATIONS.get((self._service, name))
         if mutation is not None:
             return self._batched_mutation(mutation, method)
         return method
 
-    def _coalesced_read(self, shape: ReadShape, method: Callable[..., Any]) -> Callable[..., Any]:
+    def _coalesced_read(self, shape: ReadShape | None, method: Callable[..., Any], name: str) -> Callable[..., Any]:
         def call(**kwargs: Any) -> Any:
-            resource_id = single_id(shape, kwargs)
-            if resource_id is None:
-                return method(**kwargs)
-            return self._gateway.reader(self._service, shape, method).read(resource_id)
+            resource_id = single_id(shape, kwargs) if shape is not None else None
+            if resource_id is not None and shape is not None:
+                return self._gateway.reader(self._service, shape, method).read(resource_id)
+            tags = tag_lookup_key(kwargs) if (self._service, name) in TAG_LOOKUPS else None
+            if tags is not None:
+                return self._gateway.tag_lookup(self._service, name, tags, method).lookup(kwargs)
+            return method(**kwargs)
 
         return call
 

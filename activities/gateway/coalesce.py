@@ -48,6 +48,8 @@ class ReadShape:
     """The id parameter is a list (EC2) rather than one string (RDS)."""
     nested: str | None = None
     """DescribeInstances: resources sit inside reservations under this key."""
+    many: bool = False
+    """Several items per id (volume modifications): the caller gets all of its own, or none."""
 
 
 READS: dict[tuple[str, str], ReadShape] = {shape_key: shape for shape_key, shape in (
@@ -59,6 +61,9 @@ READS: dict[tuple[str, str], ReadShape] = {shape_key: shape for shape_key, shape
                                               "SnapshotId", "InvalidSnapshot.NotFound")),
     (("ec2", "describe_addresses"), ReadShape("describe_addresses", "AllocationIds", "allocation-id", "Addresses",
                                               "AllocationId", "InvalidAllocationID.NotFound")),
+    (("ec2", "describe_volumes_modifications"), ReadShape(
+        "describe_volumes_modifications", "VolumeIds", "volume-id", "VolumesModifications", "VolumeId",
+        "InvalidVolumeModification.NotFound", many=True)),
     (("rds", "describe_db_instances"), ReadShape("describe_db_instances", "DBInstanceIdentifier", "db-instance-id",
                                                  "DBInstances", "DBInstanceIdentifier", "DBInstanceNotFound",
                                                  max_ids=100, plural=False)),
@@ -163,6 +168,9 @@ class ReadCoalescer(_Gatherer):
             kwargs["NextToken" if "NextToken" in page else "Marker"] = token
 
     def _index(self, batch: _Batch, item: dict[str, Any]) -> None:
+        if self.shape.many:
+            batch.found.setdefault(str(item[self.shape.id_field]), []).append(item)
+            return
         if self.shape.nested is None:
             batch.found[str(item[self.shape.id_field])] = item
             return
@@ -171,6 +179,8 @@ class ReadCoalescer(_Gatherer):
 
     def _answer(self, batch: _Batch, resource_id: str) -> dict[str, Any]:
         item = batch.found.get(resource_id)
+        if self.shape.many:  # none is an empty answer, as AWS gives for a volume never modified
+            return {self.shape.result_key: list(item or [])}
         if item is None:
             raise ClientError({"Error": {"Code": self.shape.not_found,
                                          "Message": f"The resource '{resource_id}' does not exist"}},
@@ -233,3 +243,91 @@ class MutationBatcher(_Gatherer):
             return
         for item in answer.get(self.shape.result_key, []):
             batch.found[str(item[self.shape.id_field])] = item
+
+
+# ---- lookups by tag ------------------------------------------------------------------------
+
+#: Describes that find resources by tags (a backup by its execution's tag, a restored volume).
+TAG_LOOKUPS: dict[tuple[str, str], str] = {
+    ("ec2", "describe_snapshots"): "Snapshots",
+    ("ec2", "describe_volumes"): "Volumes",
+    ("ec2", "describe_addresses"): "Addresses",
+}
+
+
+def tag_lookup_key(kwargs: dict[str, Any]) -> tuple[str, ...] | None:
+    """The tag keys of a call that asks only by tags, one value each (plus `OwnerIds=["self"]`),
+    or None: only such calls can be answered exactly from a wider call, client-side."""
+    if not set(kwargs) <= {"Filters", "OwnerIds"} or kwargs.get("OwnerIds", ["self"]) != ["self"]:
+        return None
+    filters = kwargs.get("Filters")
+    if not isinstance(filters, list) or not filters:
+        return None
+    keys = []
+    for f in filters:
+        name, values = f.get("Name", ""), f.get("Values")
+        if not name.startswith("tag:") or not isinstance(values, list) or len(values) != 1 or set(f) != {"Name", "Values"}:
+            return None
+        keys.append(name)
+    return (*sorted(keys), "owner:self" if "OwnerIds" in kwargs else "")
+
+
+class TagLookup(_Gatherer):
+    """Concurrent lookups by the same tag keys: one call whose filters take every caller's values
+    (AWS: values OR, names AND), each caller then given exactly the items carrying all of its
+    own tags. One per (client, operation, tag keys)."""
+
+    def __init__(self, result_key: str, owner_self: bool, call: Callable[..., Any], window: float,
+                 on_batch: Callable[[int], None] | None = None, pay: Payment | None = None) -> None:
+        super().__init__(call, window, 200, on_batch, pay)
+        self._result_key = result_key
+        self._owner_self = owner_self
+        self._asked: dict[str, tuple[dict[str, str], int]] = {}
+        """What each waiting caller asks for, and how many wait for it (forgotten at none)."""
+        self._asked_lock = threading.Lock()
+
+    def lookup(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        wanted = {f["Name"][4:]: str(f["Values"][0]) for f in kwargs["Filters"]}
+        key = repr(sorted(wanted.items()))
+        with self._asked_lock:
+            self._asked[key] = (wanted, self._asked.get(key, (wanted, 0))[1] + 1)
+        try:
+            batch = self._gathered(key)
+        finally:
+            with self._asked_lock:
+                left = self._asked[key][1] - 1
+                if left:
+                    self._asked[key] = (wanted, left)
+                else:
+                    del self._asked[key]
+        if batch.error is not None:
+            raise batch.error
+        items = batch.found.get("items", [])
+        return {self._result_key: [i for i in items if _carries(i, wanted)]}
+
+    def _send(self, batch: _Batch, ids: list[str]) -> None:
+        with self._asked_lock:
+            asked = [self._asked[k][0] for k in ids]
+        values: dict[str, list[str]] = {}
+        for wanted in asked:
+            for tag, value in wanted.items():
+                values.setdefault(tag, [])
+                if value not in values[tag]:
+                    values[tag].append(value)
+        kwargs: dict[str, Any] = {"Filters": [{"Name": f"tag:{t}", "Values": v} for t, v in sorted(values.items())]}
+        if self._owner_self:
+            kwargs["OwnerIds"] = ["self"]
+        found: list[dict[str, Any]] = []
+        while True:
+            page = self._call(**kwargs)
+            found.extend(page.get(self._result_key, []))
+            token = page.get("NextToken")
+            if not token:
+                break
+            kwargs["NextToken"] = token
+        batch.found["items"] = found
+
+
+def _carries(item: dict[str, Any], wanted: dict[str, str]) -> bool:
+    tags = {t["Key"]: t["Value"] for t in item.get("Tags") or []}
+    return all(tags.get(k) == v for k, v in wanted.items())
