@@ -133,6 +133,8 @@ async def run_worker(stop: asyncio.Event | None = None) -> None:
         async with worker:
             logging.getLogger("reclaim").info("worker polling task queue %s", settings.task_queue)
             await stop.wait()
+        for line in sessions.economy():  # what the account's API was spared, for the operator
+            logging.getLogger("reclaim.gateway").info(line)
     finally:
         await store.close()
 

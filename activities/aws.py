@@ -75,6 +75,20 @@ class SessionFactory:
             return self._gateways.setdefault(
                 (account_id, region), Gateway(self._coalesce_window, self.budget, account_id, region))
 
+    def economy(self) -> list[str]:
+        """One line per account and region: what coalescing saved and what the budget spent."""
+        with self._lock:
+            gateways = dict(self._gateways)
+        lines = []
+        for (account, region), gateway in sorted(gateways.items()):
+            stats = gateway.stats
+            merged = ", ".join(f"{op} {stats.asked[op]} asked in {stats.sent[op]} calls" for op in sorted(stats.asked))
+            lines.append(f"{account}/{region}: {merged or 'no coalesced call'}")
+        if self.budget is not None:
+            spent = ", ".join(f"{bucket} {n}" for bucket, n in sorted(self.budget.spent.items()))
+            lines.append(f"AWS budget spent: {spent or 'nothing'}; waited {self.budget.waited_seconds:.1f} s")
+        return lines
+
     def _session(self, account_id: str, region: str) -> tuple[boto3.Session, float]:
         key = (account_id, region)
         now = time.monotonic()

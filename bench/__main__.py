@@ -423,6 +423,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-pycache", action="store_true",
                         help="workers inherit PYTHONDONTWRITEBYTECODE (sandbox imports compile source every time)")
     parser.add_argument("--race-n", type=int, default=100, help="race: account.py --scale N")
+    parser.add_argument("--race-window-ms", type=float, default=50.0,
+                        help="race: the worker's RECLAIM_AWS_COALESCE_WINDOW_MS")
     parser.add_argument("--race-concurrency", type=int, default=100, help="race: the plan's max concurrency")
     parser.add_argument("--race-timeout", type=float, default=1800, help="race: longest wait for the plan, s")
     parser.add_argument("--race-naive-rds", action="store_true",

@@ -234,7 +234,8 @@ class Race:
             manifest_file = logdir / "manifest-reclaim.json"
             manifest = await asyncio.to_thread(seed, self.race_dir, endpoint, self.n, manifest_file)
             recs = recommendations(manifest, run, naive_rds=self.args.race_naive_rds)
-            env = {**self.bench.worker_env(self.address, endpoint), "RECLAIM_AWS_BUDGET_SHARE": "1"}
+            env = {**self.bench.worker_env(self.address, endpoint), "RECLAIM_AWS_BUDGET_SHARE": "1",
+                   "RECLAIM_AWS_COALESCE_WINDOW_MS": str(self.args.race_window_ms)}
             async with worker_store(self.bench.home) as store:
                 plans, executions = Plans(self.client, self.queue, store), Executions(self.client, self.queue)
                 with procs.worker(logdir, env, name="worker-race") as worker:
@@ -275,7 +276,7 @@ class Race:
             "approvals": approvals,
             "aws": aws_counts(report), "verify": checked, "counts_file": str(counts_file),
             "cpu_ms_per_execution": {**cpu, "worker_plus_server": round(cpu["worker"] + cpu["server"], 2)},
-            "worker": {"aws_budget_share": 1, "coalesce_window_ms": Settings().aws_coalesce_window_ms,
+            "worker": {"aws_budget_share": 1, "coalesce_window_ms": self.args.race_window_ms,
                        "max_concurrency": self.args.race_concurrency},
         }
 

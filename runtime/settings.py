@@ -63,7 +63,7 @@ class Settings(BaseSettings):
         "and region (activities/gateway/buckets.py): 1 / the number of workers sharing the accounts; 0 turns "
         "the budget off.")
     aws_coalesce_window_ms: float = Field(
-        default=20.0, ge=0, le=1000, description="How long a single-resource describe (or Stop/Start) waits "
+        default=50.0, ge=0, le=1000, description="How long a single-resource describe (or Stop/Start) waits "
         "for other executions' to share one AWS call; 0 sends each as asked.")
 
     def aws_budget(self) -> AwsBudget | None:
