@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -16,6 +17,7 @@ from domain.status import TERMINAL, ExecutionStatus
 from starter.api.deps import ServicesDep, ViewerDep
 from starter.api.routes.executions import _visible
 from starter.executions import NotFound
+from starter.polling import polled
 
 log = logging.getLogger("reclaim.api")
 
@@ -83,31 +85,41 @@ async def _stream(request: Request, svc: Any, execution_id: str) -> AsyncIterato
     last_sequence = -1
     failures = 0
     quiet_since = time.monotonic()
-    while not await request.is_disconnected():
+
+    async def look() -> ExecutionView | Exception:
+        """The current view, or why it could not be read this time (a missing execution ends it)."""
         try:
-            view = await _current(svc, execution_id)
-        except NotFound as exc:
-            yield _event("error", str(exc))
-            return
+            return await _current(svc, execution_id)
+        except NotFound:
+            raise
         except Exception as exc:
-            failures += 1
-            if failures >= MAX_FAILURES:
-                log.warning("giving up the event stream of %s: %s", execution_id, exc)
-                yield _event("error", f"the status of {execution_id} cannot be read; reconnect later")
-                return
-        else:
-            failures = 0
-            # The sequence only grows: a stale fallback view never sends the stream backwards.
-            if view.status is not last_status and view.sequence >= last_sequence:
-                last_status, last_sequence = view.status, view.sequence
-                yield _event("status", view.model_dump_json(exclude={"log"}), event_id=view.sequence)
-                quiet_since = time.monotonic()
-                if view.status in SETTLED:
+            return exc
+
+    try:
+        async with aclosing(polled(look, interval=POLL_SECONDS)) as looks:
+            async for seen in looks:
+                if await request.is_disconnected():
                     return
-        if time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
-            yield ": keep-alive\n\n"
-            quiet_since = time.monotonic()
-        await asyncio.sleep(POLL_SECONDS)
+                if isinstance(seen, Exception):
+                    failures += 1
+                    if failures >= MAX_FAILURES:
+                        log.warning("giving up the event stream of %s: %s", execution_id, seen)
+                        yield _event("error", f"the status of {execution_id} cannot be read; reconnect later")
+                        return
+                else:
+                    failures = 0
+                    # The sequence only grows: a stale fallback view never sends the stream backwards.
+                    if seen.status is not last_status and seen.sequence >= last_sequence:
+                        last_status, last_sequence = seen.status, seen.sequence
+                        yield _event("status", seen.model_dump_json(exclude={"log"}), event_id=seen.sequence)
+                        quiet_since = time.monotonic()
+                        if seen.status in SETTLED:
+                            return
+                if time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
+                    yield ": keep-alive\n\n"
+                    quiet_since = time.monotonic()
+    except NotFound as exc:
+        yield _event("error", str(exc))
 
 
 def _event(name: str, data: str, event_id: int | None = None) -> str:
