@@ -32,4 +32,10 @@ class Recommendation(StrictModel):
     estimated_monthly_savings: float = Field(ge=0, le=10_000_000)
     tags: dict[str, str] = Field(default_factory=dict, description="Tags as the recommender saw them.")
     source: str = Field(default="manual", max_length=64)
+    source_id: str | None = Field(
+        default=None, max_length=1024,
+        description="The recommender's own id for it (Cost Optimization Hub's recommendationId, a resource ARN).")
+    source_details: dict[str, Any] = Field(
+        default_factory=dict, description="What the recommender said besides the change: risk inputs "
+        "(restartNeeded, rollbackPossible, implementationEffort), finding, currency, look-back.")
     created_at: datetime | None = None
