@@ -552,6 +552,15 @@ def _map_co_idle(src: SourceItem, ctx: ImportContext) -> Recommendation | Skippe
                                                 "lookBackPeriodInDays": item.get("lookBackPeriodInDays")})
 
 
+@shape("co.error")
+def _map_co_error(src: SourceItem, _ctx: ImportContext) -> Skipped:
+    """A resource Compute Optimizer could not give a recommendation for (its `errors` list)."""
+    item = src.item
+    return Skipped(source=src.source, action_type=f"error/{_str(item.get('code')) or 'unknown'}",
+                   resource_type=_str(item.get("resourceType")) or _str(item.get("operation")) or "unknown",
+                   reason=(_str(item.get("message")) or "no message")[:300])
+
+
 # ---- Trusted Advisor ------------------------------------------------------------------------
 
 #: Cost-optimizing check id -> (kind, what the check is about). Check ids are stable; names are not.
