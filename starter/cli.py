@@ -22,6 +22,7 @@ from domain.status import ExecutionStatus
 from runtime.settings import Settings
 from starter.cli_common import AsUser, _executions, acting, err, out, run, state
 from starter.executions import InvalidCursor, ReclaimError
+from starter.import_cli import import_command
 from starter.notify_cli import notify_app
 from starter.plan_cli import plan_app
 
@@ -371,6 +372,7 @@ def demo(
 
 app.add_typer(plan_app, name="plan")
 app.add_typer(notify_app, name="notify")
+app.command("import")(import_command)
 
 
 def main() -> None:

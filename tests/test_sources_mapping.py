@@ -272,7 +272,8 @@ def test_saved_outputs_are_recognised_by_shape() -> None:
                "co.idle": "idleRecommendations"}[item.shape]
         source, items = items_from_cli_output({key: [item.item], "errors": []})
         assert source == COMPUTE_OPTIMIZER and items == [item]
-    for bad in ([], [1], "x", {"Reservations": []}, {"items": [], "instanceRecommendations": []}):
+    bads: list[Any] = [[], [1], "x", {"Reservations": []}, {"items": [], "instanceRecommendations": []}]
+    for bad in bads:
         with pytest.raises(UnknownOutput):
             items_from_cli_output(bad)
 

@@ -1,0 +1,125 @@
+"""`reclaim import`: recommendations from Cost Optimization Hub, Compute Optimizer, Trusted Advisor
+or their saved CLI output, mapped to kinds (domain/sources.py), printed as a report and, with
+`--save`, kept in the read model beside the ones `reclaim execute` saves."""
+
+from __future__ import annotations
+
+import asyncio
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from activities.aws import SessionFactory
+from activities.sources import SourceError, SourceFilters, checked, import_live, narrowed
+from activities.sources.file import read
+from domain.sources import COH, COMPUTE_OPTIMIZER, TRUSTED_ADVISOR, ImportContext, ImportReport, import_report
+from runtime.settings import Settings
+from starter.cli_common import _store, out, run, state
+from starter.executions import ReclaimError
+
+
+class From(StrEnum):
+    coh = "coh"
+    compute_optimizer = "compute-optimizer"
+    co = "co"
+    trusted_advisor = "trusted-advisor"
+    ta = "ta"
+    file = "file"
+
+
+#: --from -> the source's registered name (activities/sources); `file` reads a saved output instead.
+LIVE = {From.coh: COH, From.compute_optimizer: COMPUTE_OPTIMIZER, From.co: COMPUTE_OPTIMIZER,
+        From.trusted_advisor: TRUSTED_ADVISOR, From.ta: TRUSTED_ADVISOR}
+
+
+def session_factory(settings: Settings) -> SessionFactory:
+    """The worker's way to AWS (role per account when RECLAIM_ROLE_ARN_TEMPLATE is set); tests replace it."""
+    return SessionFactory(role_arn_template=settings.role_arn_template, endpoint_url=settings.aws_endpoint_url)
+
+
+def default_region() -> str | None:
+    import boto3
+
+    return boto3.Session().region_name
+
+
+def gather(origin: From, file: Path | None, filters: SourceFilters, ctx: ImportContext,
+           settings: Settings) -> ImportReport:
+    """The report of one import; ReclaimError (one line) for what a person must fix."""
+    try:
+        if origin is From.file:
+            if file is None:
+                raise ReclaimError("--from file needs --file F (the saved output of the AWS CLI)")
+            source, items = read(file)
+            return checked(narrowed(import_report(source, items, ctx), filters))
+        if file is not None:
+            raise ReclaimError("--file goes with --from file only")
+        if settings.role_arn_template and not filters.account_ids:
+            raise ReclaimError("RECLAIM_ROLE_ARN_TEMPLATE is set: name the --account to import from")
+        return import_live(session_factory(settings), LIVE[origin], filters, ctx, default_region())
+    except SourceError as exc:
+        raise ReclaimError(str(exc)) from None
+
+
+def print_report(report: ImportReport, *, saved: bool) -> None:
+    total = len(report.recommendations)
+    where = "saved" if saved else "not saved; --save keeps them"
+    out.print(f"{report.source}: {total} recommendation{'s' * (total != 1)} imported ({where}), "
+              f"{report.not_executable_total} not executable yet")
+    if report.recommendations:
+        kinds = Table("kind", "count", "monthly savings", title="imported")
+        for kind, count in report.imported_by_kind.items():
+            savings = sum(r.estimated_monthly_savings for r in report.recommendations if r.kind == kind)
+            kinds.add_row(kind, str(count), f"${savings:,.2f}")
+        out.print(kinds)
+    if report.not_executable:
+        skipped = Table("action", "resource type", "count", "reason", title="not executable yet")
+        for n in report.not_executable:
+            skipped.add_row(n.action_type, n.resource_type, str(n.count), n.reason)
+        out.print(skipped)
+
+
+def import_command(
+    origin: Annotated[From, typer.Option("--from", help="Where the recommendations are.")],
+    file: Annotated[Path | None, typer.Option("--file", help="With --from file: the saved AWS CLI output "
+                                                              "(cost-optimization-hub list-recommendations, "
+                                                              "compute-optimizer get-*-recommendations).")] = None,
+    account: Annotated[list[str] | None, typer.Option("--account", help="Account id; repeat for several.")] = None,
+    region: Annotated[list[str] | None, typer.Option("--region", help="Region; repeat for several.")] = None,
+    customer: Annotated[str, typer.Option("--customer", help="Customer the recommendations belong to.")] = "default",
+    save: Annotated[bool, typer.Option("--save", help="Keep them in the read model (same id: replaced).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Import recommendations and report what maps to a kind and what is not executable yet.
+
+    Cost Optimization Hub and Trusted Advisor are read in us-east-1; Compute Optimizer in each
+    --region (default: the AWS configuration's region).
+    """
+    settings = state.settings
+
+    async def go() -> ImportReport:
+        try:
+            filters = SourceFilters(account_ids=account or [], regions=region or [])
+            ctx = ImportContext(customer_id=customer)
+        except ValidationError as exc:
+            raise ReclaimError("; ".join(f"{e['loc'][-1]}: {e['msg']}" for e in exc.errors())) from None
+        report = await asyncio.to_thread(gather, origin, file, filters, ctx, settings)
+        if save and report.recommendations:
+            from starter.api_client import api_configured
+
+            if api_configured():
+                raise ReclaimError("--save writes the database; RECLAIM_API_URL is set and the API has no "
+                                   "import route yet")
+            async with _store() as store:
+                await store.save_recommendations(report.recommendations)
+        return report
+
+    report = run(go)
+    if as_json:
+        out.print_json(data=report.model_dump(mode="json") | {"saved": save})
+    else:
+        print_report(report, saved=save)
