@@ -26,7 +26,8 @@ def fetch(client: Any, filters: SourceFilters) -> list[SourceItem]:
     """Every recommendation the hub lists; details fetched only for the (action, resource type)
     pairs that map to a kind (the others are counted as not executable from the list alone)."""
     mapped = set(coh_mappings())
-    kwargs: dict[str, Any] = {"filter": hub_filter(filters)} if hub_filter(filters) else {}
+    wanted = hub_filter(filters)
+    kwargs: dict[str, Any] = {"filter": wanted} if wanted else {}
     items = []
     for item in pages(client.list_recommendations, "items", **kwargs):
         details: dict[str, Any] = {}
