@@ -116,7 +116,8 @@ def _get(data: Any, *path: str) -> Any:
 
 
 def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+    """A non-blank string, stripped (as every StrictModel strips), else None."""
+    return value.strip() or None if isinstance(value, str) else None
 
 
 def _int(value: Any) -> int | None:
