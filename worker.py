@@ -19,8 +19,10 @@ from temporalio.worker.workflow_sandbox import SandboxRestrictions
 
 from activities.aws import SessionFactory
 from activities.execution import ExecutionActivities
+from activities.notify.delivery import NotifyActivities
 from activities.plans import PlanActivities
 from activities.records import RecordActivities, records_task_queue
+from domain.notifications import NotifyFile
 from runtime.settings import Settings
 from runtime.temporal_client import connect_patiently
 from store.repository import Store
@@ -83,17 +85,20 @@ def build_worker(
     max_cached_workflows: int = 1000,
     interceptors: Sequence[Interceptor] = (),
     executor: ThreadPoolExecutor | None = None,
+    notify: NotifyActivities | None = None,
 ) -> ReclaimWorker:
+    """`notify`: the notify file's channels and rules (none: nobody is told, executions go on)."""
     execution = ExecutionActivities(sessions)
     records = RecordActivities(store)
     plans = PlanActivities(store)
+    notify = notify or NotifyActivities(NotifyFile())
     main = Worker(
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
         # The store activities stay here too: local activities run on this worker, and
         # executions recorded before the records queue existed schedule their writes here.
-        activities=[*execution.all(), *records.all(), *plans.all()],
+        activities=[*execution.all(), *records.all(), *plans.all(), notify.route],
         activity_executor=executor or ThreadPoolExecutor(max_workers=max_concurrent_activities),
         max_concurrent_activities=max_concurrent_activities,
         max_concurrent_local_activities=max_concurrent_activities,
@@ -104,7 +109,7 @@ def build_worker(
     writer = Worker(
         client,
         task_queue=records_task_queue(task_queue),
-        activities=[records.record_execution, *plans.all()],
+        activities=[records.record_execution, *plans.all(), notify.deliver],
         max_concurrent_activities=RECORD_SLOTS,
         interceptors=interceptors,
     )
@@ -128,7 +133,7 @@ async def run_worker(stop: asyncio.Event | None = None) -> None:
                               coalesce_window=settings.aws_coalesce_window_ms / 1000)
     worker = build_worker(client, task_queue=settings.task_queue, sessions=sessions, store=store,
                           max_concurrent_activities=settings.max_concurrent_activities,
-                          max_cached_workflows=settings.max_cached_workflows)
+                          max_cached_workflows=settings.max_cached_workflows, notify=settings.notify())
     try:
         async with worker:
             logging.getLogger("reclaim").info("worker polling task queue %s", settings.task_queue)

@@ -9,6 +9,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from activities.gateway.buckets import AwsBudget
+from activities.notify.delivery import NotifyActivities
 from domain.execution import TASK_QUEUE
 from domain.policy import Policy, Role
 
@@ -63,8 +64,16 @@ class Settings(BaseSettings):
         "and region (activities/gateway/buckets.py): 1 / the number of workers sharing the accounts; 0 turns "
         "the budget off.")
     aws_coalesce_window_ms: float = Field(
-        default=50.0, ge=0, le=1000, description="How long a single-resource describe (or Stop/Start) waits "
+        default=50.0, ge=0, le=1000, description="How long a single-resource describe (or stop) waits "
         "for other executions' to share one AWS call; 0 sends each as asked.")
+
+    notify_file: Path | None = Field(
+        default=None, description="The notify file (YAML): channels and rules of who is told what "
+        "(README, Notifications). Unset: nobody is told; executions go on.")
+
+    def notify(self) -> NotifyActivities | None:
+        """The notify file's activities; a malformed file stops start-up naming its line and field."""
+        return NotifyActivities.from_path(self.notify_file) if self.notify_file is not None else None
 
     def aws_budget(self) -> AwsBudget | None:
         return AwsBudget(share=self.aws_budget_share) if self.aws_budget_share > 0 else None

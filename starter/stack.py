@@ -45,7 +45,7 @@ async def embedded_stack(
         )
         worker = build_worker(client, task_queue=settings.task_queue, sessions=sessions, store=store,
                               max_concurrent_activities=settings.max_concurrent_activities,
-                              max_cached_workflows=settings.max_cached_workflows)
+                              max_cached_workflows=settings.max_cached_workflows, notify=settings.notify())
         try:
             async with worker:
                 yield Embedded(server, client, store, settings)

@@ -24,6 +24,7 @@ from activities.faults import FaultInjector
 from starter.devserver import dev_server_args, free_port, temporal_binary
 from starter.executions import Executions
 from store.repository import Store
+from tests.notify_support import HttpReceiver, http_receiver
 from worker import build_worker
 from workflows import search_attributes as sa
 
@@ -177,3 +178,10 @@ async def stack(
     )
     async with worker:
         yield Stack(client, task_queue, sessions, store)
+
+
+@pytest.fixture
+def receiver() -> Iterator[HttpReceiver]:
+    """A local HTTP receiver (webhook, Slack, Teams) that keeps what it got."""
+    with http_receiver() as got:
+        yield got

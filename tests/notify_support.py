@@ -116,3 +116,14 @@ def approval_request(**overrides: Any) -> Notification:
                     approval_page="http://localhost:8000/approvals/exec-rec-42"),
     )
     return Notification(**{**fields, **overrides})
+
+
+def catch_all_notify_file(folder: Path, url: str, secret_env: str = "RECLAIM_TEST_WEBHOOK_SECRET") -> Path:
+    """A notify file telling one webhook everything (its secret in `secret_env`, set here)."""
+    import os
+
+    os.environ.setdefault(secret_env, "test-webhook-secret")
+    path = folder / "notify.yaml"
+    path.write_text(f"channels:\n  audit:\n    type: webhook\n    url: {url}/\n    secret: env:{secret_env}\n"
+                    "rules:\n  - channels: [audit]\n")
+    return path

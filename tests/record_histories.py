@@ -30,6 +30,7 @@ from starter.devserver import free_port
 from starter.executions import Executions
 from starter.stack import embedded_stack
 from tests.helpers import recommendation, request
+from tests.notify_support import catch_all_notify_file, http_receiver
 
 OUT = Path(__file__).parent / "histories"
 DONE = frozenset({S.COMPLETED, S.ROLLED_BACK, S.REJECTED, S.EXPIRED, S.REJECTED_BY_VALIDATION, S.PLANNED,
@@ -38,6 +39,11 @@ Steer = Callable[[Executions, str], Awaitable[None]]
 
 
 async def main(prefix: str = "") -> None:
+    with contextlib.ExitStack() as stack_context:
+        await _main(prefix, stack_context)
+
+
+async def _main(prefix: str, stack_context: contextlib.ExitStack) -> None:
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
     port = free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -46,7 +52,9 @@ async def main(prefix: str = "") -> None:
     account = DemoAccount(endpoint)
     flaky = account.instance("c5.2xlarge")
     faults = FaultInjector([FaultRule("StartInstances", "InsufficientInstanceCapacity", resource=flaky, times=1)])
-    settings = Settings(home=Path(tempfile.mkdtemp()), task_queue="record")
+    home = Path(tempfile.mkdtemp())
+    receiver = stack_context.enter_context(http_receiver())  # executions tell a webhook everything
+    settings = Settings(home=home, task_queue="record", notify_file=catch_all_notify_file(home, receiver.url))
     short = {"rollback_window": timedelta(seconds=1)}
 
     async def approve(ex: Executions, eid: str) -> None:

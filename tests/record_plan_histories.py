@@ -9,6 +9,7 @@ plan that continued as new (its first run), a paused-then-aborted plan.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 from datetime import timedelta
@@ -26,6 +27,7 @@ from starter.devserver import free_port
 from starter.plans import Plans
 from starter.stack import embedded_stack
 from tests.helpers import recommendation
+from tests.notify_support import catch_all_notify_file, http_receiver
 
 OUT = Path(__file__).parent / "histories"
 FAST = {"rollback_window": timedelta(0)}
@@ -37,13 +39,20 @@ def _spec(recs: list, **fields: object) -> PlanSpec:
 
 
 async def main(prefix: str = "") -> None:
+    with contextlib.ExitStack() as stack_context:
+        await _main(prefix, stack_context)
+
+
+async def _main(prefix: str, stack_context: contextlib.ExitStack) -> None:
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
     port = free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
     endpoint = f"http://127.0.0.1:{port}"
     account = DemoAccount(endpoint)
-    settings = Settings(home=Path(tempfile.mkdtemp()), task_queue="record-plans", aws_endpoint_url=endpoint)
+    home = Path(tempfile.mkdtemp())
+    receiver = stack_context.enter_context(http_receiver())  # executions tell a webhook everything
+    settings = Settings(home=home, task_queue="record-plans", aws_endpoint_url=endpoint, notify_file=catch_all_notify_file(home, receiver.url))
     # Items fail by AWS refusing to describe them (a missing resource is refused by policy, not failed).
     failing_instances = [account.instance("m5.large") for _ in range(2)]
     faults = FaultInjector([FaultRule("DescribeInstances", "UnauthorizedOperation", resource=i)

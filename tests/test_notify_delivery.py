@@ -39,17 +39,12 @@ from domain.notifications import (
 )
 from starter.devserver import free_port
 from tests.conftest import AwsAccount
-from tests.notify_support import HttpReceiver, MailBox, approval_request, http_receiver, self_signed
+from tests.notify_support import HttpReceiver, MailBox, approval_request, self_signed
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOK_SECRET = "whsec-test-5f2c9a"
 SLACK_URL_PATH = "/services/T000/B000/SLACKSECRETPATH"
 
-
-@pytest.fixture
-def receiver() -> Iterator[HttpReceiver]:
-    with http_receiver() as r:
-        yield r
 
 
 @pytest.fixture

@@ -21,8 +21,9 @@ from workflows import versions
 
 ROOT = Path(__file__).parent / "histories"
 HISTORIES = sorted(ROOT.glob("*/*.json"))
-#: Folders recorded by the code of the newest execution generation (versions.DECIDED_AT_START).
-CURRENT_GENERATION = ("v4", "v5")
+#: Folders recorded by generation-2026-12-02 or later (one patch asked in the first activation),
+#: and the generation each folder's executions belong to.
+DECIDED_AT_START = {"v4": versions.DECIDED_AT_START, "v5": versions.DECIDED_AT_START, "v6": versions.NOTIFYING}
 
 
 def _name(path: Path) -> str:
@@ -38,6 +39,7 @@ def test_every_path_is_recorded() -> None:
     assert {f"v1/{p}" for p in paths | plans} <= names
     assert {f"v4/{p}" for p in paths | plans | {"scheduled_window_then_completed"}} <= names
     assert {f"v5/{p}" for p in plans} <= names
+    assert {f"v6/{p}" for p in paths | plans} <= names
     assert "v3/demo_rightsize_flaky_nondeterministic" in names
 
 
@@ -79,12 +81,20 @@ def test_workflows_ask_patches_only_by_their_named_ids() -> None:
 
 def test_the_current_generation_decides_its_patch_in_its_first_workflow_task() -> None:
     """No local activity comes before the first task's commands: no timing can move a marker."""
-    current = [p for p in HISTORIES if p.parent.name in CURRENT_GENERATION and _workflow_type(p) == "ExecutionWorkflow"]
-    assert current, "no history of the current generation is recorded"
+    current = [p for p in HISTORIES if p.parent.name in DECIDED_AT_START and _workflow_type(p) == "ExecutionWorkflow"]
+    assert {p.parent.name for p in current} >= {"v4", "v6"}, "no history of the current generations is recorded"
+    assert versions.GENERATIONS[0] == DECIDED_AT_START[max(DECIDED_AT_START)], "record the newest generation"
     for path in current:
         markers = _patch_markers(path)
         # One marker: the generation's; the earlier patches' branches are taken without asking.
-        assert markers == [(1, versions.DECIDED_AT_START)], f"{path.name}: {markers}"
+        assert markers == [(1, DECIDED_AT_START[path.parent.name])], f"{_name(path)}: {markers}"
+
+
+def test_the_newest_generation_tells_people() -> None:
+    """Recorded with a notify file routing everything to a webhook: deliveries are in the history."""
+    told = [p for p in HISTORIES if p.parent.name == "v6" and '"deliver_notification"' in p.read_text()]
+    assert {_name(p) for p in told} >= {"v6/stop_completed_window_closed", "v6/rightsize_approved_by_update",
+                                        "v6/capacity_failure_compensated", "v6/approval_expired"}
 
 
 def test_the_scheduled_path_is_recorded() -> None:

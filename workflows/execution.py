@@ -240,7 +240,7 @@ class ExecutionWorkflow:
             start_to_close_timeout=timedelta(seconds=60), schedule_to_close_timeout=READ_DEADLINE,
             retry_policy=READ_RETRY,
         )
-        self._ledger.observed = assessment.observed
+        self._ledger.observed, self._ledger.plan = assessment.observed, assessment.plan
         prefix = "changed while waiting: " if again else ""
         if not assessment.valid:
             raise Ended(S.REJECTED_BY_VALIDATION, prefix + (assessment.reason or "invalid"), Refusal.CHANGED)

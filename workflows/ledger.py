@@ -34,6 +34,8 @@ class Ledger:
         self.observers = observers
         self.observed: Observation | None = None
         """What the last validation saw of the live resource."""
+        self.plan: list[str] = []
+        """The steps the last validation said the change would take."""
 
     @property
     def status(self) -> ExecutionStatus:

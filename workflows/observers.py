@@ -21,14 +21,25 @@ from temporalio import workflow
 from temporalio.exceptions import FailureError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.notify.delivery import NotifyActivities
     from activities.records import RecordActivities, records_task_queue
     from domain.execution import ExecutionRequest, ExecutionView
+    from domain.notifications import DEFAULT_SEVERITY, DeliveryInput, Notification, NotificationEvent, Routing
     from domain.plan import ItemSettled, ItemWaiting
     from domain.presentation import execution_details
     from domain.status import TERMINAL, ExecutionStatus
     from workflows import search_attributes as sa
     from workflows import versions
-    from workflows.options import LOCAL_RECORD_TIMEOUT, ONE_ATTEMPT, RECORD_RETRY, RECORD_TIMEOUT
+    from workflows.options import (
+        DELIVERY_DEADLINE,
+        DELIVERY_RETRY,
+        DELIVERY_TIMEOUT,
+        LOCAL_RECORD_TIMEOUT,
+        ONE_ATTEMPT,
+        RECORD_RETRY,
+        RECORD_TIMEOUT,
+        ROUTE_TIMEOUT,
+    )
 
 if TYPE_CHECKING:
     from workflows.ledger import Ledger
@@ -158,6 +169,76 @@ class PlanSettledNotifier(_Started):
         self._started.append(asyncio.ensure_future(handle.signal("item_settled", message)))
 
 
+#: Status -> what people are told when an execution reaches it (from AWAITING_APPROVAL to a
+#: status that goes on, they hear it was approved).
+_TOLD: dict[ExecutionStatus, NotificationEvent] = {
+    S.AWAITING_APPROVAL: NotificationEvent.APPROVAL_REQUESTED,
+    S.REJECTED: NotificationEvent.REJECTED,
+    S.EXPIRED: NotificationEvent.EXPIRED,
+    S.COMPLETED: NotificationEvent.COMPLETED,
+    S.ROLLED_BACK: NotificationEvent.ROLLED_BACK,
+    S.FAILED: NotificationEvent.FAILED,
+    S.ROLLBACK_FAILED: NotificationEvent.ROLLBACK_FAILED,
+}
+
+
+class Notifier(_Started):
+    """Tells people through the notify file's channels (`activities/notify/`): which channels by a
+    local activity (the worker's rules), then one delivery activity per channel on the records
+    queue. It never fails or holds up the change: a channel that refuses or is down fails its
+    own delivery, visible in the history, after a bounded number of tries."""
+
+    def __init__(self, request: ExecutionRequest) -> None:
+        super().__init__()
+        self._request = request
+        self._sent: dict[NotificationEvent, int] = {}
+
+    def transitioned(self, ledger: Ledger, previous: ExecutionStatus) -> None:
+        if not versions.notifies():
+            return
+        view = ledger.view
+        event = _TOLD.get(view.status)
+        if event is None and previous is S.AWAITING_APPROVAL and view.status not in TERMINAL:
+            event = NotificationEvent.APPROVED
+        if event is None:
+            return
+        sequence = self._sent.get(event, 0)
+        self._sent[event] = sequence + 1
+        rec = self._request.recommendation
+        notification = Notification(
+            event=event, subject_id=view.execution_id, sequence=sequence, at=workflow.now(),
+            severity=DEFAULT_SEVERITY[event], customer_id=rec.customer_id, account_id=rec.account_id,
+            region=rec.region, kind=rec.kind, resource_id=rec.resource_id,
+            resource_tags=dict(ledger.observed.tags) if ledger.observed else {}, risk=view.risk,
+            risk_reasons=list(view.risk_reasons), estimated_monthly_savings=view.estimated_monthly_savings,
+            verified_monthly_savings=view.actual_monthly_savings, reason=view.reason,
+            planned_steps=list(ledger.plan),
+            not_before=self._request.options.not_before,
+        )
+        self._started.append(asyncio.ensure_future(self._tell(notification)))
+
+    @staticmethod
+    async def _tell(notification: Notification) -> None:
+        try:
+            routing: Routing = await workflow.execute_local_activity_method(
+                NotifyActivities.route, notification, schedule_to_close_timeout=ROUTE_TIMEOUT,
+                retry_policy=ONE_ATTEMPT,
+            )
+        except FailureError:
+            return  # no rules answered: nobody to tell (the worker logs why)
+        queue = records_task_queue(workflow.info().task_queue)
+        deliveries = [
+            workflow.execute_activity_method(
+                NotifyActivities.deliver, DeliveryInput(notification=notification, channel=channel), task_queue=queue,
+                start_to_close_timeout=DELIVERY_TIMEOUT, schedule_to_close_timeout=DELIVERY_DEADLINE,
+                retry_policy=DELIVERY_RETRY,
+            )
+            for channel in routing.channels
+        ]
+        await asyncio.gather(*deliveries, return_exceptions=True)
+
+
 def observers_for(request: ExecutionRequest) -> list[Observer]:
     """Every observer of one execution, in the order their commands must keep (module docstring)."""
-    return [PlanWaitingNotifier(request), SearchAttributes(), ReadModelRecorder(), PlanSettledNotifier(request)]
+    return [PlanWaitingNotifier(request), SearchAttributes(), ReadModelRecorder(), PlanSettledNotifier(request),
+            Notifier(request)]

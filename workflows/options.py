@@ -52,3 +52,14 @@ ONE_ATTEMPT = RetryPolicy(maximum_attempts=1)
 #: A rollback that waits for a busy resource asks again after these, doubling in between.
 LEASE_RETRY_FIRST = timedelta(seconds=5)
 LEASE_RETRY_MAX = timedelta(minutes=5)
+#: Notifications: which channels (a local activity reading the worker's rules), then each
+#: delivery retried for a bounded time: a dead channel never holds an execution's close for long.
+ROUTE_TIMEOUT = timedelta(seconds=10)
+DELIVERY_TIMEOUT = timedelta(seconds=30)
+DELIVERY_DEADLINE = timedelta(minutes=2)
+DELIVERY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=20),
+    non_retryable_error_types=["ChannelRejected", "ChannelMisconfigured"],
+)

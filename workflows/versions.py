@@ -52,10 +52,18 @@ DECIDED_AT_START: Final = "generation-2026-12-02"
 #: plan started before 2026-12-05 is open (a dry-run plan waits for its approval, 24 h by default).
 PLAN_DRY_RUN_IDS: Final = "plan-dry-run-ids"
 
+#: Since 2026-12-05: the generation of this date. Executions tell people (the notify file's
+#: channels, `workflows/observers.py` Notifier). Asked in the first activation instead of
+#: DECIDED_AT_START, whose branches it takes too. Histories: tests/histories/v6/.
+NOTIFYING: Final = "generation-2026-12-05"
+
 #: In the order they are asked at the start of a run.
 EXECUTION_PATCHES: Final = (READ_MODEL_LOCAL_WRITES, COOLDOWN, POLICY_AFTER_MAINTENANCE_WAIT, AWAIT_LEASE_RELEASE)
 PLAN_PATCHES: Final = (PLAN_DRY_RUN_IDS,)
-ALL: Final = (DECIDED_AT_START, *EXECUTION_PATCHES, *PLAN_PATCHES)
+#: The generations, newest first: a run asks the newest in its first activation, and an older
+#: one only when replaying a history that lacks the newer marker.
+GENERATIONS: Final = (NOTIFYING, DECIDED_AT_START)
+ALL: Final = (*GENERATIONS, *EXECUTION_PATCHES, *PLAN_PATCHES)
 
 
 _CHANGE_VERSION = SearchAttributeKey.for_keyword_list("TemporalChangeVersion")
@@ -64,14 +72,24 @@ _CHANGE_VERSION = SearchAttributeKey.for_keyword_list("TemporalChangeVersion")
 def decide_at_start() -> None:
     """Ask the generation's patch now, in the run's first activation (see the module docstring).
 
-    A run of this generation takes every earlier patch's branch without asking for it: one
+    A new run records the newest generation's marker only. A replayed run of an older
+    generation finds no such marker (the SDK remembers the "no"), and is asked for its own.
+    A run of a generation takes every earlier patch's branch without asking for it: one
     marker (and one TemporalChangeVersion upsert) per execution instead of five of each.
     """
-    workflow.patched(DECIDED_AT_START)
+    for generation in GENERATIONS:
+        if workflow.patched(generation):
+            return
 
 
 def decided_at_start() -> bool:
-    return workflow.patched(DECIDED_AT_START)  # remembered from decide_at_start: no new command
+    """This run belongs to generation-2026-12-02 or a later one (answers remembered from the start)."""
+    return any(workflow.patched(g) for g in GENERATIONS)
+
+
+def notifies() -> bool:
+    """This run tells people of its progress (generation-2026-12-05 or later)."""
+    return workflow.patched(NOTIFYING)
 
 
 def uses(patch_id: str) -> bool:

@@ -1,7 +1,7 @@
 """The worker's one way to an AWS account and region: every call of every execution passes here.
 
 - Reads of single resources coalesce across executions (`coalesce.ReadCoalescer`).
-- Stop/Start of single instances batch across executions, split on a per-id error
+- Stops of single instances batch across executions, split on a per-id error
   (`coalesce.MutationBatcher`).
 - Every request spends AWS's bucket for it first (`buckets.AwsBudget`, installed on
   the boto3 session by `activities.aws.SessionFactory`).
@@ -109,7 +109,7 @@ class Gateway:
 
 
 class GatewayClient:
-    """A boto3 client whose single-resource describes and Stop/Start calls go through the gateway.
+    """A boto3 client whose single-resource describes and stops go through the gateway.
 
     Every other attribute is the wrapped client's own (`meta`, `exceptions`, paginators, …).
     """
