@@ -119,6 +119,7 @@ def build_worker(
 async def run_worker(stop: asyncio.Event | None = None) -> None:
     """Run until SIGINT/SIGTERM (or `stop` is set), then drain and shut down cleanly."""
     settings = Settings()
+    notify = settings.notify()  # a malformed notify file stops start-up at once, naming its line and field
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -133,7 +134,7 @@ async def run_worker(stop: asyncio.Event | None = None) -> None:
                               coalesce_window=settings.aws_coalesce_window_ms / 1000)
     worker = build_worker(client, task_queue=settings.task_queue, sessions=sessions, store=store,
                           max_concurrent_activities=settings.max_concurrent_activities,
-                          max_cached_workflows=settings.max_cached_workflows, notify=settings.notify())
+                          max_cached_workflows=settings.max_cached_workflows, notify=notify)
     try:
         async with worker:
             logging.getLogger("reclaim").info("worker polling task queue %s", settings.task_queue)

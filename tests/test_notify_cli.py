@@ -88,3 +88,16 @@ def test_test_reports_a_refusal_in_one_line(setup: tuple[Path, HttpReceiver]) ->
     assert stderr == "error: channel slack: 127.0.0.1 answered HTTP 403 (refused in a workflow)\n"
     code, _, stderr = reclaim("notify", "test", "pager")
     assert code == 1 and stderr == "error: no channel 'pager' in " + str(setup[0]) + "; channels: hook, slack\n"
+
+
+def test_a_worker_with_a_malformed_notify_file_stops_at_once_naming_the_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before it even looks for Temporal (which is nowhere here): one line, exit 1, no traceback."""
+    bad = tmp_path / "notify.yaml"
+    bad.write_text("channels:\n  hook:\n    type: webhook\n    url: ftp://nowhere\n    secret: env:X\n")
+    monkeypatch.setenv("RECLAIM_NOTIFY_FILE", str(bad))
+    monkeypatch.setenv("TEMPORAL_ADDRESS", "127.0.0.1:1")
+    code, _, stderr = reclaim("worker")
+    assert code == 1, stderr
+    assert stderr.startswith(f"error: {bad}:4: channels.hook.url") and "Traceback" not in stderr
