@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from activities.gateway.buckets import AwsBudget, bucket_of
+from activities.gateway.buckets import AwsBudget, filtered_bucket_of
 from activities.gateway.coalesce import (
     MUTATIONS,
     READS,
@@ -104,7 +104,7 @@ class Gateway:
         budget = self._budget
         if budget is None:
             return None
-        bucket = bucket_of(service, operation_name(method), {"Filters": True})
+        bucket = filtered_bucket_of(service, operation_name(method))
         return lambda: budget.paid(*self._where, bucket)
 
 

@@ -74,6 +74,12 @@ def bucket_of(service: str, operation: str, params: Mapping[str, Any]) -> str:
     return service if service in AWS_RATES else "other"
 
 
+def filtered_bucket_of(service: str, operation: str) -> str:
+    """The bucket of a call that names what it reads (ids or filters): the gateway's own calls,
+    and a throttle answer whose request is no longer at hand."""
+    return bucket_of(service, operation, {"Filters": True})
+
+
 @dataclass
 class _Bucket:
     tokens: float
@@ -169,7 +175,7 @@ class AwsBudget:
             code = parsed.get("Error", {}).get("Code") if isinstance(parsed, dict) else None
             if code in THROTTLE_CODES:
                 service, operation = event_name.split(".", 2)[1:]
-                self.throttled(account_id, region, bucket_of(service, operation, {"Filters": True}))
+                self.throttled(account_id, region, filtered_bucket_of(service, operation))
             # None: botocore's own retry handler decides whether and when to retry
 
         def install(session: Any) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,7 +94,7 @@ class _Batch:
     sent: bool = False
 
 
-class _Gatherer:
+class _Gatherer(ABC):
     """Gathers single-id calls for `window` seconds: the first caller waits, then sends them all
     (`_send`); the others wait for its answer. A batch once sent takes no one more."""
 
@@ -138,8 +139,9 @@ class _Gatherer:
             batch.done.set()
         return batch
 
+    @abstractmethod
     def _send(self, batch: _Batch, ids: list[str]) -> None:
-        raise NotImplementedError
+        """Make the batch's call(s) and put each id's answer in `batch.found`."""
 
 
 class ReadCoalescer(_Gatherer):
