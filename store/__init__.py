@@ -5,12 +5,13 @@ activity writes. Usage: `store = await Store.open(url)` (None: `.reclaim/reclaim
 """
 
 from domain.execution import LastChange
-from store.repository import MUTATED, NEW, ExecutionPage, Store, StoredRecommendation
+from store.repository import MUTATED, NEW, STALE, ExecutionPage, Store, StoredRecommendation
 from store.savings import KindSavings, LedgerStatus, SavingsEntry, SavingsSummary
 
 __all__ = [
     "MUTATED",
     "NEW",
+    "STALE",
     "ExecutionPage",
     "KindSavings",
     "LastChange",

@@ -25,7 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from domain.base import StrictModel
 from domain.execution import ApprovalRecord, ExecutionView, LastChange
 from domain.recommendation import Recommendation
-from domain.status import ExecutionStatus
+from domain.status import ACTIVE, ExecutionStatus
+from domain.sync import Stored, SyncPlan, SyncScope, plan_sync
 from store import db
 from store.plans import PlanRecords
 from store.savings import KindSavings, LedgerStatus, SavingsEntry, SavingsSummary
@@ -33,6 +34,10 @@ from store.tables import ApprovalRow, Base, ExecutionRow, RecommendationRow, Sav
 
 #: Status of a recommendation that no execution has picked up yet.
 NEW = "NEW"
+#: Listing filter: recommendations their source no longer returns (`stale_at` set), whatever their execution.
+STALE = "STALE"
+#: A recommendation whose latest execution is in one of these is never changed by a re-import.
+HOLDING: frozenset[ExecutionStatus] = ACTIVE | {ExecutionStatus.COMPLETED}
 
 #: Statuses after which the resource was (or may have been) changed by Reclaim: what a cooldown counts.
 MUTATED: frozenset[ExecutionStatus] = frozenset(
@@ -55,6 +60,7 @@ class StoredRecommendation(StrictModel):
     status: str
     execution_id: str | None = None
     updated_at: datetime
+    stale_at: datetime | None = None
 
 
 class Store:
@@ -283,29 +289,70 @@ class Store:
         return None if payload is None else Recommendation.model_validate(payload)
 
     async def list_recommendations(
-        self, *, customer_id: str | None = None, status: str | None = None, limit: int = 100
+        self, *, customer_id: str | None = None, status: str | None = None, limit: int = 100,
+        source: str | None = None,
     ) -> list[StoredRecommendation]:
-        """Newest `created_at` first; `status` is NEW or an execution status, matched against the latest execution."""
+        """Newest `created_at` first; `status` is NEW (no execution, not stale), STALE (its source no
+        longer returns it), or an execution status matched against the latest execution."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
         stmt = _recommendations_with_status()
         if customer_id is not None:
             stmt = stmt.where(RecommendationRow.customer_id == customer_id)
+        if source is not None:
+            stmt = stmt.where(RecommendationRow.source == source)
         if status is not None:
-            wanted = NEW if status.strip().upper() == NEW else _execution_status(status)
-            stmt = stmt.where(func.coalesce(ExecutionRow.status, NEW) == wanted)
+            wanted = status.strip().upper()
+            if wanted == STALE:
+                stmt = stmt.where(RecommendationRow.stale_at.is_not(None))
+            elif wanted == NEW:
+                stmt = stmt.where(ExecutionRow.status.is_(None), RecommendationRow.stale_at.is_(None))
+            else:
+                stmt = stmt.where(ExecutionRow.status == _execution_status(status))
         stmt = stmt.order_by(RecommendationRow.created_at.desc(), RecommendationRow.id.desc()).limit(limit)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
-        return [
-            StoredRecommendation(
-                recommendation=Recommendation.model_validate(r.payload),
-                status=r.status or NEW,
-                execution_id=r.execution_id,
-                updated_at=max(r.rec_updated_at, r.exec_updated_at or r.rec_updated_at),
-            )
-            for r in rows
-        ]
+        return [_stored(r) for r in rows]
+
+    async def recommendation_state(self, rec_id: str) -> StoredRecommendation | None:
+        """One recommendation with its status and whether it is stale; None when not stored."""
+        stmt = _recommendations_with_status().where(RecommendationRow.id == rec_id)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(stmt)).first()
+        return None if row is None else _stored(row)
+
+    @db.cancellation_safe
+    async def sync_recommendations(self, recs: list[Recommendation], scope: SyncScope) -> SyncPlan:
+        """Keep a source's recommendations current (`domain.sync.plan_sync`): new ones inserted,
+        changed ones updated in place (fresh again if they were stale), unchanged ones not written,
+        the ones in `scope` no longer returned marked stale; none held by an execution is touched.
+        Read and written in one transaction."""
+        ids = sorted({r.id for r in recs})
+        now = datetime.now(UTC)
+        async with self._writes.begin() as conn:
+            in_scope = and_(RecommendationRow.source == scope.source,
+                            RecommendationRow.customer_id == scope.customer_id)
+            wanted = or_(in_scope, RecommendationRow.id.in_(ids)) if ids else in_scope
+            rows = (await conn.execute(_recommendations_with_status().where(wanted))).all()
+            stored = [Stored(recommendation=Recommendation.model_validate(r.payload), stale=r.stale_at is not None,
+                             held=r.status is not None and ExecutionStatus(r.status) in HOLDING) for r in rows]
+            plan = plan_sync(recs, stored, scope)
+            for dated in (True, False):  # undated ones keep the time of their first save
+                values = [_recommendation_values(r, now) | {"stale_at": None}
+                          for r in plan.write if (r.created_at is not None) == dated]
+                if not values:
+                    continue
+                stmt = self._insert(RecommendationRow)
+                keep = ("id",) if dated else ("id", "created_at")
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[RecommendationRow.id],
+                    set_={name: stmt.excluded[name] for name in values[0] if name not in keep},
+                )
+                await conn.execute(stmt, values)
+            if plan.mark_stale:
+                await conn.execute(update(RecommendationRow).where(RecommendationRow.id.in_(plan.mark_stale))
+                                   .values(stale_at=now, updated_at=now))
+        return plan
 
     # -- helpers ----------------------------------------------------------
 
@@ -438,6 +485,16 @@ def _approval_values(record: ApprovalRecord) -> dict[str, Any]:
     return values
 
 
+def _stored(r: Any) -> StoredRecommendation:
+    return StoredRecommendation(
+        recommendation=Recommendation.model_validate(r.payload),
+        status=r.status or NEW,
+        execution_id=r.execution_id,
+        updated_at=max(r.rec_updated_at, r.exec_updated_at or r.rec_updated_at),
+        stale_at=r.stale_at,
+    )
+
+
 def _recommendation_values(rec: Recommendation, now: datetime) -> dict[str, Any]:
     return {
         "id": rec.id,
@@ -467,6 +524,7 @@ def _recommendations_with_status() -> Select[Any]:
     return select(
         RecommendationRow.payload,
         RecommendationRow.updated_at.label("rec_updated_at"),
+        RecommendationRow.stale_at,
         ExecutionRow.status,
         ExecutionRow.execution_id,
         ExecutionRow.updated_at.label("exec_updated_at"),

@@ -80,6 +80,11 @@ class RecommendationRow(Base):
     payload: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    stale_at: Mapped[datetime | None] = mapped_column(
+        doc="When a re-import or re-scan of its source no longer returned it; None while current.")
+
+    # A sync reads one source's recommendations of one customer (domain/sync.py).
+    __table_args__ = (Index("ix_recommendations_source_customer", "source", "customer_id"),)
 
 
 class ExecutionRow(Base):
