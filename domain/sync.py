@@ -30,9 +30,11 @@ class SyncScope(StrictModel):
     customer_id: str
     account_ids: list[str] = Field(default_factory=list, description="Empty: every account.")
     regions: list[str] = Field(default_factory=list, description="Empty: every region.")
+    complete: bool = Field(default=True, description="The source's whole answer for this scope; False (a saved "
+                           "file, which may hold a part of it): nothing goes stale.")
 
     def covers(self, rec: Recommendation) -> bool:
-        return (rec.source == self.source and rec.customer_id == self.customer_id
+        return (self.complete and rec.source == self.source and rec.customer_id == self.customer_id
                 and (not self.account_ids or rec.account_id in self.account_ids)
                 and (not self.regions or rec.region in self.regions))
 

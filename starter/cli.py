@@ -25,6 +25,8 @@ from starter.executions import InvalidCursor, ReclaimError
 from starter.import_cli import import_command
 from starter.notify_cli import notify_app
 from starter.plan_cli import plan_app
+from starter.recommendations_cli import recommendations_app
+from starter.scan_cli import scan_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Safely act on AWS cost recommendations.")
 @app.callback()
@@ -372,7 +374,9 @@ def demo(
 
 app.add_typer(plan_app, name="plan")
 app.add_typer(notify_app, name="notify")
+app.add_typer(recommendations_app, name="recommendations")
 app.command("import")(import_command)
+app.command("scan")(scan_command)
 
 
 def main() -> None:

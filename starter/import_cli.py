@@ -17,9 +17,11 @@ from activities.aws import SessionFactory
 from activities.sources import SourceError, SourceFilters, checked, import_live, narrowed
 from activities.sources.file import read
 from domain.sources import COH, COMPUTE_OPTIMIZER, TRUSTED_ADVISOR, ImportContext, ImportReport, import_report
+from domain.sync import SyncPlan, SyncScope
 from runtime.settings import Settings
-from starter.cli_common import _store, out, run, state
+from starter.cli_common import out, run, state
 from starter.executions import ReclaimError
+from starter.sync_cli import counts_json, print_not_executable, print_sync, save_synced
 
 
 class From(StrEnum):
@@ -65,7 +67,7 @@ def gather(origin: From, file: Path | None, filters: SourceFilters, ctx: ImportC
         raise ReclaimError(str(exc)) from None
 
 
-def print_report(report: ImportReport, *, saved: bool) -> None:
+def print_report(report: ImportReport, *, saved: bool, plan: SyncPlan | None = None) -> None:
     total = len(report.recommendations)
     where = "saved" if saved else "not saved; --save keeps them"
     out.print(f"{report.source}: {total} recommendation{'s' * (total != 1)} imported ({where}), "
@@ -76,11 +78,18 @@ def print_report(report: ImportReport, *, saved: bool) -> None:
             savings = sum(r.estimated_monthly_savings for r in report.recommendations if r.kind == kind)
             kinds.add_row(kind, str(count), f"${savings:,.2f}")
         out.print(kinds)
-    if report.not_executable:
-        skipped = Table("action", "resource type", "count", "reason", title="not executable yet")
-        for n in report.not_executable:
-            skipped.add_row(n.action_type, n.resource_type, str(n.count), n.reason)
-        out.print(skipped)
+    print_not_executable(report)
+    if plan is not None:
+        print_sync(plan)
+
+
+def sync_scope(origin: From, report: ImportReport, filters: SourceFilters, customer: str) -> SyncScope:
+    """What this import asked its source about: a stored one inside it and not returned goes stale. A
+    saved file may hold part of the source's answer, so nothing goes stale on a file import."""
+    regions = filters.regions or ([r for r in [default_region()] if r] if LIVE.get(origin) == COMPUTE_OPTIMIZER
+                                  else [])
+    return SyncScope(source=report.source, customer_id=customer, account_ids=filters.account_ids, regions=regions,
+                     complete=origin is not From.file)
 
 
 def import_command(
@@ -101,25 +110,20 @@ def import_command(
     """
     settings = state.settings
 
-    async def go() -> ImportReport:
+    async def go() -> tuple[ImportReport, SyncPlan | None]:
         try:
             filters = SourceFilters(account_ids=account or [], regions=region or [])
             ctx = ImportContext(customer_id=customer)
         except ValidationError as exc:
             raise ReclaimError("; ".join(f"{e['loc'][-1]}: {e['msg']}" for e in exc.errors())) from None
         report = await asyncio.to_thread(gather, origin, file, filters, ctx, settings)
-        if save and report.recommendations:
-            from starter.api_client import api_configured
+        plan = None
+        if save:
+            plan = await save_synced(report, sync_scope(origin, report, filters, customer), command="import")
+        return report, plan
 
-            if api_configured():
-                raise ReclaimError("--save writes the database; RECLAIM_API_URL is set and the API has no "
-                                   "import route yet")
-            async with _store() as store:
-                await store.save_recommendations(report.recommendations)
-        return report
-
-    report = run(go)
+    report, plan = run(go)
     if as_json:
-        out.print_json(data=report.model_dump(mode="json") | {"saved": save})
+        out.print_json(data=report.model_dump(mode="json") | {"saved": save, "counts": counts_json(report, plan)})
     else:
-        print_report(report, saved=save)
+        print_report(report, saved=save, plan=plan)
