@@ -23,6 +23,8 @@ from activities.notify.delivery import NotifyActivities
 from activities.plans import PlanActivities
 from activities.records import RecordActivities, records_task_queue
 from domain.notifications import NotifyFile
+from runtime import logmask
+from runtime.codec import codec_from_settings
 from runtime.settings import Settings
 from runtime.temporal_client import connect_patiently
 from store.repository import Store
@@ -116,10 +118,25 @@ def build_worker(
     return ReclaimWorker(main, writer)
 
 
+def _mask_notify_secrets(notify: NotifyActivities) -> None:
+    """The notify file's secrets as they resolve now, masked in this process's logs."""
+    from activities.notify.config import SecretError, resolve
+
+    for channel in notify.file.channels.values():
+        for ref in channel.secret_refs().values():
+            with contextlib.suppress(SecretError):  # unresolvable now: its delivery will say so
+                logmask.register_secret(resolve(ref))
+
+
 async def run_worker(stop: asyncio.Event | None = None) -> None:
     """Run until SIGINT/SIGTERM (or `stop` is set), then drain and shut down cleanly."""
     settings = Settings()
+    logmask.install()
     notify = settings.notify()  # a malformed notify file stops start-up at once, naming its line and field
+    if notify is not None:
+        _mask_notify_secrets(notify)
+    if settings.encrypt:
+        codec_from_settings(settings)  # a missing or malformed key stops start-up too, before Temporal is sought
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -146,7 +163,7 @@ async def run_worker(stop: asyncio.Event | None = None) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logmask.configure(Settings().log_level)
 
     async def _main() -> None:
         await run_worker()

@@ -71,6 +71,22 @@ class Settings(BaseSettings):
         default=None, description="The notify file (YAML): channels and rules of who is told what "
         "(README, Notifications). Unset: nobody is told; executions go on.")
 
+    # Payload encryption (README, Encryption; runtime/codec.py): off unless RECLAIM_ENCRYPT is true.
+    encrypt: bool = Field(default=False, description="Seal every payload written to Temporal (AES-256-GCM).")
+    codec_keys: str | None = Field(default=None, repr=False, description="id=base64key, ... newest first.")
+    codec_keys_file: Path | None = Field(default=None, description="The same, one a line; default <home>/codec-keys.")
+    codec_kms_key_id: str | None = Field(default=None, description="KMS key (id, ARN or alias): data keys seal.")
+    codec_kms_region: str | None = None
+    codec_kms_cache_seconds: float = Field(default=300.0, gt=0, le=86400)
+    codec_accept_plaintext: bool = Field(default=False, description="Read payloads written before encryption.")
+    codec_server_host: str = "127.0.0.1"
+    codec_server_port: int = 8234
+    codec_server_tokens_file: Path | None = Field(default=None, description="Who may decode: API tokens' format.")
+    codec_server_tokens: str | None = Field(default=None, repr=False)
+    codec_ui_origin: str | None = Field(default=None, description="CORS origin of the Web UI (default web_ui_url's).")
+    codec_ui_token: str | None = Field(default=None, repr=False, description="The Web UI's path token.")
+    log_level: str | None = Field(default=None, description="Root log level (default: each command's own).")
+
     def notify(self) -> NotifyActivities | None:
         """The notify file's activities; a malformed file stops start-up naming its line and field."""
         return NotifyActivities.from_path(self.notify_file) if self.notify_file is not None else None

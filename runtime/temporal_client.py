@@ -8,14 +8,17 @@ import logging
 import time
 
 from temporalio.client import Client, TLSConfig
+from temporalio.common import HeaderCodecBehavior
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from runtime.codec import data_converter
 from runtime.settings import Settings
 
 
 async def connect(settings: Settings, *, lazy: bool = False) -> Client:
     """`lazy`: connect at the first call, and again at every call until Temporal answers (the API
-    starts before Temporal in a compose stack and must serve /healthz meanwhile)."""
+    starts before Temporal in a compose stack and must serve /healthz meanwhile). With
+    RECLAIM_ENCRYPT on, every payload is sealed (runtime/codec.py); a missing key stops here."""
     tls: bool | TLSConfig = settings.temporal_tls or bool(settings.temporal_api_key)
     if settings.temporal_tls_client_cert_path and settings.temporal_tls_client_key_path:
         tls = TLSConfig(
@@ -27,7 +30,9 @@ async def connect(settings: Settings, *, lazy: bool = False) -> Client:
         namespace=settings.temporal_namespace,
         api_key=settings.temporal_api_key,
         tls=tls,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(settings, pydantic_data_converter),
+        # headers too: an interceptor's context (tracing, say) is no business of the history store's
+        header_codec_behavior=HeaderCodecBehavior.CODEC if settings.encrypt else HeaderCodecBehavior.NO_CODEC,
         lazy=lazy,
     )
 

@@ -19,6 +19,7 @@ from domain.execution import ApprovalInput, ExecutionOptions, ExecutionRequest, 
 from domain.policy import Role
 from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus
+from runtime import logmask
 from runtime.settings import Settings
 from starter.cli_common import AsUser, _executions, acting, err, out, run, state
 from starter.executions import InvalidCursor, ReclaimError
@@ -34,6 +35,9 @@ def _global(
     as_user: Annotated[str | None, typer.Option("--as", help="Who is acting (default: RECLAIM_USER or your login).")] = None,
 ) -> None:
     settings = Settings()
+    logmask.install()  # every process: no secret in a log line
+    if settings.log_level:
+        logmask.configure(settings.log_level)
     if as_user:
         settings.user = as_user
     state.settings = settings
@@ -68,6 +72,8 @@ def execute(
     wait: Annotated[bool, typer.Option("--wait", help="Wait until each execution settles.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     no_auto_approve: Annotated[bool, typer.Option("--no-auto-approve", help="Always ask a human.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Execute even a stale recommendation (its source no "
+                                                        "longer returned it at the last import or scan).")] = False,
     as_user: AsUser = None,
 ) -> None:
     """Execute recommendations (a duplicate returns the existing execution).
@@ -95,7 +101,7 @@ def execute(
                     policy=settings.policy(),
                     options=ExecutionOptions(dry_run=dry_run, auto_approve=not no_auto_approve),
                 )
-                started = await executions.start(req)
+                started = await executions.start(req, force=force)
                 row: dict[str, Any] = {"execution_id": started.execution_id, "created": started.created}
                 if wait:
                     view = await executions.wait(started.execution_id)
@@ -301,11 +307,9 @@ def actions(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 @app.command("worker")
 def worker_cmd() -> None:
     """Run a worker (scale by running more)."""
-    import logging
-
     from worker import run_worker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logmask.configure(state.settings.log_level)
 
     async def go() -> None:
         await run_worker()
@@ -348,12 +352,17 @@ def dev(
     port: Annotated[int, typer.Option(help="Temporal frontend port.")] = 7233,
     ui_port: Annotated[int, typer.Option(help="Web UI port.")] = 8233,
     api_port: Annotated[int | None, typer.Option(help="REST API port (default RECLAIM_API_PORT or 8000).")] = None,
+    encrypt: Annotated[bool, typer.Option("--encrypt", help="Encrypt payloads (as RECLAIM_ENCRYPT=true); the "
+                                          "Web UI decodes through a codec server.")] = False,
+    codec_port: Annotated[int | None, typer.Option(help="Codec server port (default RECLAIM_CODEC_SERVER_PORT or 8234).")] = None,
 ) -> None:
     """The embedded stack in the foreground: Temporal dev server + Web UI + worker + API. Ctrl-C stops it."""
     from starter.stack import run_dev
 
     settings = state.settings
-    run(lambda: run_dev(settings, port=port, ui_port=ui_port, api_port=api_port or settings.api_port))
+    settings.encrypt = settings.encrypt or encrypt
+    run(lambda: run_dev(settings, port=port, ui_port=ui_port, api_port=api_port or settings.api_port,
+                        codec_port=codec_port))
 
 
 @app.command()
@@ -362,14 +371,43 @@ def demo(
     keep_up: Annotated[bool, typer.Option("--keep-up", help="Stay up for the README's walkthrough even without a terminal.")] = False,
     port: Annotated[int, typer.Option(help="Temporal frontend port (0: any free port).")] = 0,
     ui_port: Annotated[int, typer.Option(help="Web UI port.")] = 8233,
+    encrypt: Annotated[bool, typer.Option("--encrypt", help="Encrypt payloads; the Web UI decodes them.")] = False,
 ) -> None:
     """Run the scripted scenario against a seeded mock AWS account."""
     from starter.demo import run_demo
 
+    state.settings.encrypt = state.settings.encrypt or encrypt
     stay = keep_up or (not exit_ and sys.stdin.isatty())
     ok = run(lambda: run_demo(state.settings, port=port, ui_port=ui_port, keep_up=stay, console=out))
     if not ok:
         raise typer.Exit(1)
+
+
+@app.command("codec-server")
+def codec_server_cmd(
+    host: Annotated[str | None, typer.Option(help="Bind address (default RECLAIM_CODEC_SERVER_HOST or 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default RECLAIM_CODEC_SERVER_PORT or 8234).")] = None,
+) -> None:
+    """Serve /encode and /decode for the Web UI and `temporal --codec-endpoint` (bearer token; README, Encryption)."""
+    from starter.api.server import serve_until_interrupted
+    from starter.codec_server import configured_app
+
+    settings = state.settings
+    logmask.configure(settings.log_level)  # INFO by default: the decode audit lines
+    run(lambda: serve_until_interrupted(settings, host or settings.codec_server_host,
+                                        port or settings.codec_server_port, app=configured_app(settings)))
+
+
+@app.command("codec-key")
+def codec_key_cmd(key_id: Annotated[str, typer.Option("--id", help="The key's id (in every payload it seals).")]) -> None:
+    """Print a new payload key, `id=base64`: put it first in RECLAIM_CODEC_KEYS or the keys file."""
+    from runtime.codec import CodecError, new_key_line
+
+    try:
+        out.print(new_key_line(key_id), soft_wrap=True)
+    except CodecError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
 
 
 app.add_typer(plan_app, name="plan")

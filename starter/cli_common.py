@@ -13,6 +13,7 @@ from rich.console import Console
 from temporalio.service import RPCError
 
 from activities.notify.config import NotifyFileError
+from runtime.codec import CodecError
 from runtime.settings import Settings
 from runtime.temporal_client import connect
 from starter.executions import Executions, ReclaimError
@@ -56,7 +57,7 @@ def run(make: Callable[[], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(_main())
-    except (ReclaimError, NotifyFileError) as exc:
+    except (ReclaimError, NotifyFileError, CodecError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
     except RPCError as exc:

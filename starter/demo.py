@@ -191,6 +191,7 @@ async def run_demo(settings: Settings, *, port: int, ui_port: int, keep_up: bool
     settings.database_url = None
     if port_open("127.0.0.1", ui_port):
         ui_port = free_port()
+    codec_port = settings.codec_server_port if not port_open("127.0.0.1", settings.codec_server_port) else free_port()
     run = time.strftime("%Y%m%d%H%M%S")
     try:
         account = DemoAccount(endpoint)
@@ -199,9 +200,13 @@ async def run_demo(settings: Settings, *, port: int, ui_port: int, keep_up: bool
         tokens = demo_tokens()
         settings.api_tokens = json.dumps([t.model_dump(exclude_none=True) for t in tokens])
         api_port = settings.api_port if not port_open("127.0.0.1", settings.api_port) else free_port()
-        async with embedded_stack(settings, port=port, ui_port=ui_port, sessions=sessions) as stack, \
+        async with embedded_stack(settings, port=port, ui_port=ui_port, sessions=sessions,
+                                  codec_port=codec_port) as stack, \
                 api_running(stack, api_port) as api_url:
             console.print(f"Temporal Web UI: [bold]{stack.server.ui_url}[/bold]  (mock AWS at {endpoint})")
+            if stack.codec is not None:
+                console.print(f"Payloads encrypted; the Web UI decodes through {stack.codec.url}; stock CLI: "
+                              f"{stack.codec.cli_flags()}", soft_wrap=True)
             executions = Executions(stack.client, settings.task_queue)
             policy = settings.policy()
             views = await asyncio.gather(*(play(executions, scene, policy) for scene in story))
@@ -235,6 +240,8 @@ def write_walkthrough(account: DemoAccount, settings: Settings, address: str, ru
         (walk / f"{name}.json").write_text(rec.model_dump_json(exclude_none=True, indent=2) + "\n")
     env = {"TEMPORAL_ADDRESS": address, "RECLAIM_HOME": str(settings.home.resolve()),
            "RECLAIM_TASK_QUEUE": settings.task_queue, "WALK": f"demo-walk-{run}", "WALKTHROUGH": str(walk)}
+    if settings.encrypt:  # the keys: RECLAIM_HOME's codec-keys, or whatever the demo was given
+        env["RECLAIM_ENCRYPT"] = "true"
     (walk / "env.sh").write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
     return walk
 

@@ -42,7 +42,8 @@ def port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def dev_server_args(db_file: Path | None, port: int, ui_port: int | None) -> list[str]:
+def dev_server_args(db_file: Path | None, port: int, ui_port: int | None,
+                    ui_codec_endpoint: str | None = None) -> list[str]:
     args = [
         "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
         "--http-port", str(free_port()), "--log-level", "error",
@@ -59,6 +60,8 @@ def dev_server_args(db_file: Path | None, port: int, ui_port: int | None) -> lis
         args.append("--headless")
     else:
         args += ["--ui-port", str(ui_port), "--ui-disable-news-fetch"]
+        if ui_codec_endpoint:  # the Web UI decodes payloads through it (reclaim dev --encrypt)
+            args += ["--ui-codec-endpoint", ui_codec_endpoint]
     return args
 
 
@@ -71,7 +74,8 @@ class DevServer:
 
 @contextlib.contextmanager
 def dev_server(
-    home: Path, port: int | None = None, ui_port: int | None = 8233, persistent: bool = True
+    home: Path, port: int | None = None, ui_port: int | None = 8233, persistent: bool = True,
+    ui_codec_endpoint: str | None = None,
 ) -> Iterator[DevServer]:
     """Run the dev server for the duration of the block; stop it cleanly afterwards."""
     home.mkdir(parents=True, exist_ok=True)
@@ -82,7 +86,8 @@ def dev_server(
         raise RuntimeError(f"Web UI port {ui_port} is taken; choose another with --ui-port")
     log = (home / "temporal.log").open("ab")
     process = subprocess.Popen(
-        [temporal_binary(), *dev_server_args(home / "temporal.db" if persistent else None, port, ui_port)],
+        [temporal_binary(), *dev_server_args(home / "temporal.db" if persistent else None, port, ui_port,
+                                             ui_codec_endpoint)],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         start_new_session=True,  # Ctrl-C reaches us, and we stop it in order
         env={**os.environ},

@@ -14,7 +14,8 @@ from activities.aws import SessionFactory
 from runtime.settings import Settings
 from runtime.temporal_client import connect_when_ready
 from starter.api.deps import Services
-from starter.devserver import DevServer, dev_server
+from starter.codec_server import DevCodec, codec_running, dev_codec
+from starter.devserver import DevServer, dev_server, port_open
 from store.repository import Store
 from worker import build_worker
 
@@ -25,15 +26,25 @@ class Embedded:
     client: Client
     store: Store
     settings: Settings
+    codec: DevCodec | None = None  # with encryption on: the codec server the Web UI decodes through
 
 
 @contextlib.asynccontextmanager
 async def embedded_stack(
     settings: Settings, *, port: int, ui_port: int | None, sessions: SessionFactory | None = None,
-    persistent: bool = True,
+    persistent: bool = True, codec_port: int | None = None,
 ) -> AsyncIterator[Embedded]:
-    """Dev server + store + one worker, torn down in reverse order."""
-    with dev_server(settings.home, port=port or None, ui_port=ui_port, persistent=persistent) as server:
+    """Dev server + store + one worker, torn down in reverse order. With encryption on (RECLAIM_ENCRYPT,
+    `--encrypt`), a codec server too (`codec_port`, default RECLAIM_CODEC_SERVER_PORT), and the Web UI
+    decodes through it."""
+    codec = None
+    if settings.encrypt:
+        codec_port = codec_port or settings.codec_server_port
+        if port_open("127.0.0.1", codec_port):
+            raise RuntimeError(f"codec server port {codec_port} is taken; choose another with --codec-port")
+        codec = dev_codec(settings, codec_port, ui_port)
+    with dev_server(settings.home, port=port or None, ui_port=ui_port, persistent=persistent,
+                    ui_codec_endpoint=codec.ui_endpoint if codec else None) as server:
         settings.temporal_address = server.address
         if server.ui_url:
             settings.web_ui_url = server.ui_url
@@ -47,8 +58,11 @@ async def embedded_stack(
                               max_concurrent_activities=settings.max_concurrent_activities,
                               max_cached_workflows=settings.max_cached_workflows, notify=settings.notify())
         try:
-            async with worker:
-                yield Embedded(server, client, store, settings)
+            async with contextlib.AsyncExitStack() as running:
+                if codec is not None:
+                    await running.enter_async_context(codec_running(codec))
+                await running.enter_async_context(worker)
+                yield Embedded(server, client, store, settings, codec)
         finally:
             await store.close()
 
@@ -86,11 +100,16 @@ async def api_running(stack: Embedded, port: int, services: Services | None = No
         await task
 
 
-async def run_dev(settings: Settings, *, port: int, ui_port: int, api_port: int) -> None:
-    async with embedded_stack(settings, port=port, ui_port=ui_port) as stack, \
+async def run_dev(settings: Settings, *, port: int, ui_port: int, api_port: int, codec_port: int | None = None) -> None:
+    async with embedded_stack(settings, port=port, ui_port=ui_port, codec_port=codec_port) as stack, \
             api_running(stack, api_port) as api_url:
         print(f"Temporal at {stack.server.address}; Web UI at {stack.server.ui_url}")
         print(f"API at {api_url} (OpenAPI: {api_url}/docs)")
+        if stack.codec is not None:
+            print(f"payloads encrypted (another terminal's CLI: RECLAIM_ENCRYPT=true); codec server at "
+                  f"{stack.codec.url} (the Web UI decodes through it); "
+                  f"as {stack.codec.operator}, for this run: temporal workflow show --workflow-id ID "
+                  f"{stack.codec.cli_flags()}")
         print(f"worker polling '{settings.task_queue}'; store {stack.store.url}. Ctrl-C to stop.", flush=True)
         await wait_for_interrupt()
         print("stopping…", flush=True)

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from runtime import logmask
 from runtime.settings import Settings
 from runtime.temporal_client import connect
 from starter.api import errors, metrics
@@ -30,6 +31,7 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
         from store.repository import Store
 
         config = settings or Settings()
+        logmask.install()  # served without the CLI (uvicorn --factory): no secret in a log line either
         client = await connect(config, lazy=True)  # /healthz answers 503 until Temporal does
         store = await Store.open(config.database())
         app.state.services = Services(

@@ -18,6 +18,7 @@ from pydantic import Field, model_validator
 
 from domain.base import StrictModel
 from domain.policy import Role
+from runtime.logmask import register_secret
 
 ROLE_ORDER = [Role.VIEWER, Role.OPERATOR, Role.APPROVER, Role.ADMIN]
 ALL_CUSTOMERS = "*"
@@ -63,6 +64,8 @@ def hash_token(token: str) -> str:
 
 class TokenStore:
     def __init__(self, entries: list[TokenEntry]) -> None:
+        for entry in entries:
+            register_secret(entry.token)  # a token given in plain text never reaches a log line
         self._by_digest = {
             e.digest(): Principal(e.subject, e.role, frozenset(e.customers)) for e in entries
         }

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 
@@ -22,20 +23,24 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve_until_interrupted(settings: Settings, host: str, port: int) -> None:
-    """`reclaim api`: serve until Ctrl-C or SIGTERM, then shut down cleanly (exit 0)."""
+async def serve_until_interrupted(settings: Settings, host: str, port: int, app: Any = None) -> None:
+    """`reclaim api` (or another `app`): serve until Ctrl-C or SIGTERM, then shut down cleanly (exit 0)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    await serve(settings, host, port, stop=stop)
+    await serve_asgi(app if app is not None else create_app(None, settings), host, port, stop)
 
 
 async def serve(settings: Settings, host: str, port: int, services: Services | None = None,
                 stop: asyncio.Event | None = None) -> None:
-    config = uvicorn.Config(create_app(services, settings), host=host, port=port, log_level="warning",
-                            lifespan="on")
+    await serve_asgi(create_app(services, settings), host, port, stop)
+
+
+async def serve_asgi(app: Any, host: str, port: int, stop: asyncio.Event | None = None) -> None:
+    """Serve an ASGI app until `stop` is set (None: until uvicorn's own Ctrl-C handling)."""
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     server = _Server(config) if stop is not None else uvicorn.Server(config)
     if stop is None:
         await server.serve()
