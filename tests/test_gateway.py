@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from activities.aws import SessionFactory
 from activities.faults import FaultInjector, FaultRule
 from activities.gateway.buckets import AwsBudget
-from activities.gateway.coalesce import READS, ReadCoalescer
+from activities.gateway.coalesce import MUTATIONS, READS, MutationBatcher, ReadCoalescer, _Gatherer
 from domain.status import ExecutionStatus as S
 from tests.conftest import ACCOUNT, REGION, AwsAccount, Stack
 from tests.helpers import recommendation, request
@@ -177,13 +177,117 @@ def test_a_batch_waiting_for_its_token_takes_the_reads_that_arrive_meanwhile() -
     reader = ReadCoalescer(READS[("ec2", "describe_volumes")], describe, window=0.01, pay=pay)
     with ThreadPoolExecutor(3) as pool:
         first = pool.submit(reader.read, "vol-1")
-        time.sleep(0.1)  # the first batch's window is long over: it waits for its token
+        assert until(lambda: waiting(reader) == ["vol-1"])  # its window over, it waits for its token
         later = [pool.submit(reader.read, v) for v in ("vol-2", "vol-3")]
-        time.sleep(0.1)
+        assert until(lambda: waiting(reader) == ["vol-1", "vol-2", "vol-3"])
         token.set()
         answers = [f.result(5)["Volumes"][0]["VolumeId"] for f in (first, *later)]
     assert answers == ["vol-1", "vol-2", "vol-3"]
     assert calls == [["vol-1", "vol-2", "vol-3"]]
+
+
+def until(condition: Any, timeout: float = 10.0) -> bool:
+    """Whether `condition()` became true within `timeout` seconds (checked every 10 ms)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def waiting(gatherer: _Gatherer) -> list[str]:
+    """The ids of the batch still open for callers to join."""
+    with gatherer._lock:
+        return list(gatherer._open.ids) if gatherer._open is not None else []
+
+
+def cancel(thread_id: int) -> None:
+    """What temporalio does to a cancelled activity running in a thread: raise in that thread."""
+    from temporalio.bridge.runtime import Runtime
+    from temporalio.exceptions import CancelledError
+
+    Runtime._raise_in_thread(thread_id, CancelledError)
+
+
+@contextlib.contextmanager
+def blocked_until(go: threading.Event) -> Iterator[None]:
+    """A bucket that has no token until the test says so: the batch stays open."""
+    if not go.wait(10):
+        raise TimeoutError("the test never released the token")
+    yield
+
+
+def caller(call: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    """`call()` in a thread of its own; what it returned or raised lands in the dict."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["answer"] = call()
+        except BaseException as exc:  # the cancellation is what is observed
+            out["raised"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_a_read_cancelled_while_its_batch_is_open_leaves_it_to_the_others() -> None:
+    """The defect behind 'a small workflow cache stalls executions': a workflow evicted from the
+    cache cancels its running local activity, and a cancelled first caller of a batch left it
+    open and unsent for ever; every later describe of the worker joined it and hung."""
+    from temporalio.exceptions import CancelledError
+
+    calls: list[list[str]] = []
+    go = threading.Event()
+
+    def describe(**kwargs: Any) -> dict[str, Any]:
+        ids = kwargs["Filters"][0]["Values"]
+        calls.append(ids)
+        return {"Reservations": [{"Instances": [{"InstanceId": i} for i in ids]}]}
+
+    reader = ReadCoalescer(READS[("ec2", "describe_instances")], describe, window=0.0,
+                           pay=lambda: blocked_until(go))
+    first, first_out = caller(lambda: reader.read("i-evicted"))
+    assert until(lambda: waiting(reader) == ["i-evicted"])
+    assert first.ident is not None
+    cancel(first.ident)
+    first.join(10)
+    assert isinstance(first_out.get("raised"), CancelledError)
+    assert waiting(reader) == []  # it took its id out of the batch it left
+    second, second_out = caller(lambda: reader.read("i-other"))
+    assert until(lambda: waiting(reader) == ["i-other"])
+    go.set()
+    second.join(10)
+    assert second_out["answer"]["Reservations"][0]["Instances"] == [{"InstanceId": "i-other"}]
+    assert calls == [["i-other"]]  # one call, for the caller still waiting
+
+
+def test_a_stop_whose_caller_was_cancelled_before_the_batch_left_is_not_sent() -> None:
+    from temporalio.exceptions import CancelledError
+
+    calls: list[list[str]] = []
+    go = threading.Event()
+
+    def stop(**kwargs: Any) -> dict[str, Any]:
+        calls.append(kwargs["InstanceIds"])
+        return {"StoppingInstances": [{"InstanceId": i} for i in kwargs["InstanceIds"]]}
+
+    batcher = MutationBatcher(MUTATIONS[("ec2", "stop_instances")], stop, window=0.0,
+                              pay=lambda: blocked_until(go))
+    kept, kept_out = caller(lambda: batcher.mutate("i-kept"))
+    assert until(lambda: waiting(batcher) == ["i-kept"])
+    gone, gone_out = caller(lambda: batcher.mutate("i-gone"))
+    assert until(lambda: waiting(batcher) == ["i-kept", "i-gone"])
+    assert gone.ident is not None
+    cancel(gone.ident)
+    gone.join(10)
+    assert isinstance(gone_out.get("raised"), CancelledError)
+    go.set()
+    kept.join(10)
+    assert kept_out["answer"] == {"StoppingInstances": [{"InstanceId": "i-kept"}]}
+    assert calls == [["i-kept"]]
 
 
 @pytest.fixture

@@ -94,9 +94,22 @@ class _Batch:
     sent: bool = False
 
 
+#: How often a waiting caller wakes: a cancelled activity's exception is raised in its thread
+#: (temporalio's thread raiser), which a wait without a timeout would never let in.
+_WAKE_SECONDS = 0.1
+
+
 class _Gatherer(ABC):
-    """Gathers single-id calls for `window` seconds: the first caller waits, then sends them all
-    (`_send`); the others wait for its answer. A batch once sent takes no one more."""
+    """Gathers single-id calls for `window` seconds, then sends them all (`_send`) from a thread
+    of its own; every caller waits for that answer. A batch once sent takes no one more.
+
+    The send is nobody's caller: a caller's activity can be cancelled at any point (its
+    workflow evicted from the cache, the execution cancelled, a worker shutting down), and a
+    batch sent by its first caller was left open and never sent when that caller was
+    cancelled in its window, so every later read of the same operation joined it and
+    waited for ever. A caller that leaves before the batch is sent takes its id out: a stop
+    nobody waits for any more is not sent.
+    """
 
     def __init__(self, call: Callable[..., Any], window: float, max_ids: int,
                  on_batch: Callable[[int], None] | None = None, pay: Payment | None = None) -> None:
@@ -111,33 +124,45 @@ class _Gatherer(ABC):
     def _gathered(self, resource_id: str) -> _Batch:
         """The answered batch this id went out in."""
         with self._lock:
-            batch, leader = self._open, False
+            batch, first = self._open, False
             if batch is None or batch.sent or len(batch.ids) >= self._max_ids:
-                batch, leader = _Batch(), True
+                batch, first = _Batch(), True
                 self._open = batch
             batch.ids.append(resource_id)
-        if not leader:
-            batch.done.wait()
-            return batch
-        time.sleep(self._window)
+        if first:
+            threading.Thread(target=self._flush, args=(batch,), name=f"gather-{type(self).__name__}",
+                             daemon=True).start()
         try:
+            while not batch.done.wait(_WAKE_SECONDS):
+                pass
+        except BaseException:  # cancelled while waiting: a batch not yet sent goes without this id
+            with self._lock:
+                if not batch.sent:
+                    batch.ids.remove(resource_id)
+            raise
+        return batch
+
+    def _flush(self, batch: _Batch) -> None:
+        try:
+            time.sleep(self._window)
             with self._pay():  # others may still join while the token is awaited
                 with self._lock:
                     batch.sent = True  # from here on, later callers form the next batch
                     if self._open is batch:
                         self._open = None
-                ids = list(dict.fromkeys(batch.ids))
-                if self._on_batch is not None:
-                    self._on_batch(len(ids))
-                self._send(batch, ids)
+                    ids = list(dict.fromkeys(batch.ids))
+                if ids:
+                    if self._on_batch is not None:
+                        self._on_batch(len(ids))
+                    self._send(batch, ids)
         except BaseException as exc:  # every waiter gets the batch's own error
             batch.error = exc
         finally:
             with self._lock:
+                batch.sent = True
                 if self._open is batch:
                     self._open = None
             batch.done.set()
-        return batch
 
     @abstractmethod
     def _send(self, batch: _Batch, ids: list[str]) -> None:
@@ -311,8 +336,8 @@ class TagLookup(_Gatherer):
         return {self._result_key: [i for i in items if _carries(i, wanted)]}
 
     def _send(self, batch: _Batch, ids: list[str]) -> None:
-        with self._asked_lock:
-            asked = [self._asked[k][0] for k in ids]
+        with self._asked_lock:  # a caller cancelled since the batch closed asks for nothing
+            asked = [self._asked[k][0] for k in ids if k in self._asked]
         values: dict[str, list[str]] = {}
         for wanted in asked:
             for tag, value in wanted.items():
