@@ -18,7 +18,16 @@ from pydantic import ValidationError
 from domain.execution import ApprovalInput, ApprovalRecord, ExecutionRequest, ExecutionView, RollbackInput
 from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus
-from starter.executions import SETTLED, InvalidCursor, NotFound, ReclaimError, Refused, ResourceBusy, Started
+from starter.executions import (
+    SETTLED,
+    InvalidCursor,
+    NotFound,
+    ReclaimError,
+    Refused,
+    ResourceBusy,
+    StaleRecommendation,
+    Started,
+)
 from starter.polling import poll
 
 URL_VARIABLE = "RECLAIM_API_URL"
@@ -69,12 +78,13 @@ class ApiExecutions:
     async def save_recommendations(self, recs: list[Recommendation]) -> None:
         """Nothing to do: POST /execute keeps an inline recommendation once it accepts it."""
 
-    async def start(self, request: ExecutionRequest) -> Started:
+    async def start(self, request: ExecutionRequest, *, force: bool = False) -> Started:
         """Start through POST /execute; the server applies its own policy and records the token's subject."""
         body = {
             "recommendation": request.recommendation.model_dump(mode="json", exclude_none=True),
             "dry_run": request.options.dry_run,
             "auto_approve": request.options.auto_approve,
+            "force": force,
         }
         data = await self._call("POST", "/api/v1/executions/execute", body, busy=ResourceBusy)
         return Started(str(data["execution_id"]), created=bool(data["created"]))
@@ -175,6 +185,8 @@ def _error(status: int, data: Any, busy: type[ReclaimError], base_url: str) -> R
     detail = _detail(data.get("detail") if isinstance(data, dict) else None) or f"HTTP {status}"
     if status == 404:
         return NotFound(detail)
+    if status == 409 and code == "stale_recommendation":
+        return StaleRecommendation(detail)
     if status == 409:
         return ResourceBusy(detail) if code == "resource_busy" else busy(detail)
     if status == 401:

@@ -73,6 +73,17 @@ class InvalidCursor(ReclaimError):
     """A page cursor that the read model did not issue."""
 
 
+class StaleRecommendation(ReclaimError):
+    """Its source no longer returns it (a re-import or re-scan marked it stale): refused without force."""
+
+
+def stale_refusal(rec_id: str, source: str, stale_at: datetime) -> StaleRecommendation:
+    return StaleRecommendation(
+        f"recommendation {rec_id} is stale: {source} no longer reported it at its last import or scan "
+        f"({stale_at:%Y-%m-%d %H:%M} UTC); the resource may be gone or changed. Import or scan again to "
+        "refresh it, or force it (--force; the API's \"force\": true)")
+
+
 @dataclass(frozen=True)
 class Started:
     execution_id: str
@@ -150,10 +161,14 @@ class Executions:
     def handle(self, execution_id: str) -> WorkflowHandle[ExecutionWorkflow, ExecutionView]:
         return self.client.get_workflow_handle_for(ExecutionWorkflow.run, execution_id)
 
-    async def start(self, request: ExecutionRequest) -> Started:
-        """Start, or find the execution this recommendation already has."""
+    async def start(self, request: ExecutionRequest, *, force: bool = False) -> Started:
+        """Start, or find the execution this recommendation already has. A stale recommendation
+        (the read model says its source no longer returns it) is refused unless `force`; a dry run,
+        which changes nothing, is not."""
         check_recommendation(request.recommendation)
         dry_run = request.options.dry_run
+        if not force and not dry_run:
+            await self.refuse_stale(request.recommendation.id)
         if dry_run:  # one still running under the id of before `dryrun-` is the one this finds
             legacy = execution_id_for(request.recommendation.id, dry_run=True)
             if await self._exists(legacy) and not await self._dry_run_done(legacy):
@@ -181,6 +196,14 @@ class Executions:
         except WorkflowAlreadyStartedError:
             return Started(execution_id, created=False)
         return Started(execution_id, created=True)
+
+    async def refuse_stale(self, rec_id: str) -> None:
+        if self.read_model is None:
+            return
+        async with self.read_model() as store:
+            state = await store.recommendation_state(rec_id)
+        if state is not None and state.stale_at is not None:
+            raise stale_refusal(rec_id, state.recommendation.source, state.stale_at)
 
     async def _let_go(self, holder: str, rec: Recommendation) -> bool:
         """Whether `holder` has finished and let go of the resource, waiting (bounded) for one that

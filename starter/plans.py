@@ -33,7 +33,14 @@ from domain.plan import (
 from domain.plan_report import PlanReport, build_report
 from domain.policy import Policy
 from domain.recommendation import Recommendation
-from starter.executions import NotFound, ReclaimError, Refused, _cause_message, check_recommendation
+from starter.executions import (
+    NotFound,
+    ReclaimError,
+    Refused,
+    _cause_message,
+    check_recommendation,
+    stale_refusal,
+)
 from starter.polling import poll
 from store.plans import PlanExists
 from store.repository import Store
@@ -58,10 +65,12 @@ class Plans:
         """The plan's recommendations: inline ones, then imported ones by id; unknown ones are refused."""
         recs = list(spec.recommendations)
         for rec_id in spec.recommendation_ids:
-            found = await self.store.get_recommendation(rec_id)
+            found = await self.store.recommendation_state(rec_id)
             if found is None:
                 raise ReclaimError(f"recommendation {rec_id} is not imported (POST it or name it inline)")
-            recs.append(found)
+            if found.stale_at is not None:  # a plan's execute phase follows its dry run: refused here, whole
+                raise stale_refusal(rec_id, found.recommendation.source, found.stale_at)
+            recs.append(found.recommendation)
         for rec in recs:
             try:
                 check_recommendation(rec)

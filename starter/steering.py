@@ -24,8 +24,9 @@ class Steering(Protocol):
         """Make the recommendations known before they are started (a no-op where starting keeps them)."""
         ...
 
-    async def start(self, request: ExecutionRequest) -> Started:
-        """Start, or find the execution this recommendation already has."""
+    async def start(self, request: ExecutionRequest, *, force: bool = False) -> Started:
+        """Start, or find the execution this recommendation already has; a stale one
+        (`StaleRecommendation`) only with `force`."""
         ...
 
     async def status(self, execution_id: str) -> ExecutionView: ...

@@ -35,6 +35,7 @@ from starter.executions import (
     Refused,
     ResourceBusy,
     check_recommendation,
+    stale_refusal,
 )
 
 router = APIRouter(prefix="/api/v1/executions", tags=["executions"])
@@ -45,6 +46,8 @@ class ExecuteBody(StrictModel):
     recommendation: Recommendation | None = None
     dry_run: bool = False
     auto_approve: bool = True
+    force: bool = Field(default=False, description="Execute even a stale recommendation (one a re-import or "
+                        "re-scan of its source no longer returned).")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ExecuteBody:
@@ -149,12 +152,17 @@ async def execute(body: ExecuteBody, principal: OperatorDep, svc: ServicesDep, r
         if found is None or not principal.sees(found.customer_id):
             raise ApiError(404, "not_found", f"no recommendation {body.recommendation_id}")
         rec = found
+    if not body.force and not body.dry_run:
+        state = await svc.store.recommendation_state(rec.id)
+        if state is not None and state.stale_at is not None and state.recommendation.customer_id == rec.customer_id:
+            raise ApiError(409, "stale_recommendation",
+                           str(stale_refusal(rec.id, state.recommendation.source, state.stale_at)))
     request = ExecutionRequest(
         recommendation=rec, requested_by=principal.subject, policy=svc.settings.policy(),
         options=ExecutionOptions(dry_run=body.dry_run, auto_approve=body.auto_approve),
     )
     try:
-        started = await svc.executions.start(request)
+        started = await svc.executions.start(request, force=True)  # staleness answered above, as a 409
     except ResourceBusy as exc:
         raise ApiError(409, "resource_busy", await _busy_detail(svc, principal, rec, exc)) from None
     except ReclaimError as exc:
