@@ -52,6 +52,12 @@ DECIDED_AT_START: Final = "generation-2026-12-02"
 #: plan started before 2026-12-05 is open (a dry-run plan waits for its approval, 24 h by default).
 PLAN_DRY_RUN_IDS: Final = "plan-dry-run-ids"
 
+#: Since 2026-12-05. A plan item of kind `manual` waits for a person's `confirm` or `fail` (or its
+#: timeout) instead of running an execution (`workflows/plan_manual.py`). PlanWorkflow asks it lazily,
+#: where it first meets a manual item (no local activity in a plan: no timing can move its marker).
+#: Deprecable once no plan started before 2026-12-05 is open. Histories: tests/histories/v7/.
+PLAN_MANUAL_STEPS: Final = "plan-manual-steps"
+
 #: Since 2026-12-05: the generation of this date. Executions tell people (the notify file's
 #: channels, `workflows/observers.py` Notifier). Asked in the first activation instead of
 #: DECIDED_AT_START, whose branches it takes too. Histories: tests/histories/v6/.
