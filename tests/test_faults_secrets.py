@@ -1,7 +1,9 @@
-"""No secret in any history or log line: AWS secret key, session token, API bearer token.
+"""No secret in any history or log line: AWS access and secret key, session token, API bearer token.
 
-The worker (`python -m worker`, INFO logs) and the API (`reclaim api`) run as
-processes whose environment holds recognisable fake credentials; executions go
+The worker (`python -m worker`) and the API (`reclaim api`) run as processes at DEBUG
+(RECLAIM_LOG_LEVEL), so botocore logs every request's headers, session token and
+signing key id included: the log masking (runtime/logmask.py) must hide them. Their
+environment holds recognisable fake credentials; executions go
 through the API with a bearer token, including refusals and a rejected token.
 Afterwards every workflow history on the task queue (payloads decoded), every
 captured log line, the CLI's output and the read-model database are searched.
@@ -80,6 +82,7 @@ async def test_no_secret_reaches_a_history_a_log_line_or_the_store(
 ) -> None:
     marker = uuid.uuid4().hex
     secrets = {
+        "AWS access key": "AKIAFAULTTEST0000001",
         "AWS secret key": f"FaultSecretAccessKey{marker}",
         "AWS session token": f"FaultSessionToken{marker}",
         "API bearer token": f"fault-bearer-{marker}",
@@ -89,7 +92,8 @@ async def test_no_secret_reaches_a_history_a_log_line_or_the_store(
     task_queue, port, database = f"secrets-{uuid.uuid4()}", free_port(), tmp_path / "reclaim.db"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RECLAIM_", "TEMPORAL_"))}
     env.update(
-        AWS_ACCESS_KEY_ID="AKIAFAULTTEST0000001", AWS_SECRET_ACCESS_KEY=secrets["AWS secret key"],
+        AWS_ACCESS_KEY_ID=secrets["AWS access key"], AWS_SECRET_ACCESS_KEY=secrets["AWS secret key"],
+        RECLAIM_LOG_LEVEL="DEBUG",
         AWS_SESSION_TOKEN=secrets["AWS session token"], AWS_ENDPOINT_URL=aws.endpoint,
         TEMPORAL_ADDRESS=client.service_client.config.target_host, RECLAIM_TASK_QUEUE=task_queue,
         DATABASE_URL=f"sqlite:///{database}",
@@ -162,6 +166,8 @@ async def test_no_secret_reaches_a_history_a_log_line_or_the_store(
     # (the input names the resource; the ReclaimStatus search attribute, decoded, says COMPLETED)
     assert recs[0]["resource_id"] in histories[ids[0]] and '"COMPLETED"' in histories[ids[0]]
     assert "worker polling task queue" in texts["worker log"]
+    # botocore logged the headers that carry them (masked): the search is not vacuous for the logs either
+    assert "X-Amz-Security-Token" in texts["worker log"] and "Credential=AKIA***" in texts["worker log"]
     assert ids[1] in texts["CLI output"] and recs[0]["id"] in texts["read model"]
     leaks = [f"{what} in {where}" for where, text in texts.items() for what, secret in secrets.items()
              if secret in text]
