@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from activities.gateway.buckets import AwsBudget
 from activities.notify.delivery import NotifyActivities
+from activities.notify.links import LinkBase
 from domain.execution import TASK_QUEUE
 from domain.policy import Policy, Role
 
@@ -87,9 +88,23 @@ class Settings(BaseSettings):
     codec_ui_token: str | None = Field(default=None, repr=False, description="The Web UI's path token.")
     log_level: str | None = Field(default=None, description="Root log level (default: each command's own).")
 
+    # Approvals from Slack and from the page (README, Notifications: Slack app, approval page).
+    public_url: str | None = Field(default=None, description="Where people reach the API and its approval "
+                                   "page, e.g. https://reclaim.example.com (default http://<api_host>:<api_port>).")
+    slack_signing_secret: str | None = Field(default=None, repr=False, description="The Slack app's signing "
+                                             "secret: verifies its interactivity callbacks. Unset: refused (401).")
+    identities_file: Path | None = Field(default=None, description="YAML: Slack user id -> Reclaim user, "
+                                         "role, customers (who decides from Slack).")
+
+    def public_base(self) -> str:
+        return (self.public_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+
     def notify(self) -> NotifyActivities | None:
         """The notify file's activities; a malformed file stops start-up naming its line and field."""
-        return NotifyActivities.from_path(self.notify_file) if self.notify_file is not None else None
+        if self.notify_file is None:
+            return None
+        links = LinkBase(public_url=self.public_base(), web_ui_url=self.web_ui_url, namespace=self.temporal_namespace)
+        return NotifyActivities.from_path(self.notify_file, links=links)
 
     def aws_budget(self) -> AwsBudget | None:
         return AwsBudget(share=self.aws_budget_share) if self.aws_budget_share > 0 else None

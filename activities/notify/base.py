@@ -52,7 +52,7 @@ class Secrets:
 Sender = Callable[[Notification, Any, Secrets], Awaitable[DeliveryResult]]
 
 _REGISTRY: dict[str, Sender] = {}
-_SUPPORT = frozenset({"base", "config", "delivery", "metrics", "ratelimit", "render", "signature"})
+_SUPPORT = frozenset({"base", "config", "delivery", "links", "metrics", "ratelimit", "render", "signature"})
 
 
 def register(channel_type: str) -> Callable[[Sender], Sender]:

@@ -47,7 +47,7 @@ def _dotted(path: Path_) -> str:
     return text or "<root>"
 
 
-class _Reader:
+class LineReader:
     """YAML -> plain data, remembering the line of every key and item."""
 
     def __init__(self) -> None:
@@ -89,15 +89,26 @@ class _Reader:
         return self.lines.get(path, 1), _dotted(path)
 
 
-def parse_notify_file(text: str, source: str = "notify file") -> NotifyFile:
-    reader = _Reader()
+def read_yaml(text: str, source: str) -> tuple[Any, LineReader]:
+    """The YAML's data and where each of its keys stands (`reader.where(loc)`: line and field).
+
+    Raises ValueError naming the line when the text is not YAML at all.
+    """
+    reader = LineReader()
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
-        raise NotifyFileError([f"{source}{line}: not valid YAML ({getattr(exc, 'problem', None) or exc})"]) from None
-    raw = reader.build(node) if node is not None else {}
+        raise ValueError(f"{source}{line}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    return (reader.build(node) if node is not None else {}), reader
+
+
+def parse_notify_file(text: str, source: str = "notify file") -> NotifyFile:
+    try:
+        raw, reader = read_yaml(text, source)
+    except ValueError as exc:
+        raise NotifyFileError([str(exc)]) from None
     if not isinstance(raw, dict):
         raise NotifyFileError([f"{source}:1: expected a mapping with channels and rules"])
     problems = {

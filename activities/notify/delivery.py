@@ -36,6 +36,7 @@ from temporalio.exceptions import ApplicationError
 from activities.notify import metrics
 from activities.notify.base import ChannelError, registry
 from activities.notify.config import SecretError, load_notify_file, resolve_secrets
+from activities.notify.links import LinkBase
 from activities.notify.ratelimit import TokenBucket
 from domain.notifications import (
     DeliveryInput,
@@ -60,8 +61,10 @@ MAX_RATE_WAIT = 10.0
 
 
 class NotifyActivities:
-    def __init__(self, notify_file: NotifyFile, *, remember: int = 10_000) -> None:
+    def __init__(self, notify_file: NotifyFile, *, remember: int = 10_000, links: LinkBase | None = None) -> None:
+        """`links`: where the Web UI and the approval page are, to link them in each message sent."""
         self.file = notify_file
+        self.links = links
         self._delivered: OrderedDict[str, DeliveryResult] = OrderedDict()
         self._remember = remember
         self._locks: dict[str, asyncio.Lock] = {}
@@ -69,8 +72,8 @@ class NotifyActivities:
                          for name, c in notify_file.channels.items()}
 
     @classmethod
-    def from_path(cls, path: str | Path) -> NotifyActivities:
-        return cls(load_notify_file(path))
+    def from_path(cls, path: str | Path, *, links: LinkBase | None = None) -> NotifyActivities:
+        return cls(load_notify_file(path), links=links)
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.route, self.deliver]
@@ -125,6 +128,8 @@ class NotifyActivities:
             secrets = resolve_secrets(config)
         except SecretError as exc:
             raise ApplicationError(f"channel {channel}: {exc}", type=MISCONFIGURED, non_retryable=True) from None
+        if self.links is not None:
+            n = self.links.fill(n)
         started = time.monotonic()
         try:
             outcome = await sender(n, config, secrets)

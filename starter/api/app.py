@@ -14,7 +14,7 @@ from starter.api import errors, metrics
 from starter.api.auth import TokenStore
 from starter.api.deps import Services
 from starter.api.limits import BodySizeLimit
-from starter.api.routes import events, executions, health, plans, recommendations
+from starter.api.routes import approvals_page, events, executions, health, plans, recommendations, slack
 from starter.api.routes import metrics as metrics_routes
 from starter.executions import Executions
 
@@ -26,12 +26,14 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if services is not None:
             app.state.services = services
+            slack.prepare(app, services.settings)  # a malformed identities file stops start-up
             yield
             return
         from store.repository import Store
 
         config = settings or Settings()
         logmask.install()  # served without the CLI (uvicorn --factory): no secret in a log line either
+        slack.prepare(app, config)  # a malformed identities file stops start-up, before anything is opened
         client = await connect(config, lazy=True)  # /healthz answers 503 until Temporal does
         store = await Store.open(config.database())
         app.state.services = Services(
@@ -60,4 +62,6 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
     app.include_router(recommendations.router)
     app.include_router(metrics_routes.router)
     app.include_router(health.router)
+    app.include_router(slack.router)
+    app.include_router(approvals_page.router)
     return app
