@@ -13,6 +13,7 @@ from pydantic import Field
 from domain.base import StrictModel
 from domain.plan import Outcome, PlanStatus, PlanView, RateControl, Strategy, WaveProgress, outcome
 from domain.recommendation import Recommendation
+from domain.recovery import RecoveryTime, recovery_markdown, recovery_time
 from domain.status import ExecutionStatus
 
 _ROLLED_BACK = {ExecutionStatus.ROLLED_BACK.value, ExecutionStatus.ROLLBACK_FAILED.value}
@@ -32,6 +33,8 @@ class ReportItem(StrictModel):
     dry_run_status: str | None = None
     dry_run_reason: str | None = None
     approved: bool = False
+    launch_started_at: datetime | None = Field(default=None, description="A drill: when it asked DRS to launch.")
+    launched_at: datetime | None = Field(default=None, description="A drill: when every instance was launched.")
     current_status: str | None = Field(
         default=None, description="The execution's status now (a rollback after the plan ended shows here)."
     )
@@ -83,6 +86,7 @@ class PlanReport(StrictModel):
                                        description="Refused by policy (protected, production, cooldown, busy, "
                                                    "drifted): answers, not failures.")
     rollbacks: list[ReportLine]
+    recovery: RecoveryTime | None = Field(default=None, description="Drills: time to launch per server and wave.")
 
 
 def build_report(view: PlanView, items: list[ReportItem]) -> PlanReport:
@@ -108,6 +112,7 @@ def build_report(view: PlanView, items: list[ReportItem]) -> PlanReport:
         failures=[line for line in lines if outcome(line.status) is Outcome.FAILED],
         refusals=[line for line in lines if outcome(line.status) is Outcome.REFUSED],
         rollbacks=[line for line in lines if line.status in _ROLLED_BACK],
+        recovery=recovery_time(items, names),
     )
 
 
@@ -153,6 +158,7 @@ def render_markdown(report: PlanReport) -> str:
             out += ["", f"## {title}", "", "| recommendation | resource | status | reason |", "|---|---|---|---|"]
             out += [f"| {cell(x.recommendation_id)} | {cell(x.resource_id)} | {x.status} | {cell(x.reason)} |"
                     for x in lines]
+    out += recovery_markdown(report.recovery)
     out += ["", "## Items", "",
             "| recommendation | kind | resource | wave | status | estimated $/mo | verified $/mo | execution |",
             "|---|---|---|---|---|---|---|---|"]

@@ -19,6 +19,7 @@ from domain.execution import Observation
 from domain.plan import ItemResult, ItemState, PlanItem, PlanView
 from domain.plan_report import ReportItem
 from domain.recommendation import Recommendation
+from domain.recovery import LAUNCH_TIMED_KINDS, launch_window
 from domain.status import ExecutionStatus
 from store.db import Writes, cancellation_safe
 from store.tables import Base, ExecutionRow, PlanItemRow, PlanRow
@@ -182,7 +183,7 @@ class PlanRecords:
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [
+        return await self._launch_windows([
             ReportItem(
                 position=r.position, wave=r.wave, recommendation=Recommendation.model_validate(r.payload),
                 status=r.status, reason=r.reason, execution_id=r.execution_id,
@@ -192,7 +193,22 @@ class PlanRecords:
                 approved=r.approved, current_status=r.current_status,
             )
             for r in rows
-        ]
+        ])
+
+    async def _launch_windows(self, items: list[ReportItem]) -> list[ReportItem]:
+        """Drills' launch request and launch instants, from their executions' logs (the report's recovery time)."""
+        ids = [i.execution_id for i in items if i.execution_id and i.recommendation is not None
+               and i.recommendation.kind in LAUNCH_TIMED_KINDS]
+        windows = {}
+        for start in range(0, len(ids), 500):
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(select(ExecutionRow.execution_id, ExecutionRow.view).where(
+                    ExecutionRow.execution_id.in_(ids[start:start + 500])))).all()
+            windows.update({r.execution_id: launch_window(r.view.get("log") or []) for r in rows})
+        for item in items:
+            if (window := windows.get(item.execution_id or "")) is not None:
+                item.launch_started_at, item.launched_at = window
+        return items
 
     @cancellation_safe
     async def save_report(self, plan_id: str, report: dict[str, Any]) -> None:

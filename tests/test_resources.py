@@ -25,6 +25,7 @@ from activities.errors import Refused
 from activities.resources import resource_types
 from activities.resources.autoscaling_group import AutoScalingGroup
 from activities.resources.base import Resource
+from activities.resources.drs_source_server import DrsSourceServer
 from activities.resources.dynamodb_table import DynamodbTable
 from activities.resources.ebs_snapshot import EbsSnapshot
 from activities.resources.ebs_volume import EbsVolume, EbsVolumeModification
@@ -35,6 +36,7 @@ from activities.resources.log_group import LogGroup
 from activities.resources.rds_instance import DbInstanceState, RdsInstance
 from activities.resources.s3_bucket import S3Bucket
 from domain.execution import Observation
+from tests.drs_fake import FakeDrs, server_id
 from tests.kinds_support import REGION, build_action, moto_account
 
 Clients = Callable[[str], Any]
@@ -63,6 +65,7 @@ WIRE_KEYS: dict[type[Resource[Any]], list[str]] = {
     LambdaFunction: ["memory_mb", "state", "last_update_status", "arn"],
     DynamodbTable: ["arn", "status", "mode", "read", "write", "gsis", "last_switch_to_on_demand"],
     LogGroup: ["retention_days", "stored_bytes", "creation_time", "arn"],
+    DrsSourceServer: ["servers"],
 }
 
 
@@ -158,10 +161,18 @@ def _log_group(aws: Clients) -> tuple[str, str]:
     return "/app/ingest", "/app/no-such-group"
 
 
+def _source_server(aws: Clients) -> tuple[str, str]:
+    """moto has no DRS: the stateful Stubber of tests/drs_fake.py answers on the same client."""
+    fake = FakeDrs(aws("drs"))
+    fake.add_server(server_id(1), {"team": "web"})
+    fake.activate()
+    return server_id(1), server_id(2)
+
+
 MAKERS: dict[type[Resource[Any]], Callable[[Clients], tuple[str, str]]] = {
     Ec2Instance: _instance, Ec2InstanceDetail: _instance, EbsVolume: _volume, EbsVolumeModification: _volume,
     EbsSnapshot: _snapshot, ElasticIp: _address, RdsInstance: _db, S3Bucket: _bucket, AutoScalingGroup: _group,
-    LambdaFunction: _function, DynamodbTable: _table, LogGroup: _log_group,
+    LambdaFunction: _function, DynamodbTable: _table, LogGroup: _log_group, DrsSourceServer: _source_server,
 }
 each_resource = pytest.mark.parametrize("resource", list(MAKERS), ids=lambda r: r.__name__)
 
