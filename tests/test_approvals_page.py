@@ -1,0 +1,198 @@
+"""The approval page, in a real browser (Debian's chromium driven by Playwright), on the real dev server.
+
+The API is served by uvicorn on a free port beside a worker (the `stack` fixture) and moto. People
+sign in with their API tokens: the requester's approve and a viewer's are refused in plain words,
+another tenant does not see the execution at all, and an approver approves one execution from its
+own page (the link notifications carry) on a phone-sized screen and rejects another from the list.
+Screenshots are saved under the test's tmp path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest_asyncio
+from playwright.async_api import Browser, Page, async_playwright
+
+from domain.policy import Role
+from domain.status import ExecutionStatus as S
+from runtime.settings import Settings
+from starter.api.app import create_app
+from starter.api.auth import TokenEntry, TokenStore
+from starter.api.deps import Services
+from starter.api.server import serve_asgi
+from starter.devserver import free_port, port_open
+from store.repository import Store
+from tests.conftest import AwsAccount, Stack
+from tests.helpers import recommendation, request
+
+CHROMIUM = "/usr/bin/chromium"
+PHONE = {"width": 390, "height": 844}
+TIMEOUT_MS = 30_000
+
+#: who -> (token, role, tenant key)
+PEOPLE = {
+    "bob": ("bob-approver-token-000001", Role.APPROVER, "acme"),
+    "alice": ("alice-requester-token-0001", Role.APPROVER, "acme"),
+    "vic": ("vic-viewer-token-00000001", Role.VIEWER, "acme"),
+    "gina": ("gina-globex-token-0000001", Role.APPROVER, "globex"),
+}
+
+
+@dataclass
+class Served:
+    url: str
+    acme: str
+    stack: Stack
+
+
+@pytest_asyncio.fixture
+async def served(stack: Stack) -> AsyncIterator[Served]:
+    suffix = uuid.uuid4().hex[:8]
+    tenants = {"acme": f"acme-{suffix}", "globex": f"globex-{suffix}"}
+    tokens = TokenStore([TokenEntry(subject=who, role=role, customers=[tenants[key]], token=token)
+                         for who, (token, role, key) in PEOPLE.items()])
+    port = free_port()
+    app = create_app(Services(settings=Settings(web_ui_url="http://ui.test", public_url=f"http://127.0.0.1:{port}"),
+                              executions=stack.executions, store=stack.store, tokens=tokens))
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve_asgi(app, "127.0.0.1", port, stop))
+    deadline = time.monotonic() + 30
+    while not port_open("127.0.0.1", port):
+        assert time.monotonic() < deadline and not task.done(), "the API never started listening"
+        await asyncio.sleep(0.05)
+    try:
+        yield Served(f"http://127.0.0.1:{port}", tenants["acme"], stack)
+    finally:
+        stop.set()
+        await task
+
+
+async def awaiting(served: Served, aws: AwsAccount, savings: float) -> str:
+    """An execution requested by alice that waits for a person, once the read model shows it waiting."""
+    rec = recommendation("ec2.stop", aws.instance(), savings=savings, customer_id=served.acme)
+    started = await served.stack.executions.start(request(rec, requested_by="alice", auto_approve=False))
+    eid = started.execution_id
+    assert (await served.stack.executions.wait(eid, timeout=60)).status is S.AWAITING_APPROVAL
+    await stored_status(served.stack.store, eid, S.AWAITING_APPROVAL)
+    return eid
+
+
+async def stored_status(store: Store, eid: str, status: S, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (view := await store.get_execution(eid)) is None or view.status is not status:
+        assert time.monotonic() < deadline, f"the read model never showed {eid} {status.value}"
+        await asyncio.sleep(0.05)
+
+
+async def sign_in(browser: Browser, url: str, who: str, phone: bool = False) -> Page:
+    page = await browser.new_page(viewport=PHONE if phone else {"width": 1100, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    await page.goto(url)
+    await page.fill("#token", PEOPLE[who][0])
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_text(f"{who} · {PEOPLE[who][1].value}").wait_for()
+    return page
+
+
+async def decide(page: Page, eid: str, button: str, comment: str = "") -> str:
+    card = page.locator(f"[data-execution='{eid}']")
+    if comment:
+        await card.locator("textarea").fill(comment)
+    await card.get_by_role("button", name=button, exact=True).click()
+    flash = page.locator(".flash")
+    await flash.wait_for()
+    return await flash.inner_text()
+
+
+async def test_approving_and_rejecting_on_the_page_with_refusals_in_plain_words(
+    served: Served, aws: AwsAccount, tmp_path: Path
+) -> None:
+    first = await awaiting(served, aws, savings=812.5)
+    second = await awaiting(served, aws, savings=42.0)
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            # The requester sees both, told she cannot approve her own; her approve is refused.
+            page = await sign_in(browser, f"{served.url}/approvals", "alice")
+            body = await page.inner_text("main")
+            assert "2 executions" in body and f"ec2.stop" in body and "$812.50/month (estimated)" in body
+            assert "You requested this change" in body and "Planned steps" in body and "stop i-" in body
+            await page.screenshot(path=str(shots / "list-as-requester.png"), full_page=True)
+            refused = await decide(page, first, "Approve")
+            assert refused == "Refused: you requested this change, so you cannot approve it: another approver must."
+            await page.screenshot(path=str(shots / "refused-requester.png"), full_page=True)
+            await page.get_by_role("button", name="Sign out").click()
+            await page.get_by_role("button", name="Sign in").wait_for()
+
+            # A viewer may look, not decide.
+            page = await sign_in(browser, f"{served.url}/approvals/{first}", "vic")
+            refused = await decide(page, first, "Approve", "fine by me")
+            assert refused.startswith("Refused: vic has the role viewer; to approve a change needs the role approver")
+
+            # Another tenant does not see it, not even by its link.
+            page = await sign_in(browser, f"{served.url}/approvals", "gina")
+            assert "Nothing awaits your decision." in await page.inner_text("main")
+            await page.goto(f"{served.url}/approvals/{first}")
+            assert f"There is no execution {first} that you may see." in await page.inner_text("main")
+
+            # The approver, on a phone, from the link in the notification: approves with a comment.
+            page = await sign_in(browser, f"{served.url}/approvals/{first}", "bob", phone=True)
+            assert await page.locator("[data-execution]").count() == 1
+            assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]  # no sideways scroll
+            await page.screenshot(path=str(shots / "phone-one-approval.png"), full_page=True)
+            approved = await decide(page, first, "Approve", "idle since March")
+            assert approved == "Approved by bob: idle since March"
+            await page.screenshot(path=str(shots / "phone-approved.png"), full_page=True)
+
+            # ... and rejects the other from the list.
+            await page.goto(f"{served.url}/approvals")
+            assert "Rejected by bob: still needed" == await decide(page, second, "Reject", "still needed")
+        finally:
+            await browser.close()
+    executions = served.stack.executions
+    view = await executions.wait(first, timeout=60)
+    assert view.status is S.COMPLETED, view.reason
+    assert [(a.actor, a.comment) for a in view.approvals if a.accepted] == [("bob", "idle since March")]
+    assert (await executions.wait(second, timeout=60)).status is S.REJECTED
+    trail = await served.stack.store.list_approvals(first)
+    assert ("alice", False, "page") in {(a.actor, a.accepted, a.via) for a in trail}
+    assert aws.instance_state(view.resource_id)[0] == "stopped"
+    assert sorted(p.name for p in shots.iterdir()) == [
+        "list-as-requester.png", "phone-approved.png", "phone-one-approval.png", "refused-requester.png"]
+
+
+async def test_sign_in_and_forms_are_guarded(store: Store) -> None:
+    """Unknown tokens, forms without their CSRF token and redirects elsewhere are refused (no browser needed)."""
+    tokens = TokenStore([TokenEntry(subject="bob", role=Role.APPROVER, customers=["acme"], token=PEOPLE["bob"][0])])
+    app = create_app(Services(settings=Settings(), executions=None, store=store, tokens=tokens))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://page.test") as http:
+        first = await http.get("/approvals/exec-x")
+        assert first.status_code == 200 and 'name="next" value="/approvals/exec-x"' in first.text
+        csrf = http.cookies["reclaim_login_csrf"]
+        wrong = await http.post("/approvals/login", data={"token": "not-a-token", "csrf": csrf})
+        assert wrong.status_code == 401 and "That token is not known here." in wrong.text
+        forged = await http.post("/approvals/login", data={"token": PEOPLE["bob"][0], "csrf": "guess"})
+        assert forged.status_code == 403 and "reclaim_session" not in http.cookies
+        csrf = http.cookies["reclaim_login_csrf"]
+        signed = await http.post("/approvals/login", data={"token": PEOPLE["bob"][0], "csrf": csrf,
+                                                           "next": "//evil.example/approvals"})
+        assert signed.status_code == 303 and signed.headers["location"] == "/approvals"
+        assert "httponly" in signed.headers["set-cookie"].lower() and "samesite=strict" in signed.headers["set-cookie"].lower()
+        no_csrf = await http.post("/approvals/exec-x/decide", data={"decision": "approve"})
+        assert no_csrf.status_code == 303
+        shown = await http.get("/approvals")
+        assert "That form had expired: nothing was decided." in shown.text and "Nothing awaits your decision." in shown.text
+        again = await http.get("/approvals")
+        assert "That form had expired" not in again.text  # a result is shown once
+        out = await http.post("/approvals/logout", data={"csrf": "wrong"})
+        assert out.status_code == 303
+        assert 'action="/approvals/login"' in (await http.get("/approvals")).text
