@@ -124,7 +124,7 @@ async def test_approving_and_rejecting_on_the_page_with_refusals_in_plain_words(
             # The requester sees both, told she cannot approve her own; her approve is refused.
             page = await sign_in(browser, f"{served.url}/approvals", "alice")
             body = await page.inner_text("main")
-            assert "2 executions" in body and f"ec2.stop" in body and "$812.50/month (estimated)" in body
+            assert "2 executions" in body and "ec2.stop" in body and "$812.50/month (estimated)" in body
             assert "You requested this change" in body and "Planned steps" in body and "stop i-" in body
             await page.screenshot(path=str(shots / "list-as-requester.png"), full_page=True)
             refused = await decide(page, first, "Approve")
@@ -155,7 +155,7 @@ async def test_approving_and_rejecting_on_the_page_with_refusals_in_plain_words(
 
             # ... and rejects the other from the list.
             await page.goto(f"{served.url}/approvals")
-            assert "Rejected by bob: still needed" == await decide(page, second, "Reject", "still needed")
+            assert await decide(page, second, "Reject", "still needed") == "Rejected by bob: still needed"
         finally:
             await browser.close()
     executions = served.stack.executions
