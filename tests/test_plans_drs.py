@@ -64,7 +64,7 @@ async def until_terminated(fake: FakeDrs) -> None:
 async def test_three_wave_drill_plan(plans: Plans, stack: Stack, aws: AwsAccount) -> None:
     servers = [server_id(n) for n in range(1, 5)]
     fake = drills(aws, stack, servers)
-    plan_spec, ids = spec(servers)
+    plan_spec, _ids = spec(servers)
     plan_id = (await plans.submit(plan_spec, requested_by="alice")).plan_id
     dry = await plans.wait(plan_id, timeout=60)
     assert dry.status is PlanStatus.AWAITING_APPROVAL, dry.reason
