@@ -10,6 +10,7 @@ Screenshots are saved under the test's tmp path.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -196,3 +197,40 @@ async def test_sign_in_and_forms_are_guarded(store: Store) -> None:
         out = await http.post("/approvals/logout", data={"csrf": "wrong"})
         assert out.status_code == 303
         assert 'action="/approvals/login"' in (await http.get("/approvals")).text
+
+
+async def test_a_plans_dry_run_is_approved_on_the_page(stack: Stack, aws: AwsAccount) -> None:
+    """Without a browser: the plan's card is listed and linked, its approve goes through the plan's update."""
+    suffix = uuid.uuid4().hex[:8]
+    acme = f"acme-{suffix}"
+    tokens = TokenStore([TokenEntry(subject="bob", role=Role.APPROVER, customers=[acme], token=PEOPLE["bob"][0]),
+                         TokenEntry(subject="olga", role=Role.OPERATOR, customers=[acme], token="olga-operator-token-01")])
+    app = create_app(Services(settings=Settings(), executions=stack.executions, store=stack.store, tokens=tokens))
+    rec = recommendation("ec2.stop", aws.instance(), customer_id=acme)
+    plan_id = f"p-{suffix}"
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://page.test") as http:
+        created = await http.post("/api/v1/plans", headers={"Authorization": "Bearer olga-operator-token-01"},
+                                  json={"id": plan_id, "dry_run": True, "options": {"rollback_window": "PT0S"},
+                                        "recommendations": [rec.model_dump(mode="json", exclude_none=True)]})
+        assert created.status_code == 202, created.text
+        deadline = time.monotonic() + 120
+        while (view := await stack.store.plans.get(plan_id)) is None or view.status.value != "AWAITING_APPROVAL":
+            assert time.monotonic() < deadline, f"plan {plan_id} never awaited approval"
+            await asyncio.sleep(0.1)
+        await http.get(f"/approvals/plans/{plan_id}")
+        await http.post("/approvals/login", data={"token": PEOPLE["bob"][0], "csrf": http.cookies["reclaim_login_csrf"],
+                                                  "next": f"/approvals/plans/{plan_id}"})
+        listed = await http.get("/approvals")
+        assert f'data-plan="{plan_id}"' in listed.text and "1 plan." in listed.text
+        page = await http.get(f"/approvals/plans/{plan_id}")
+        assert "its dry run awaits approval" in page.text and "$50.00/month (estimated)" in page.text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf is not None
+        decided = await http.post(f"/approvals/plans/{plan_id}/decide", follow_redirects=True, data={
+            "csrf": csrf.group(1), "decision": "approve", "comment": "go", "back": f"/approvals/plans/{plan_id}"})
+        assert f"Plan {plan_id}: " in decided.text and "flash ok" in decided.text, decided.text[-1500:]
+    deadline = time.monotonic() + 120
+    while (view := await stack.store.plans.get(plan_id)) is None or view.approval is None:
+        assert time.monotonic() < deadline, "the plan's approval never reached the store"
+        await asyncio.sleep(0.1)
+    assert (view.approval.actor, view.approval.comment) == ("bob", "go")
