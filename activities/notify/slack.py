@@ -2,8 +2,8 @@
 
 An approval request (and its reminders) carries Approve and Reject buttons: `action_id`
 `reclaim_approve` / `reclaim_reject`, `value` the execution id; Slack posts the click to the
-app's interactivity URL (the callback route is not built yet). The message's blocks end with
-the dedup key in a context line.
+app's interactivity URL, `POST /api/v1/integrations/slack/actions` (`starter/api/routes/slack.py`),
+which decides and rewrites the message. The message's blocks end with the dedup key in a context line.
 
     channels:
       finops-slack:
