@@ -28,12 +28,13 @@ from runtime.codec import codec_from_settings
 from runtime.settings import Settings
 from runtime.temporal_client import connect_patiently
 from store.repository import Store
+from workflows.alarm import RollbackAlarmWorkflow
 from workflows.execution import ExecutionWorkflow
 from workflows.lease import ResourceLeaseWorkflow
 from workflows.plan import PlanWorkflow
 from workflows.sandbox import CompiledSandboxRunner
 
-WORKFLOWS = [ExecutionWorkflow, ResourceLeaseWorkflow, PlanWorkflow]
+WORKFLOWS = [ExecutionWorkflow, ResourceLeaseWorkflow, PlanWorkflow, RollbackAlarmWorkflow]
 
 #: Modules the sandbox need not re-import for every workflow run: pure or side-effect free.
 PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "boto3", "botocore", "domain",

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from domain.base import StrictModel
 from domain.policy import ActionTraits, Policy, RiskLevel, Role
@@ -56,6 +56,26 @@ class ExecutionOptions(StrictModel):
     retain_backups: bool = Field(
         default=False, description="Keep backups after the rollback window instead of cleaning them up."
     )
+    approval_reminders: list[float] = Field(
+        default_factory=lambda: [0.5, 0.9], max_length=10,
+        description="When approvers are reminded, as fractions of the approval timeout (0.5: half way).",
+    )
+    owner_warning_lead: timedelta = Field(
+        default=timedelta(hours=24), ge=timedelta(0), le=timedelta(days=30),
+        description="How long before a destructive change waiting for its window its owners are told "
+                    "(0: not told).",
+    )
+    alarm_repeat: timedelta = Field(
+        default=timedelta(hours=4), ge=timedelta(minutes=1), le=timedelta(days=7),
+        description="How often a failed undo's alarm is repeated until someone acknowledges it.",
+    )
+
+    @field_validator("approval_reminders")
+    @classmethod
+    def _reminders_within_the_wait(cls, value: list[float]) -> list[float]:
+        if any(not 0 < f < 1 for f in value):
+            raise ValueError("each reminder is a fraction of the approval timeout, strictly between 0 and 1")
+        return sorted(set(value))
 
 
 class ExecutionRequest(StrictModel):

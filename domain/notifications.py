@@ -14,7 +14,7 @@ that a critical notification ignores quiet hours.
 from __future__ import annotations
 
 import re
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from enum import StrEnum
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from domain.base import StrictModel
-from domain.policy import RiskLevel
+from domain.policy import RiskLevel, Role
 
 
 class NotificationEvent(StrEnum):
@@ -360,3 +360,26 @@ def route(notification: Notification, rules: list[Rule], now: datetime) -> list[
             if name not in chosen:
                 chosen.append(name)
     return chosen
+
+
+def reminder_times(timeout: timedelta, fractions: list[float]) -> list[timedelta]:
+    """When, after an approval wait began, approvers are reminded: each fraction of the timeout,
+    in order, once each, whole seconds (timers need no finer), and never at or past the end."""
+    times = sorted({timedelta(seconds=int(timeout.total_seconds() * f)) for f in fractions if 0 < f < 1})
+    return [t for t in times if timedelta(0) < t < timeout]
+
+
+class AlarmInput(StrictModel):
+    """The single input of RollbackAlarmWorkflow: what to repeat, and how often."""
+
+    notification: Notification
+    every: timedelta = Field(gt=timedelta(0))
+    told: int = Field(default=0, ge=0, description="Times told by earlier runs (continue-as-new).")
+
+
+class Acknowledgement(StrictModel):
+    """Payload of the alarm's `acknowledge` signal and update: a person has seen it and acts."""
+
+    actor: str = Field(min_length=1, max_length=128)
+    role: Role = Field(description="operator, approver or admin; a viewer only watches.")
+    comment: str = Field(default="", max_length=2000)

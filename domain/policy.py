@@ -138,6 +138,21 @@ def assess_risk(
     return RiskAssessment(level=level, reasons=reasons)
 
 
+def warns_owners(traits: ActionTraits | None) -> bool:
+    """A change its resource's owners hear of before its window: one that deletes data or
+    cannot be undone (a stop or a resize they can live with; a deleted volume they cannot)."""
+    return traits is not None and (traits.destroys_data or not traits.reversible)
+
+
+def with_floors(risk: RiskAssessment, floors: list[tuple[RiskLevel, str]]) -> RiskAssessment:
+    """`risk` raised to each (floor, reason) it is below, every reason kept: never lowered."""
+    level, reasons = risk.level, list(risk.reasons)
+    for floor, reason in floors:
+        level = max(level, floor, key=_ORDER.index)
+        reasons.append(reason)
+    return RiskAssessment(level=level, reasons=reasons)
+
+
 def approval_requirement(
     policy: Policy,
     traits: ActionTraits,

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from domain.base import StrictModel
+from domain.policy import RiskLevel
 from domain.recommendation import ID_PATTERN, Recommendation
 
 COH = "cost-optimization-hub"
@@ -262,18 +263,26 @@ def import_report(source: str, items: Iterable[SourceItem], ctx: ImportContext) 
     return build_report(source, (map_item(item, ctx) for item in items))
 
 
-def source_risk_reasons(rec: Recommendation) -> list[str]:
-    """Risk reasons from the recommender's own words (Cost Optimization Hub's risk inputs)."""
+def recommender_risk_floors(rec: Recommendation) -> list[tuple[RiskLevel, str]]:
+    """The recommender's own risk inputs (Cost Optimization Hub's), each as the least risk it
+    implies and why: a change AWS says cannot be rolled back is at least HIGH, one that needs
+    a restart or more than low effort at least MEDIUM (HIGH for high effort)."""
     details = rec.source_details
-    reasons = []
+    floors: list[tuple[RiskLevel, str]] = []
     if details.get("restartNeeded") is True:
-        reasons.append(f"{rec.source} says the change needs a restart")
+        floors.append((RiskLevel.MEDIUM, f"{rec.source} says the change needs a restart"))
     if details.get("rollbackPossible") is False:
-        reasons.append(f"{rec.source} says the change cannot be rolled back")
+        floors.append((RiskLevel.HIGH, f"{rec.source} says the change cannot be rolled back"))
     effort = details.get("implementationEffort")
     if effort in ("Medium", "High", "VeryHigh"):
-        reasons.append(f"{rec.source} rates the implementation effort {effort}")
-    return reasons
+        floor = RiskLevel.MEDIUM if effort == "Medium" else RiskLevel.HIGH
+        floors.append((floor, f"{rec.source} rates the implementation effort {effort}"))
+    return floors
+
+
+def source_risk_reasons(rec: Recommendation) -> list[str]:
+    """Risk reasons from the recommender's own words (Cost Optimization Hub's risk inputs)."""
+    return [reason for _, reason in recommender_risk_floors(rec)]
 
 
 # ---- Cost Optimization Hub ------------------------------------------------------------------

@@ -16,6 +16,7 @@ from urllib.parse import quote
 from pydantic import ValidationError
 
 from domain.execution import ApprovalInput, ApprovalRecord, ExecutionRequest, ExecutionView, RollbackInput
+from domain.notifications import Acknowledgement
 from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus
 from starter.executions import (
@@ -117,6 +118,13 @@ class ApiExecutions:
             "POST", f"/api/v1/executions/{quote(execution_id, safe='')}/rollback", {"reason": request.reason}
         )
         return str(data["message"])
+
+    async def acknowledge(self, execution_id: str, ack: Acknowledgement) -> Acknowledgement:
+        """As the token's subject; `ack` gives only the comment."""
+        data = await self._call(
+            "POST", f"/api/v1/executions/{quote(execution_id, safe='')}/acknowledge", {"comment": ack.comment},
+        )
+        return Acknowledgement.model_validate(data)
 
     async def cancel(self, execution_id: str) -> None:
         await self._call("POST", f"/api/v1/executions/{quote(execution_id, safe='')}/cancel")

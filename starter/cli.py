@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from domain.execution import ApprovalInput, ExecutionOptions, ExecutionRequest, ExecutionView, RollbackInput
+from domain.notifications import Acknowledgement
 from domain.policy import Role
 from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus
@@ -200,6 +201,24 @@ def rollback(
             return await executions.rollback(execution_id, RollbackInput(actor=settings.user, reason=reason))
 
     out.print(run(go))
+
+
+@app.command()
+def acknowledge(
+    execution_id: str,
+    comment: Annotated[str, typer.Option("--comment", "-m", help="What you are doing about it.")] = "",
+    as_user: AsUser = None,
+) -> None:
+    """Stop the repeated alarm of a failed undo: you have seen it and act on the resource."""
+    settings = acting(as_user)
+
+    async def go() -> Acknowledgement:
+        async with _executions() as executions:
+            return await executions.acknowledge(
+                execution_id, Acknowledgement(actor=settings.user, role=settings.role, comment=comment))
+
+    ack = run(go)
+    out.print(f"alarm of {execution_id} acknowledged by {ack.actor}")
 
 
 @app.command()

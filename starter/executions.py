@@ -34,11 +34,13 @@ from domain.execution import (
     execution_id_for,
     lease_id_for,
 )
+from domain.notifications import Acknowledgement
 from domain.presentation import execution_summary
 from domain.recommendation import Recommendation
 from domain.status import TERMINAL, ExecutionStatus
 from starter.polling import poll
 from store.repository import Store
+from workflows.alarm import RollbackAlarmWorkflow, alarm_id
 from workflows.execution import ExecutionWorkflow
 from workflows.lease import ResourceLeaseWorkflow
 
@@ -307,6 +309,18 @@ class Executions:
             raise _rpc_error(execution_id, exc) from None
         await self._record_refusal(execution_id, approve, attempt, refusal)
         raise Refused(refusal)
+
+    async def acknowledge(self, execution_id: str, ack: Acknowledgement) -> Acknowledgement:
+        """Silence the repeated alarm of a failed undo (`workflows/alarm.py`): someone has it."""
+        handle = self.client.get_workflow_handle_for(RollbackAlarmWorkflow.run, alarm_id(execution_id))
+        try:
+            return await handle.execute_update(RollbackAlarmWorkflow.acknowledge_update, ack)
+        except WorkflowUpdateFailedError as exc:
+            raise Refused(_cause_message(exc)) from None
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND or "workflow execution already completed" in str(exc):
+                raise NotFound(f"no alarm is ringing for {execution_id}") from None
+            raise _rpc_error(execution_id, exc) from None
 
     async def _record_refusal(self, execution_id: str, approve: bool, attempt: ApprovalInput, refusal: str) -> None:
         """A refused update never reaches history (its validator said no): the audit trail keeps it."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from domain.execution import ApprovalInput, ApprovalRecord, ExecutionRequest, ExecutionView, RollbackInput
+from domain.notifications import Acknowledgement
 from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus
 from starter.executions import SETTLED, Started
@@ -45,6 +46,10 @@ class Steering(Protocol):
     async def rollback(self, execution_id: str, request: RollbackInput) -> str: ...
 
     async def cancel(self, execution_id: str) -> None: ...
+
+    async def acknowledge(self, execution_id: str, ack: Acknowledgement) -> Acknowledgement:
+        """Silence a failed undo's repeated alarm (`NotFound` when none rings, `Refused` for a viewer)."""
+        ...
 
     async def list_executions(
         self, *, customer_id: str | None = None, status: ExecutionStatus | None = None, limit: int = 50,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from temporalio.worker import Interceptor
 
 from activities.aws import SessionFactory
 from activities.faults import FaultInjector
+from runtime.temporal_client import ensure_search_attributes
 from starter.devserver import dev_server_args, free_port, temporal_binary
 from starter.executions import Executions
 from store.repository import Store
@@ -115,6 +117,18 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         search_attributes=sa.ALL,
         dev_server_extra_args=[a for d in dynamic for a in ("--dynamic-config-value", d)],
     )
+    yield env
+    await env.shutdown()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server (one per module): timers of hours pass in a moment."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter,
+        test_server_existing_path=str(Path(sys.executable).parent / "temporal-test-server"),
+    )
+    await ensure_search_attributes(env.client)
     yield env
     await env.shutdown()
 

@@ -51,7 +51,9 @@ async def _main(prefix: str, stack_context: contextlib.ExitStack) -> None:
     endpoint = f"http://127.0.0.1:{port}"
     account = DemoAccount(endpoint)
     flaky = account.instance("c5.2xlarge")
-    faults = FaultInjector([FaultRule("StartInstances", "InsufficientInstanceCapacity", resource=flaky, times=1)])
+    unstartable = account.instance("m5.large")  # its undo fails: the alarm rings
+    faults = FaultInjector([FaultRule("StartInstances", "InsufficientInstanceCapacity", resource=flaky, times=1),
+                            FaultRule("StartInstances", "UnauthorizedOperation", resource=unstartable)])
     home = Path(tempfile.mkdtemp())
     receiver = stack_context.enter_context(http_receiver())  # executions tell a webhook everything
     settings = Settings(home=home, task_queue="record", notify_file=catch_all_notify_file(home, receiver.url))
@@ -75,6 +77,27 @@ async def _main(prefix: str, stack_context: contextlib.ExitStack) -> None:
     async def roll_back(ex: Executions, eid: str) -> None:
         await ex.wait(eid)
         await ex.rollback(eid, RollbackInput(actor="carol", reason="latency"))
+
+    async def reminded_then_approved(ex: Executions, eid: str) -> None:
+        await ex.wait(eid)
+        await asyncio.sleep(3)  # the reminder at a quarter of the 8 s wait has gone out
+        await ex.decide(eid, True, ApprovalInput(actor="bob", role=Role.APPROVER))
+
+    async def undo_fails_then_acknowledged(ex: Executions, eid: str) -> None:
+        from temporalio.service import RPCError
+
+        from domain.notifications import Acknowledgement
+        from workflows.alarm import alarm_id
+
+        await ex.wait(eid)
+        await ex.rollback(eid, RollbackInput(actor="carol", reason="latency"))
+        for _ in range(300):  # the alarm starts as the execution fails
+            with contextlib.suppress(RPCError):
+                await ex.client.get_workflow_handle(alarm_id(eid)).describe()
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(2.5)  # its first message has gone out
+        await ex.acknowledge(eid, Acknowledgement(actor="olga", role=Role.OPERATOR, comment="on it"))
 
     async def cancel(ex: Executions, eid: str) -> None:
         await ex.wait(eid)
@@ -104,6 +127,23 @@ async def _main(prefix: str, stack_context: contextlib.ExitStack) -> None:
                                             {**short, "not_before": timedelta(seconds=3)},  # from its start
                                             None),
     }
+    if prefix >= "v8":  # generation-2026-12-05-ahead: told ahead
+        scenarios.update({
+            "approval_reminded_then_approved": (
+                recommendation("ec2.stop", account.instance("m5.large")),
+                {**short, "auto_approve": False, "approval_timeout": timedelta(seconds=8),
+                 "approval_reminders": [0.25]}, reminded_then_approved),
+            "delete_owner_warned_before_window": (
+                recommendation("ebs.delete", account.volume(20, "gp2"), {"expected_size_gib": 20}),
+                {**short, "not_before": timedelta(seconds=6), "owner_warning_lead": timedelta(seconds=3)}, approve),
+            "undo_failed_alarm_acknowledged": (
+                recommendation("ec2.stop", unstartable),
+                {"alarm_repeat": timedelta(minutes=1)}, undo_fails_then_acknowledged),
+            "hub_risk_needs_a_human_expired": (
+                recommendation("ec2.stop", account.instance("m5.large"), source="cost-optimization-hub",
+                               source_id="coh-rec-1", source_details={"rollbackPossible": False}),
+                {"approval_timeout": timedelta(seconds=1)}, None),
+        })
     sessions = SessionFactory(endpoint_url=endpoint, session_hooks=[faults.install])
     async with embedded_stack(settings, port=0, ui_port=None, sessions=sessions, persistent=False) as stack:
         ex = Executions(stack.client, settings.task_queue)
@@ -121,6 +161,14 @@ async def _main(prefix: str, stack_context: contextlib.ExitStack) -> None:
             (OUT / prefix).mkdir(exist_ok=True)
             (OUT / prefix / f"{name}.json").write_text(history.to_json())
             print(f"recorded {name}: {len(history.events)} events")
+            if name == "undo_failed_alarm_acknowledged":
+                from workflows.alarm import alarm_id
+
+                alarm = stack.client.get_workflow_handle(alarm_id(started.execution_id))
+                await alarm.result()
+                history = await alarm.fetch_history()
+                (OUT / prefix / "alarm_acknowledged.json").write_text(history.to_json())
+                print(f"recorded alarm_acknowledged: {len(history.events)} events")
     moto.stop()
 
 

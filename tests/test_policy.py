@@ -22,6 +22,8 @@ from domain.policy import (
     assess_risk,
     is_production,
     protection_reason,
+    warns_owners,
+    with_floors,
 )
 from domain.recommendation import Recommendation
 
@@ -597,3 +599,46 @@ def test_unknown_fields_are_refused(field: str) -> None:
 def test_non_ascii_digits_are_refused(overrides: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         Recommendation.model_validate(recommendation_data(**overrides))
+
+
+# ---- the recommender's own risk inputs (generation-2026-12-05-ahead) ---------------------
+
+
+hub_details = st.fixed_dictionaries({}, optional={
+    "restartNeeded": st.booleans(), "rollbackPossible": st.booleans(),
+    "implementationEffort": st.sampled_from(["VeryLow", "Low", "Medium", "High", "VeryHigh"]),
+})
+
+
+@PROPERTY
+@given(policies(), traits_st, savings, tag_dicts, hub_details)
+def test_the_recommenders_risk_inputs_only_ever_raise_the_score_and_say_why(
+    policy: Policy, traits: ActionTraits, monthly: float, tags: dict[str, str], details: dict[str, Any]
+) -> None:
+    from domain.sources import recommender_risk_floors
+
+    rec = Recommendation(id="coh-1", customer_id="acme", account_id="123456789012", region="us-east-1",
+                         kind=traits.kind, resource_id="i-0123456789abcdef0", estimated_monthly_savings=1,
+                         source="cost-optimization-hub", source_details=details)
+    base = assess_risk(policy, traits, monthly, tags)
+    floors = recommender_risk_floors(rec)
+    risk = with_floors(base, floors)
+    assert rank(risk.level) >= rank(base.level)
+    assert risk.reasons[: len(base.reasons)] == base.reasons
+    assert len(risk.reasons) == len(base.reasons) + len(floors)
+    if details.get("rollbackPossible") is False:
+        assert rank(risk.level) >= rank(RiskLevel.HIGH)
+    if details.get("restartNeeded") is True or details.get("implementationEffort") == "Medium":
+        assert rank(risk.level) >= rank(RiskLevel.MEDIUM)
+    if details.get("implementationEffort") in ("High", "VeryHigh"):
+        assert rank(risk.level) >= rank(RiskLevel.HIGH)
+    quiet = not (details.get("restartNeeded") is True or details.get("rollbackPossible") is False
+                 or details.get("implementationEffort") in ("Medium", "High", "VeryHigh"))
+    assert (risk == base) is quiet
+
+
+@PROPERTY
+@given(traits_st)
+def test_owners_are_warned_exactly_of_changes_that_delete_or_cannot_be_undone(traits: ActionTraits) -> None:
+    assert warns_owners(traits) is (traits.destroys_data or not traits.reversible)
+    assert warns_owners(None) is False

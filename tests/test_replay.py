@@ -23,7 +23,8 @@ ROOT = Path(__file__).parent / "histories"
 HISTORIES = sorted(ROOT.glob("*/*.json"))
 #: Folders recorded by generation-2026-12-02 or later (one patch asked in the first activation),
 #: and the generation each folder's executions belong to.
-DECIDED_AT_START = {"v4": versions.DECIDED_AT_START, "v5": versions.DECIDED_AT_START, "v6": versions.NOTIFYING}
+DECIDED_AT_START = {"v4": versions.DECIDED_AT_START, "v5": versions.DECIDED_AT_START, "v6": versions.NOTIFYING,
+                    "v8": versions.TELLING_AHEAD}
 
 
 def _name(path: Path) -> str:
@@ -40,16 +41,49 @@ def test_every_path_is_recorded() -> None:
     assert {f"v4/{p}" for p in paths | plans | {"scheduled_window_then_completed"}} <= names
     assert {f"v5/{p}" for p in plans} <= names
     assert {f"v6/{p}" for p in paths | plans} <= names
+    assert {f"v8/{p}" for p in paths | {"approval_reminded_then_approved", "delete_owner_warned_before_window",
+                                         "undo_failed_alarm_acknowledged", "alarm_acknowledged",
+                                         "hub_risk_needs_a_human_expired"}} <= names
     assert "v3/demo_rightsize_flaky_nondeterministic" in names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[_name(p) for p in HISTORIES])
 async def test_history_replays(path: Path) -> None:
-    history = WorkflowHistory.from_json(_name(path), path.read_text())
+    history = WorkflowHistory.from_json(_workflow_id(path), path.read_text())
     replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter,
                         workflow_runner=workflow_runner())
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+
+
+def _decoded(path: Path) -> str:
+    """The history's JSON with every payload's data decoded (they are base64 in the file)."""
+    found: list[str] = [path.read_text()]
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            data = node.get("data")
+            if isinstance(data, str):
+                found.append(base64.b64decode(data).decode("utf-8", "replace"))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads(found[0]))
+    return "\n".join(found)
+
+
+def _workflow_id(path: Path) -> str:
+    """The id the history was recorded under, where the workflow derives a command from it (a
+    failed undo's alarm is `alarm-<execution id>`); the file's name otherwise (a history's JSON
+    does not carry its own workflow's id)."""
+    for event in json.loads(path.read_text())["events"]:
+        child = event.get("startChildWorkflowExecutionInitiatedEventAttributes")
+        if child and child["workflowId"].startswith("alarm-"):
+            return str(child["workflowId"]).removeprefix("alarm-")
+    return _name(path)
 
 
 def _patch_markers(path: Path) -> list[tuple[int, str]]:
@@ -95,6 +129,21 @@ def test_the_newest_generation_tells_people() -> None:
     told = [p for p in HISTORIES if p.parent.name == "v6" and '"deliver_notification"' in p.read_text()]
     assert {_name(p) for p in told} >= {"v6/stop_completed_window_closed", "v6/rightsize_approved_by_update",
                                         "v6/capacity_failure_compensated", "v6/approval_expired"}
+
+
+def test_the_generation_that_tells_ahead_is_recorded_telling_ahead() -> None:
+    """v8: a reminder and an owner warning delivered, a failed undo's alarm started and
+    acknowledged, the hub's risk input in the score."""
+    def text(name: str) -> str:
+        return _decoded(ROOT / "v8" / f"{name}.json")
+
+    assert "approval_reminder" in text("approval_reminded_then_approved")
+    assert "owner_warning" in text("delete_owner_warned_before_window")
+    assert "startChildWorkflowExecutionInitiatedEventAttributes" in text("undo_failed_alarm_acknowledged")
+    assert "RollbackAlarm" in text("undo_failed_alarm_acknowledged")
+    assert _workflow_type(ROOT / "v8" / "alarm_acknowledged.json") == "RollbackAlarm"
+    assert "EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED" in text("alarm_acknowledged")
+    assert "cannot be rolled back" in text("hub_risk_needs_a_human_expired")
 
 
 def test_the_scheduled_path_is_recorded() -> None:

@@ -19,7 +19,7 @@ OPERATIONS = sorted(name for name, member in vars(Steering).items()
 
 
 def test_the_protocol_has_the_operations_both_share() -> None:
-    assert OPERATIONS == ["cancel", "decide", "list_executions", "rollback", "save_recommendations", "start",
+    assert OPERATIONS == ["acknowledge", "cancel", "decide", "list_executions", "rollback", "save_recommendations", "start",
                           "status", "wait"]
 
 

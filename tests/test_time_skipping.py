@@ -2,37 +2,20 @@
 
 from __future__ import annotations
 
-import sys
 import uuid
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from pathlib import Path
 
-import pytest_asyncio
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.aws import SessionFactory
 from domain.execution import ExecutionOptions, ExecutionRequest, ExecutionView
 from domain.status import ExecutionStatus as S
-from runtime.temporal_client import ensure_search_attributes
 from starter.executions import Executions
 from store.repository import Store
 from tests.conftest import AwsAccount
 from tests.helpers import recommendation
 from worker import build_worker
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def skipping_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter,
-        test_server_existing_path=str(Path(sys.executable).parent / "temporal-test-server"),
-    )
-    await ensure_search_attributes(env.client)
-    yield env
-    await env.shutdown()
 
 
 async def _run(env: WorkflowEnvironment, sessions: SessionFactory, store: Store,

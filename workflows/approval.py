@@ -7,12 +7,16 @@ it), while a refused signal is kept in the view with its reason.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from domain.execution import ApprovalInput, ApprovalRecord, Decision, ExecutionRequest, Refusal
+    from domain.notifications import NotificationEvent, reminder_times
     from domain.policy import approval_refusal
     from domain.status import ExecutionStatus
+    from workflows import versions
     from workflows.ledger import Ended, Ledger
 
 S = ExecutionStatus
@@ -28,10 +32,17 @@ class ApprovalGate:
         """Ask a person and wait; ends the execution when they reject it or nobody answers."""
         view, timeout = self._ledger.view, self._request.options.approval_timeout
         self._ledger.transition(S.AWAITING_APPROVAL, "waiting for a human: " + "; ".join(view.approval_reasons))
-        try:
-            await workflow.wait_condition(lambda: self.decision is not None, timeout=timeout)
-        except TimeoutError:
-            raise Ended(S.EXPIRED, f"no decision within {timeout}") from None
+        reminders = reminder_times(timeout, self._request.options.approval_reminders) if versions.tells_ahead() else []
+        waited = timedelta(0)
+        for at in [*reminders, timeout]:
+            try:
+                await workflow.wait_condition(lambda: self.decision is not None, timeout=at - waited)
+                break
+            except TimeoutError:
+                waited = at
+                if at == timeout:
+                    raise Ended(S.EXPIRED, f"no decision within {timeout}") from None
+                self._ledger.announce(NotificationEvent.APPROVAL_REMINDER)
         if self.decision is Decision.REJECT:
             last = view.approvals[-1]
             raise Ended(S.REJECTED, f"rejected by {last.actor}: {last.comment}".rstrip(": "))

@@ -12,7 +12,7 @@ status, its log and who hears of it), `options` (retries and deadlines).
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError, is_cancelled_exception
@@ -36,7 +36,16 @@ with workflow.unsafe.imports_passed_through():
         RollbackInput,
         ValidateInput,
     )
-    from domain.policy import approval_requirement, assess_risk, cooldown_refusal, protection
+    from domain.notifications import NotificationEvent
+    from domain.policy import (
+        approval_requirement,
+        assess_risk,
+        cooldown_refusal,
+        protection,
+        warns_owners,
+        with_floors,
+    )
+    from domain.sources import recommender_risk_floors
     from domain.status import TERMINAL, ExecutionStatus, can_transition
     from workflows import search_attributes as sa
     from workflows import versions
@@ -171,6 +180,8 @@ class ExecutionWorkflow:
 
         if opts.not_before is not None and opts.not_before > workflow.now():
             self._ledger.transition(S.SCHEDULED, f"waiting for the maintenance window at {opts.not_before.isoformat()}")
+            if versions.tells_ahead() and warns_owners(assessment.traits):
+                await self._warn_owners(opts.not_before - opts.owner_warning_lead)
             await workflow.sleep(opts.not_before - workflow.now())
             assessment = await self._validate(again=True)
             # The resource may have become riskier while waiting (tagged production, say):
@@ -182,6 +193,14 @@ class ExecutionWorkflow:
                 assessment = await self._validate(again=True)
 
         await self._change.run(self._step_input(assessment), assessment)
+
+    async def _warn_owners(self, at: datetime) -> None:
+        """Owners hear of a destructive change before it happens: at the lead time before the
+        window, or at once when the window is nearer than that."""
+        if at > workflow.now():
+            await workflow.sleep(at - workflow.now())
+        self._ledger.log("owners warned of the change at the window")
+        self._ledger.announce(NotificationEvent.OWNER_WARNING)
 
     @staticmethod
     def _patched_after_local_activity(patch_id: str) -> bool:
@@ -223,6 +242,8 @@ class ExecutionWorkflow:
                             f"{rec.kind} estimates ${assessment.estimated_monthly_savings:,.2f}/month "
                             f"from the live resource; ${savings:,.2f} counts")
         risk = assess_risk(policy, assessment.traits, savings, tags)
+        if versions.tells_ahead():
+            risk = with_floors(risk, recommender_risk_floors(rec))
         if risk.level != self._view.risk:
             workflow.upsert_search_attributes([sa.RISK_LEVEL.value_set(risk.level.value)])
         self._view.risk, self._view.risk_reasons = risk.level, risk.reasons

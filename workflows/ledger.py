@@ -14,6 +14,7 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from domain.execution import ExecutionView, Observation, Refusal, StepLogEntry
+    from domain.notifications import NotificationEvent
     from domain.status import ExecutionStatus, can_transition, progress_percent
     from workflows.observers import Observer, settled
 
@@ -68,6 +69,11 @@ class Ledger:
     def changed(self) -> None:
         for observer in self.observers:
             observer.changed(self)
+
+    def announce(self, event: NotificationEvent) -> None:
+        """Something people are told of that is not a status change (a reminder, a warning)."""
+        for observer in self.observers:
+            observer.announced(self, event)
 
     def note(self, message: str) -> None:
         """A log line observers hear of at once."""

@@ -14,32 +14,26 @@ notification channel, say) goes at the end, behind its own patch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from temporalio import workflow
-from temporalio.exceptions import FailureError
+from temporalio.exceptions import FailureError, WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from activities.notify.delivery import NotifyActivities
     from activities.records import RecordActivities, records_task_queue
     from domain.execution import ExecutionRequest, ExecutionView
-    from domain.notifications import DEFAULT_SEVERITY, DeliveryInput, Notification, NotificationEvent, Routing
+    from domain.notifications import DEFAULT_SEVERITY, AlarmInput, Notification, NotificationEvent
     from domain.plan import ItemSettled, ItemWaiting
     from domain.presentation import execution_details
     from domain.status import TERMINAL, ExecutionStatus
     from workflows import search_attributes as sa
     from workflows import versions
-    from workflows.options import (
-        DELIVERY_DEADLINE,
-        DELIVERY_RETRY,
-        DELIVERY_TIMEOUT,
-        LOCAL_RECORD_TIMEOUT,
-        ONE_ATTEMPT,
-        RECORD_RETRY,
-        RECORD_TIMEOUT,
-        ROUTE_TIMEOUT,
-    )
+    from workflows.alarm import RollbackAlarmWorkflow, alarm_id
+    from workflows.notify import tell
+    from workflows.options import LOCAL_RECORD_TIMEOUT, ONE_ATTEMPT, RECORD_RETRY, RECORD_TIMEOUT
 
 if TYPE_CHECKING:
     from workflows.ledger import Ledger
@@ -53,6 +47,9 @@ class Observer(Protocol):
 
     def changed(self, ledger: Ledger) -> None:
         """Something else in the view changed (a log line, an approval, a refused rollback)."""
+
+    def announced(self, ledger: Ledger, event: NotificationEvent) -> None:
+        """People are to be told of `event`, which is not a status change (a reminder, a warning)."""
 
     def pending(self) -> list[Awaitable[Any]]:
         """What this observer started and the workflow must see finish before it closes."""
@@ -70,6 +67,9 @@ class _Started:
         self._started: list[Awaitable[Any]] = []
 
     def changed(self, ledger: Ledger) -> None:
+        pass
+
+    def announced(self, ledger: Ledger, event: NotificationEvent) -> None:
         pass
 
     def pending(self) -> list[Awaitable[Any]]:
@@ -183,10 +183,10 @@ _TOLD: dict[ExecutionStatus, NotificationEvent] = {
 
 
 class Notifier(_Started):
-    """Tells people through the notify file's channels (`activities/notify/`): which channels by a
-    local activity (the worker's rules), then one delivery activity per channel on the records
-    queue. It never fails or holds up the change: a channel that refuses or is down fails its
-    own delivery, visible in the history, after a bounded number of tries."""
+    """Tells people through the notify file's channels (`activities/notify/`, `workflows/notify.py`).
+    It never fails or holds up the change. Since TELLING_AHEAD it also tells what is not a
+    status change (reminders, owner warnings), and a failed undo starts the alarm that
+    repeats until acknowledged (`workflows/alarm.py`) instead of telling once."""
 
     def __init__(self, request: ExecutionRequest) -> None:
         super().__init__()
@@ -202,10 +202,20 @@ class Notifier(_Started):
             event = NotificationEvent.APPROVED
         if event is None:
             return
+        notification = self._notification(ledger, event)
+        if event is NotificationEvent.ROLLBACK_FAILED and versions.tells_ahead():
+            self._started.append(asyncio.ensure_future(self._raise_alarm(notification)))
+            return
+        self._started.append(asyncio.ensure_future(tell(notification)))
+
+    def announced(self, ledger: Ledger, event: NotificationEvent) -> None:
+        self._started.append(asyncio.ensure_future(tell(self._notification(ledger, event))))
+
+    def _notification(self, ledger: Ledger, event: NotificationEvent) -> Notification:
+        view, rec = ledger.view, self._request.recommendation
         sequence = self._sent.get(event, 0)
         self._sent[event] = sequence + 1
-        rec = self._request.recommendation
-        notification = Notification(
+        return Notification(
             event=event, subject_id=view.execution_id, sequence=sequence, at=workflow.now(),
             severity=DEFAULT_SEVERITY[event], customer_id=rec.customer_id, account_id=rec.account_id,
             region=rec.region, kind=rec.kind, resource_id=rec.resource_id,
@@ -215,27 +225,18 @@ class Notifier(_Started):
             planned_steps=list(ledger.plan),
             not_before=self._request.options.not_before,
         )
-        self._started.append(asyncio.ensure_future(self._tell(notification)))
 
-    @staticmethod
-    async def _tell(notification: Notification) -> None:
-        try:
-            routing: Routing = await workflow.execute_local_activity_method(
-                NotifyActivities.route, notification, schedule_to_close_timeout=ROUTE_TIMEOUT,
-                retry_policy=ONE_ATTEMPT,
+    async def _raise_alarm(self, notification: Notification) -> None:
+        """Started and left running: the alarm outlives the failed execution (the execution
+        waits only until it has started)."""
+        with contextlib.suppress(WorkflowAlreadyStartedError):  # already ringing for this execution
+            await workflow.start_child_workflow(
+                RollbackAlarmWorkflow.run,
+                AlarmInput(notification=notification, every=self._request.options.alarm_repeat),
+                id=alarm_id(notification.subject_id),
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                static_summary=f"alarm: the undo of {notification.resource_id} failed; acknowledge it",
             )
-        except FailureError:
-            return  # no rules answered: nobody to tell (the worker logs why)
-        queue = records_task_queue(workflow.info().task_queue)
-        deliveries = [
-            workflow.execute_activity_method(
-                NotifyActivities.deliver, DeliveryInput(notification=notification, channel=channel), task_queue=queue,
-                start_to_close_timeout=DELIVERY_TIMEOUT, schedule_to_close_timeout=DELIVERY_DEADLINE,
-                retry_policy=DELIVERY_RETRY,
-            )
-            for channel in routing.channels
-        ]
-        await asyncio.gather(*deliveries, return_exceptions=True)
 
 
 def observers_for(request: ExecutionRequest) -> list[Observer]:

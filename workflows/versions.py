@@ -63,12 +63,20 @@ PLAN_MANUAL_STEPS: Final = "plan-manual-steps"
 #: DECIDED_AT_START, whose branches it takes too. Histories: tests/histories/v6/.
 NOTIFYING: Final = "generation-2026-12-05"
 
+#: Since 2026-12-05 (afternoon): the generation that tells ahead. Reminders before an approval
+#: times out, owners warned before a destructive change waiting for its window, a failed undo's
+#: alarm repeated by `RollbackAlarmWorkflow` until acknowledged, and the recommender's own risk
+#: inputs (Cost Optimization Hub's restartNeeded, rollbackPossible, implementationEffort) in the
+#: score. Asked in the first activation instead of NOTIFYING, whose branches it takes too.
+#: Histories: tests/histories/v8/.
+TELLING_AHEAD: Final = "generation-2026-12-05-ahead"
+
 #: In the order they are asked at the start of a run.
 EXECUTION_PATCHES: Final = (READ_MODEL_LOCAL_WRITES, COOLDOWN, POLICY_AFTER_MAINTENANCE_WAIT, AWAIT_LEASE_RELEASE)
 PLAN_PATCHES: Final = (PLAN_DRY_RUN_IDS,)
 #: The generations, newest first: a run asks the newest in its first activation, and an older
 #: one only when replaying a history that lacks the newer marker.
-GENERATIONS: Final = (NOTIFYING, DECIDED_AT_START)
+GENERATIONS: Final = (TELLING_AHEAD, NOTIFYING, DECIDED_AT_START)
 ALL: Final = (*GENERATIONS, *EXECUTION_PATCHES, *PLAN_PATCHES)
 
 
@@ -95,7 +103,12 @@ def decided_at_start() -> bool:
 
 def notifies() -> bool:
     """This run tells people of its progress (generation-2026-12-05 or later)."""
-    return workflow.patched(NOTIFYING)
+    return any(workflow.patched(g) for g in (TELLING_AHEAD, NOTIFYING))
+
+
+def tells_ahead() -> bool:
+    """This run reminds, warns owners, repeats its alarm and scores the recommender's risk inputs."""
+    return workflow.patched(TELLING_AHEAD)
 
 
 def uses(patch_id: str) -> bool:

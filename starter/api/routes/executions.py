@@ -23,6 +23,7 @@ from domain.execution import (
     ExecutionView,
     RollbackInput,
 )
+from domain.notifications import Acknowledgement
 from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus
 from starter.api.auth import Principal
@@ -272,6 +273,18 @@ async def cancel(execution_id: str, principal: OperatorDep, svc: ServicesDep) ->
     else:
         message = "cancellation requested; changes are undone"
     return Accepted(execution_id=execution_id, message=message)
+
+
+@router.post("/{execution_id}/acknowledge", response_model=Acknowledgement,
+             responses=responses(401, 403, 404, 409, 422))
+async def acknowledge(execution_id: str, body: CommentBody, principal: OperatorDep, svc: ServicesDep) -> Acknowledgement:
+    """Silence the repeated alarm of a failed undo (ROLLBACK_FAILED): someone has it."""
+    await _visible(svc, principal, execution_id)
+    try:
+        return await svc.executions.acknowledge(
+            execution_id, Acknowledgement(actor=principal.subject, role=principal.role, comment=body.comment))
+    except (Refused, NotFound) as exc:
+        raise ApiError(409, "refused", str(exc)) from None
 
 
 _CANCELLABLE = frozenset({
