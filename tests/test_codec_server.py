@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -125,9 +123,12 @@ def test_the_dev_stacks_codec_makes_its_keys_and_tokens(tmp_path: Path) -> None:
 
 
 def test_reclaim_codec_key_prints_a_key_line_and_refuses_a_bad_id() -> None:
-    reclaim = str(Path(sys.executable).parent / "reclaim")
-    made = subprocess.run([reclaim, "codec-key", "--id", "2026-12"], capture_output=True, text=True, timeout=60)
-    assert made.returncode == 0, made.stderr
+    from typer.testing import CliRunner
+
+    from starter.cli import app
+
+    made = CliRunner().invoke(app, ["codec-key", "--id", "2026-12"])
+    assert made.exit_code == 0, made.output
     assert [k.key_id for k in parse_keys(made.stdout, "stdout")] == ["2026-12"]
-    bad = subprocess.run([reclaim, "codec-key", "--id", "no spaces"], capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 1 and "letters, digits" in bad.stderr and "Traceback" not in bad.stderr
+    bad = CliRunner().invoke(app, ["codec-key", "--id", "no spaces"])
+    assert bad.exit_code == 1 and "letters, digits" in bad.output and "Traceback" not in bad.output
