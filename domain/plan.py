@@ -16,6 +16,15 @@ from pydantic import Field, model_validator
 
 from domain.base import StrictModel
 from domain.execution import ExecutionOptions, Observation, PlanApproval, Refusal
+from domain.manual import (
+    AWAITING_CONFIRMATION,
+    CONFIRMED,
+    MANUAL_KIND,
+    MAX_MANUAL_ITEMS,
+    TIMED_OUT,
+    ManualProgress,
+    ManualStep,
+)
 from domain.policy import Policy, Role
 from domain.recommendation import ID_PATTERN, Recommendation
 from domain.status import ExecutionStatus
@@ -132,6 +141,10 @@ class PlanSpec(StrictModel):
     name: str = Field(default="", max_length=200)
     recommendations: list[Recommendation] = Field(default_factory=list)
     recommendation_ids: list[str] = Field(default_factory=list, description="Recommendations already imported.")
+    manual: list[ManualStep] = Field(
+        default_factory=list, max_length=MAX_MANUAL_ITEMS,
+        description="Manual items (a person confirms each); also accepted among `recommendations` with "
+                    "`kind: manual`. Placed by `waves`.")
     strategy: Strategy = Strategy.PARALLEL
     waves: list[WaveSpec] = Field(default_factory=list, description="Only with strategy `waves`.")
     rate: RateControl = Field(default_factory=RateControl)
@@ -139,8 +152,23 @@ class PlanSpec(StrictModel):
     options: ExecutionOptions = Field(default_factory=ExecutionOptions,
                                       description="Options of every item's execution (dry_run is the plan's).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _manual_among_recommendations(cls, raw: Any) -> Any:
+        """An entry of `recommendations` with `kind: manual` is a manual item."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("recommendations"), list):
+            return raw
+        entries = raw["recommendations"]
+        manual = [e for e in entries if isinstance(e, dict) and e.get("kind") == MANUAL_KIND]
+        if not manual:
+            return raw
+        rest = [e for e in entries if not (isinstance(e, dict) and e.get("kind") == MANUAL_KIND)]
+        return {**raw, "recommendations": rest, "manual": [*(raw.get("manual") or []), *manual]}
+
     @model_validator(mode="after")
     def _coherent(self) -> PlanSpec:
+        if self.manual and self.strategy is not Strategy.WAVES:
+            raise ValueError("manual items are placed by waves: use strategy `waves` and name them in a wave")
         if self.strategy is Strategy.WAVES and not self.waves:
             raise ValueError("strategy `waves` needs `waves`")
         if self.strategy is not Strategy.WAVES and self.waves:
@@ -163,17 +191,23 @@ class PlanError(ValueError):
     """A plan that cannot run as written; the message says why."""
 
 
-def build_waves(spec: PlanSpec, recs: list[Recommendation]) -> tuple[list[WavePlan], list[list[Recommendation]]]:
-    """Waves in run order, each with its recommendations (in order); refuses what cannot run."""
+#: One item of a plan: a recommendation (an execution) or a manual item (a person confirms it).
+PlanEntry = Recommendation | ManualStep
+
+
+def build_waves(spec: PlanSpec, recs: list[Recommendation]) -> tuple[list[WavePlan], list[list[PlanEntry]]]:
+    """Waves in run order, each with its items (in order); refuses what cannot run."""
     if not recs:
         raise PlanError("a plan needs at least one recommendation")
-    if len(recs) > MAX_ITEMS:
-        raise PlanError(f"a plan holds at most {MAX_ITEMS} recommendations, got {len(recs)}")
-    by_id: dict[str, Recommendation] = {}
-    for rec in recs:
-        if rec.id in by_id:
-            raise PlanError(f"recommendation {rec.id} appears twice")
-        by_id[rec.id] = rec
+    if len(recs) + len(spec.manual) > MAX_ITEMS:
+        raise PlanError(f"a plan holds at most {MAX_ITEMS} recommendations, got {len(recs) + len(spec.manual)}")
+    by_id: dict[str, PlanEntry] = {}
+    entries: list[PlanEntry] = [*recs, *spec.manual]
+    for entry in entries:
+        if entry.id in by_id:
+            what = "manual item" if isinstance(entry, ManualStep) else "recommendation"
+            raise PlanError(f"{what} {entry.id} appears twice")
+        by_id[entry.id] = entry
     resources: dict[tuple[str, str, str], str] = {}
     for rec in recs:
         key = (rec.account_id, rec.region, rec.resource_id)
@@ -185,14 +219,14 @@ def build_waves(spec: PlanSpec, recs: list[Recommendation]) -> tuple[list[WavePl
         return _explicit_waves(spec.waves, by_id)
     if spec.strategy in (Strategy.SEQUENTIAL, Strategy.PARALLEL):
         mode = WaveMode.ORDERED if spec.strategy is Strategy.SEQUENTIAL else WaveMode.PARALLEL
-        return [WavePlan(index=0, name=spec.strategy.value, size=len(recs), mode=mode)], [list(recs)]
+        return [WavePlan(index=0, name=spec.strategy.value, size=len(recs), mode=mode)], [list[PlanEntry](recs)]
     groups: dict[str, list[Recommendation]] = {}
     for rec in recs:
         group = rec.region if spec.strategy is Strategy.BY_REGION else resource_type(rec.kind)
         groups.setdefault(group, []).append(rec)
     names = sorted(groups)
     return ([WavePlan(index=i, name=name, size=len(groups[name])) for i, name in enumerate(names)],
-            [groups[name] for name in names])
+            [list(groups[name]) for name in names])
 
 
 def resource_type(kind: str) -> str:
@@ -201,8 +235,8 @@ def resource_type(kind: str) -> str:
 
 
 def _explicit_waves(
-    waves: list[WaveSpec], by_id: dict[str, Recommendation]
-) -> tuple[list[WavePlan], list[list[Recommendation]]]:
+    waves: list[WaveSpec], by_id: dict[str, PlanEntry]
+) -> tuple[list[WavePlan], list[list[PlanEntry]]]:
     names = [w.name for w in waves]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
@@ -291,7 +325,7 @@ class Outcome(StrEnum):
 
 
 _FAILED = {S.FAILED.value, S.ROLLED_BACK.value, S.ROLLBACK_FAILED.value, S.REJECTED_BY_VALIDATION.value,
-           ItemState.DUPLICATE.value}
+           ItemState.DUPLICATE.value, TIMED_OUT}
 _DECLINED = {S.REJECTED.value, S.EXPIRED.value, S.CANCELLED.value}
 _NOT_RUN = {ItemState.SKIPPED.value, ItemState.NOT_STARTED.value, ItemState.NOT_APPROVED.value}
 
@@ -299,7 +333,7 @@ _NOT_RUN = {ItemState.SKIPPED.value, ItemState.NOT_STARTED.value, ItemState.NOT_
 def outcome(status: str) -> Outcome:
     """A failed item counts toward the error threshold and fails its wave; a declined one
     (a person said no, or nobody answered) and a refused one (policy said no) do neither."""
-    if status in (S.COMPLETED.value, S.PLANNED.value):
+    if status in (S.COMPLETED.value, S.PLANNED.value, CONFIRMED):
         return Outcome.SUCCEEDED
     if status in _FAILED:
         return Outcome.FAILED
@@ -313,12 +347,25 @@ def outcome(status: str) -> Outcome:
 
 
 class PlanItem(StrictModel):
-    """One item as the workflow needs it to start its execution."""
+    """One item as the workflow needs it to start its execution (or, a manual one, to wait for a person)."""
 
     position: int
     wave: int
-    recommendation: Recommendation
+    recommendation: Recommendation | None = None
+    manual: ManualStep | None = None
     expected: Observation | None = Field(default=None, description="What the approved dry run saw.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PlanItem:
+        if (self.recommendation is None) == (self.manual is None):
+            raise ValueError("a plan item is a recommendation or a manual item")
+        return self
+
+    @property
+    def item_id(self) -> str:
+        entry = self.recommendation or self.manual
+        assert entry is not None
+        return entry.id
 
 
 class ItemResult(StrictModel):
@@ -355,6 +402,8 @@ class ItemWaiting(StrictModel):
 
 AWAITING_PERSON = "AWAITING_APPROVAL"
 """The count key of started items that wait for a person's decision."""
+WAITING_FOR_PEOPLE = (AWAITING_PERSON, AWAITING_CONFIRMATION)
+"""Count keys of started items that only a person can move (an approval; a manual item's answer)."""
 
 
 class PlanStatus(StrEnum):
@@ -434,9 +483,12 @@ class PlanView(StrictModel):
     counts: dict[str, int] = Field(default_factory=dict)
     failures: int = Field(default=0, description="Failed items since the plan last resumed.")
     running: int = Field(default=0, description="Started items not yet settled (those awaiting a person too).")
-    awaiting_person: int = Field(default=0, description="Started items waiting for a person's approval.")
+    awaiting_person: int = Field(default=0, description="Started items waiting for a person: an approval, or "
+                                                        "a manual item's confirmation.")
     approval: PlanApproval | None = Field(default=None, description="Who approved the dry run, and when.")
     not_approved: int = Field(default=0, description="Items left out of the approved dry run.")
+    manual: list[ManualProgress] = Field(default_factory=list,
+                                         description="Manual items: instructions, who may answer, the answer.")
     events: list[PlanEvent] = Field(default_factory=list)
     started_at: datetime
     updated_at: datetime

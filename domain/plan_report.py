@@ -11,6 +11,7 @@ from datetime import datetime
 from pydantic import Field
 
 from domain.base import StrictModel
+from domain.manual import MANUAL_KIND, ManualProgress, ManualStep
 from domain.plan import Outcome, PlanStatus, PlanView, RateControl, Strategy, WaveProgress, outcome
 from domain.recommendation import Recommendation
 from domain.recovery import RecoveryTime, recovery_markdown, recovery_time
@@ -22,7 +23,8 @@ _ROLLED_BACK = {ExecutionStatus.ROLLED_BACK.value, ExecutionStatus.ROLLBACK_FAIL
 class ReportItem(StrictModel):
     position: int
     wave: int
-    recommendation: Recommendation
+    recommendation: Recommendation | None = None
+    manual: ManualStep | None = None
     status: str
     reason: str | None = None
     execution_id: str | None = None
@@ -47,11 +49,11 @@ class ReportItem(StrictModel):
 
 
 class ReportLine(StrictModel):
-    recommendation_id: str
-    kind: str
-    resource_id: str
-    account_id: str
-    region: str
+    recommendation_id: str = Field(description="The recommendation's id, or the manual item's.")
+    kind: str = Field(description="The action kind, or `manual`.")
+    resource_id: str | None = Field(default=None, description="None for a manual item.")
+    account_id: str | None = None
+    region: str | None = None
     wave: str
     status: str
     execution_id: str | None = None
@@ -59,6 +61,9 @@ class ReportLine(StrictModel):
     estimated_monthly_savings: float
     actual_monthly_savings: float | None = None
     dry_run_status: str | None = None
+    decided_by: str | None = Field(default=None, description="A manual item: who confirmed or failed it.")
+    comment: str | None = Field(default=None, description="A manual item: what they said.")
+    evidence: str | None = Field(default=None, description="A manual item: the link or text they gave.")
 
 
 class PlanReport(StrictModel):
@@ -87,11 +92,14 @@ class PlanReport(StrictModel):
                                                    "drifted): answers, not failures.")
     rollbacks: list[ReportLine]
     recovery: RecoveryTime | None = Field(default=None, description="Drills: time to launch per server and wave.")
+    manual: list[ReportLine] = Field(default_factory=list,
+                                     description="Manual items: who answered, their comment and evidence.")
 
 
 def build_report(view: PlanView, items: list[ReportItem]) -> PlanReport:
     names = {w.index: w.name for w in view.waves}
-    lines = [_line(item, names.get(item.wave, str(item.wave))) for item in items]
+    answers = {m.id: m for m in view.manual}
+    lines = [_line(item, names.get(item.wave, str(item.wave)), answers) for item in items]
     done = [item for item in items if item.final_status == ExecutionStatus.COMPLETED.value]
     counts: dict[str, int] = {}
     outcomes: dict[str, int] = {}
@@ -113,11 +121,22 @@ def build_report(view: PlanView, items: list[ReportItem]) -> PlanReport:
         refusals=[line for line in lines if outcome(line.status) is Outcome.REFUSED],
         rollbacks=[line for line in lines if line.status in _ROLLED_BACK],
         recovery=recovery_time(items, names),
+        manual=[line for line in lines if line.kind == MANUAL_KIND],
     )
 
 
-def _line(item: ReportItem, wave: str) -> ReportLine:
+def _line(item: ReportItem, wave: str, answers: dict[str, ManualProgress]) -> ReportLine:
     rec = item.recommendation
+    if rec is None:
+        step = item.manual
+        assert step is not None, "a plan item is a recommendation or a manual item"
+        answer = answers.get(step.id)
+        return ReportLine(
+            recommendation_id=step.id, kind=MANUAL_KIND, wave=wave, status=item.final_status,
+            reason=item.reason, estimated_monthly_savings=0.0, dry_run_status=item.dry_run_status,
+            decided_by=answer.decided_by if answer else None, comment=(answer.comment or None) if answer else None,
+            evidence=(answer.evidence or None) if answer else None,
+        )
     return ReportLine(
         recommendation_id=rec.id, kind=rec.kind, resource_id=rec.resource_id, account_id=rec.account_id,
         region=rec.region, wave=wave, status=item.final_status, execution_id=item.execution_id,
@@ -158,6 +177,11 @@ def render_markdown(report: PlanReport) -> str:
             out += ["", f"## {title}", "", "| recommendation | resource | status | reason |", "|---|---|---|---|"]
             out += [f"| {cell(x.recommendation_id)} | {cell(x.resource_id)} | {x.status} | {cell(x.reason)} |"
                     for x in lines]
+    if report.manual:
+        out += ["", "## Manual steps", "", "| item | wave | status | by | comment | evidence |",
+                "|---|---|---|---|---|---|"]
+        out += [f"| {cell(x.recommendation_id)} | {cell(x.wave)} | {x.status} | {cell(x.decided_by)} "
+                f"| {cell(x.comment)} | {cell(x.evidence)} |" for x in report.manual]
     out += recovery_markdown(report.recovery)
     out += ["", "## Items", "",
             "| recommendation | kind | resource | wave | status | estimated $/mo | verified $/mo | execution |",

@@ -12,12 +12,15 @@ from typing import Annotated, Any
 import typer
 import yaml
 from pydantic import ValidationError
+from rich.console import Group, RenderableType
 from rich.live import Live
+from rich.markdown import Markdown
 from rich.table import Table
 
+from domain.manual import AWAITING_CONFIRMATION, ManualDecision
 from domain.plan import (
-    AWAITING_PERSON,
     PLAN_TERMINAL,
+    WAITING_FOR_PEOPLE,
     PlanControl,
     PlanDecision,
     PlanSpec,
@@ -162,8 +165,12 @@ def _exit_for(view: PlanView) -> None:
     if view.status is PlanStatus.COMPLETED:
         return
     if view.status not in PLAN_TERMINAL and needs_person(view):
+        confirming = view.counts.get(AWAITING_CONFIRMATION, 0)
         waiting = (f"{view.awaiting_person} items await approval" if view.status is PlanStatus.RUNNING
                    else f"the plan is {view.status.value}")
+        if view.status is PlanStatus.RUNNING and confirming:
+            waiting = (f"{view.awaiting_person} items await a person ({confirming} manual, "
+                       f"`reclaim plan confirm|fail {view.plan_id} ITEM`)")
         err.print(f"needs a person: {waiting}")
         raise typer.Exit(EXIT_NEEDS_PERSON)
     raise typer.Exit(EXIT_OTHER_OUTCOME)
@@ -214,6 +221,33 @@ def reject(
                                                                    comment=reason))
 
     out.print(run(go))
+
+
+def _answer(confirm: bool, plan_id: str, item: str, comment: str, evidence: str, as_user: str | None) -> None:
+    settings = acting(as_user)
+
+    async def go() -> str:
+        async with _plans() as plans:
+            return await plans.answer(plan_id, confirm, ManualDecision(
+                item=item, actor=settings.user, role=settings.role, comment=comment, evidence=evidence))
+
+    out.print(run(go))
+
+
+Comment = Annotated[str, typer.Option("--comment", "-m", help="What you did or saw (kept in the history).")]
+Evidence = Annotated[str, typer.Option("--evidence", "-e", help="A link or text that shows it (kept in the report).")]
+
+
+@plan_app.command()
+def confirm(plan_id: str, item: str, comment: Comment = "", evidence: Evidence = "", as_user: AsUser = None) -> None:
+    """Confirm a waiting manual item: it is done (its role, or one above it)."""
+    _answer(True, plan_id, item, comment, evidence, as_user)
+
+
+@plan_app.command()
+def fail(plan_id: str, item: str, comment: Comment = "", evidence: Evidence = "", as_user: AsUser = None) -> None:
+    """Fail a waiting manual item: a failed item (error threshold; the waves behind it are skipped)."""
+    _answer(False, plan_id, item, comment, evidence, as_user)
 
 
 @plan_app.command()
@@ -321,9 +355,24 @@ def list_plans(
     out.print(table)
 
 
-def progress_table(view: PlanView) -> Table:
+def progress_table(view: PlanView) -> RenderableType:
+    """Counts per wave, then every waiting manual item with its instructions."""
+    waiting = [m for m in view.manual if m.status == AWAITING_CONFIRMATION]
+    if not waiting:
+        return _waves_table(view)
+    parts: list[RenderableType] = [_waves_table(view)]
+    for step in waiting:
+        deadline = f", by {step.deadline:%Y-%m-%d %H:%M:%S} UTC" if step.deadline else ""
+        parts.append(f"[bold]manual item {step.id}[/bold] waits for {step.role.value}{deadline}: "
+                     f"reclaim plan confirm|fail {view.plan_id} {step.id}")
+        parts.append(Markdown(step.instructions))
+    return Group(*parts)
+
+
+def _waves_table(view: PlanView) -> Table:
+    unsettled = ("RUNNING", *WAITING_FOR_PEOPLE)
     title = (f"plan {view.plan_id}  [bold]{view.status.value}[/bold]  {view.phase}  "
-             f"{sum(n for s, n in view.counts.items() if s not in ('RUNNING', AWAITING_PERSON))}/{view.total + view.not_approved} "
+             f"{sum(n for s, n in view.counts.items() if s not in unsettled)}/{view.total + view.not_approved} "
              f"settled, {view.running} running" + (f" ({view.awaiting_person} awaiting approval)"
                                                     if view.awaiting_person else "")
              + f"  {time.strftime('%H:%M:%S')}")

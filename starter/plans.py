@@ -17,6 +17,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from domain.manual import ManualDecision, ManualProgress, ManualStep
 from domain.plan import (
     PLAN_TERMINAL,
     PlanControl,
@@ -93,9 +94,11 @@ class Plans:
         view = PlanView(
             plan_id=plan_id, name=spec.name, customer_ids=sorted({r.customer_id for r in recs}),
             requested_by=requested_by, phase="dry_run" if spec.dry_run else "execute", dry_run=spec.dry_run,
-            strategy=spec.strategy, rate=spec.rate, total=len(recs),
+            strategy=spec.strategy, rate=spec.rate, total=sum(len(entries) for entries in grouped),
             waves=[WaveProgress(index=w.index, name=w.name, mode=w.mode, size=w.size, depends_on=w.depends_on,
                                 wait_seconds=w.wait_seconds) for w in waves],
+            manual=[ManualProgress(id=e.id, wave=index, role=e.role, instructions=e.instructions, timeout=e.timeout)
+                    for index, entries in enumerate(grouped) for e in entries if isinstance(e, ManualStep)],
             started_at=now, updated_at=now,
             estimated_monthly_savings=round(sum(r.estimated_monthly_savings for r in recs), 2),
         )
@@ -167,6 +170,11 @@ class Plans:
         if action not in updates:
             raise ReclaimError(f"unknown plan action {action}: use pause, resume or abort")
         return await self._update(plan_id, updates[action], control)
+
+    async def answer(self, plan_id: str, confirm: bool, decision: ManualDecision) -> str:
+        """Confirm or fail a waiting manual item (the plan's validator says why not, if not)."""
+        update = PlanWorkflow.confirm_update if confirm else PlanWorkflow.fail_update
+        return await self._update(plan_id, update, decision)
 
     async def _update(self, plan_id: str, update: Any, arg: Any) -> str:
         try:

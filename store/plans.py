@@ -16,7 +16,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.execution import Observation
-from domain.plan import ItemResult, ItemState, PlanItem, PlanView
+from domain.manual import MANUAL_KIND, ManualStep
+from domain.plan import ItemResult, ItemState, PlanEntry, PlanItem, PlanView
 from domain.plan_report import ReportItem
 from domain.recommendation import Recommendation
 from domain.recovery import LAUNCH_TIMED_KINDS, launch_window
@@ -38,17 +39,23 @@ class PlanRecords:
         self._insert = insert
 
     @cancellation_safe
-    async def create(self, view: PlanView, waves: list[list[Recommendation]]) -> None:
-        """The plan row and all its items, in one transaction; an existing plan id is refused."""
+    async def create(self, view: PlanView, waves: list[list[PlanEntry]]) -> None:
+        """The plan row and all its items, in one transaction; an existing plan id is refused.
+
+        A manual item's row holds the item (its `kind` is `manual`) where a recommendation's holds
+        the recommendation, and belongs to the plan's first customer.
+        """
         rows: list[dict[str, Any]] = []
         position = 0
-        for wave, recs in enumerate(waves):
-            for wave_position, rec in enumerate(recs):
+        owner = view.customer_ids[0] if view.customer_ids else ""
+        for wave, entries in enumerate(waves):
+            for wave_position, entry in enumerate(entries):
+                rec = entry if isinstance(entry, Recommendation) else None
                 rows.append({
                     "plan_id": view.plan_id, "position": position, "wave": wave, "wave_position": wave_position,
-                    "recommendation_id": rec.id, "customer_id": rec.customer_id,
-                    "payload": rec.model_dump(mode="json"), "status": ItemState.PENDING.value,
-                    "estimated_monthly_savings": rec.estimated_monthly_savings, "approved": False,
+                    "recommendation_id": entry.id, "customer_id": rec.customer_id if rec else owner,
+                    "payload": entry.model_dump(mode="json"), "status": ItemState.PENDING.value,
+                    "estimated_monthly_savings": rec.estimated_monthly_savings if rec else 0.0, "approved": False,
                 })
                 position += 1
         async with self._writes.begin() as conn:
@@ -102,7 +109,7 @@ class PlanRecords:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [
-            PlanItem(position=r.position, wave=r.wave, recommendation=Recommendation.model_validate(r.payload),
+            PlanItem(position=r.position, wave=r.wave, **_entry(r.payload),
                      expected=Observation.model_validate(r.observed) if approved_only and r.observed else None)
             for r in rows
         ]
@@ -185,7 +192,7 @@ class PlanRecords:
             rows = (await conn.execute(query)).all()
         return await self._launch_windows([
             ReportItem(
-                position=r.position, wave=r.wave, recommendation=Recommendation.model_validate(r.payload),
+                position=r.position, wave=r.wave, **_entry(r.payload),
                 status=r.status, reason=r.reason, execution_id=r.execution_id,
                 estimated_monthly_savings=r.estimated_monthly_savings,
                 actual_monthly_savings=r.actual_monthly_savings, started_at=r.started_at,
@@ -219,6 +226,13 @@ class PlanRecords:
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(PlanRow.report).where(PlanRow.plan_id == plan_id))).first()
         return row.report if row else None
+
+
+def _entry(payload: dict[str, Any]) -> dict[str, Any]:
+    """A stored item's payload as the `recommendation` or `manual` field of a plan item."""
+    if payload.get("kind") == MANUAL_KIND:
+        return {"manual": ManualStep.model_validate(payload)}
+    return {"recommendation": Recommendation.model_validate(payload)}
 
 
 def _plan_values(view: PlanView) -> dict[str, Any]:

@@ -11,6 +11,9 @@ plan keeps a bounded history.
 A dry-run plan dry-runs every item, then waits for its report to be approved;
 the approval runs exactly the approved set, each item carrying what its dry run
 observed so that drift is refused, never changed silently.
+
+A manual item waits for a person's `confirm` or `fail` (signal or update) or its
+timeout instead of running an execution (`plan_manual.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 
 with workflow.unsafe.imports_passed_through():
     from activities.plans import PlanActivities, WaveMark
+    from domain.manual import ManualDecision
     from domain.plan import (
         ItemPage,
         ItemSettled,
@@ -84,6 +88,8 @@ class PlanWorkflow:
                     await self._run_phase()
                     self._ledger.cursor = PlanCursor(wave=0, offset=0, phase_done=True)
                 if self._controls.abort is None and await self._controls.approved():
+                    decision = self._controls.decision
+                    self._items.manual.approved(decision[1].items if decision is not None else None)
                     await self._run_phase()
             else:
                 await self._run_phase()
@@ -234,6 +240,7 @@ class PlanWorkflow:
             self._ledger.count_many(wave, status.value, remaining)
         wave.state = WaveState.SKIPPED if status is ItemState.SKIPPED else WaveState.NOT_STARTED
         wave.finished_at = workflow.now()
+        self._items.manual.close_wave(wave.index, status.value)
         self._ledger.event(f"wave {wave.name}: {reason}")
         await workflow.execute_activity_method(
             PlanActivities.mark_plan_wave,
@@ -303,6 +310,30 @@ class PlanWorkflow:
     @reject_update.validator
     def _validate_reject(self, decision: PlanDecision) -> None:
         refuse_update(self._controls.decision_refusal(decision, False))
+
+    @workflow.signal(name="confirm")
+    def confirm_signal(self, decision: ManualDecision) -> None:
+        self._items.manual.decide(decision, True, "signal")
+
+    @workflow.signal(name="fail")
+    def fail_signal(self, decision: ManualDecision) -> None:
+        self._items.manual.decide(decision, False, "signal")
+
+    @workflow.update(name="confirm")
+    def confirm_update(self, decision: ManualDecision) -> str:
+        return self._items.manual.decide(decision, True, "update")
+
+    @confirm_update.validator
+    def _validate_confirm(self, decision: ManualDecision) -> None:
+        refuse_update(self._items.manual.refusal(decision, True))
+
+    @workflow.update(name="fail")
+    def fail_update(self, decision: ManualDecision) -> str:
+        return self._items.manual.decide(decision, False, "update")
+
+    @fail_update.validator
+    def _validate_fail(self, decision: ManualDecision) -> None:
+        refuse_update(self._items.manual.refusal(decision, False))
 
     @workflow.signal(name="item_waiting")
     def item_waiting(self, waiting: ItemWaiting) -> None:

@@ -3,6 +3,7 @@
 An item settles when its execution says so (`item_settled`, sent at COMPLETED,
 not at the end of the rollback window) or when the child closes, whichever
 comes first; an item waiting for a person is shown apart (`item_waiting`).
+A manual item starts no execution: it waits for a person's answer (`plan_manual.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         dry_run_id_for,
         execution_id_for,
     )
+    from domain.manual import AWAITING_CONFIRMATION, ManualStep
     from domain.plan import (
         AWAITING_PERSON,
         ItemResult,
@@ -36,10 +38,12 @@ with workflow.unsafe.imports_passed_through():
         outcome,
     )
     from domain.presentation import execution_summary
+    from domain.status import ExecutionStatus
     from workflows import versions
     from workflows.execution import ExecutionWorkflow
     from workflows.outcomes import child_outcome, describe_error
     from workflows.plan_ledger import PlanLedger
+    from workflows.plan_manual import ManualItems
 
 
 def approved_only(ledger: PlanLedger) -> bool:
@@ -62,6 +66,7 @@ class PlanItems:
         """Started, unsettled items by execution id: where their counts stand."""
         self._shown: dict[str, str] = {}
         """The count key an item is shown under while it waits for a person."""
+        self.manual = ManualItems(ledger, aborted)
 
     def start(self, wave: WaveProgress, item: PlanItem) -> None:
         """Start the item in its own task: items started together are started in the same workflow task."""
@@ -95,7 +100,11 @@ class PlanItems:
 
     async def _run(self, wave: WaveProgress, item: PlanItem) -> None:
         """Start the item's execution (a child workflow) and follow it until it settles."""
+        if item.manual is not None:
+            await self._run_manual(wave, item, item.manual)
+            return
         view, rec = self._ledger.view, item.recommendation
+        assert rec is not None, "a plan item is a recommendation or a manual item"
         dry_run = view.phase == "dry_run"
         execution_id = (dry_run_id_for(rec.id) if dry_run and workflow.patched(versions.PLAN_DRY_RUN_IDS)
                         else execution_id_for(rec.id, dry_run))
@@ -154,10 +163,27 @@ class PlanItems:
             observed=settled.observed, started_at=started, finished_at=workflow.now(),
         ))
 
-    def _settle(self, wave: WaveProgress, result: ItemResult) -> None:
+    async def _run_manual(self, wave: WaveProgress, item: PlanItem, step: ManualStep) -> None:
+        """Wait for a person's answer to a manual item (a dry run plans it without asking)."""
+        view, started, key = self._ledger.view, workflow.now(), f"manual:{step.id}"
+        if not workflow.patched(versions.PLAN_MANUAL_STEPS):
+            # Unreachable on replay: code before the patch could not load a manual item at all.
+            status, reason = ExecutionStatus.FAILED.value, "this plan's code predates manual items"
+        elif view.phase == "dry_run":
+            status, reason = self.manual.planned(step)
+        else:
+            self._shown[key] = AWAITING_CONFIRMATION
+            self._ledger.count(wave, ItemState.RUNNING.value, AWAITING_CONFIRMATION)
+            status, reason = await self.manual.wait(step)
+        self.unsettled.discard(item.position)
+        self._settle(wave, ItemResult(plan_id=view.plan_id, position=item.position, status=status, reason=reason,
+                                      started_at=started, finished_at=workflow.now()), key=key)
+
+    def _settle(self, wave: WaveProgress, result: ItemResult, key: str | None = None) -> None:
         ledger = self._ledger
-        self._live.pop(result.execution_id or "", None)
-        shown = self._shown.pop(result.execution_id or "", ItemState.RUNNING.value)
+        key = key or result.execution_id or ""
+        self._live.pop(key, None)
+        shown = self._shown.pop(key, ItemState.RUNNING.value)
         ledger.count(wave, shown, result.status)
         ledger.results.append(result)
         kind = outcome(result.status)

@@ -13,7 +13,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.plans import ItemBatch, PlanActivities
     from activities.records import records_task_queue
     from domain.plan import (
-        AWAITING_PERSON,
+        WAITING_FOR_PEOPLE,
         ItemResult,
         ItemState,
         PlanCursor,
@@ -57,7 +57,7 @@ class PlanLedger:
                 if counts[old] <= 0:
                     del counts[old]
             counts[new] = counts.get(new, 0) + 1
-        self.view.awaiting_person = self.view.counts.get(AWAITING_PERSON, 0)
+        self.view.awaiting_person = sum(self.view.counts.get(key, 0) for key in WAITING_FOR_PEOPLE)
         self.view.running = self.view.counts.get(ItemState.RUNNING.value, 0) + self.view.awaiting_person
 
     def count_many(self, wave: WaveProgress, status: str, n: int) -> None:

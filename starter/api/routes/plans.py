@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import Field
 
 from domain.base import StrictModel
+from domain.manual import ManualDecision
 from domain.plan import PlanControl, PlanDecision, PlanSpec, PlanView
 from domain.plan_report import PlanReport, render_markdown
+from domain.recommendation import ID_PATTERN
 from starter.api.auth import Principal
 from starter.api.deps import ApproverDep, OperatorDep, ServicesDep, ViewerDep
 from starter.api.errors import ApiError, responses
@@ -32,6 +34,11 @@ class ApproveBody(StrictModel):
 
 class ReasonBody(StrictModel):
     reason: str = Field(default="", max_length=2000)
+
+
+class AnswerBody(StrictModel):
+    comment: str = Field(default="", max_length=2000)
+    evidence: str = Field(default="", max_length=4000, description="A link or text that shows it was done.")
 
 
 class Accepted(StrictModel):
@@ -148,3 +155,21 @@ def _control(action: str) -> Any:
 for _action in ("pause", "resume", "abort"):
     router.post(f"/{{plan_id}}/{_action}", response_model=Accepted,
                 responses=responses(401, 403, 404, 409, 422))(_control(_action))
+
+
+def _answer(confirm: bool) -> Any:
+    async def route(plan_id: str, item_id: Annotated[str, Path(pattern=ID_PATTERN)], body: AnswerBody,
+                    principal: OperatorDep,
+                    svc: ServicesDep) -> Accepted:
+        """A waiting manual item: confirmed or failed by the token's subject (its role, or one above it)."""
+        decision = ManualDecision(item=item_id, actor=principal.subject, role=principal.role,
+                                  comment=body.comment, evidence=body.evidence)
+        return await _steer(svc, principal, plan_id, lambda plans: plans.answer(plan_id, confirm, decision))
+
+    route.__name__ = f"{'confirm' if confirm else 'fail'}_manual_item"
+    return route
+
+
+for _confirm in (True, False):
+    router.post(f"/{{plan_id}}/items/{{item_id}}/{'confirm' if _confirm else 'fail'}", response_model=Accepted,
+                responses=responses(401, 403, 404, 409, 422))(_answer(_confirm))
