@@ -41,6 +41,7 @@ def test_every_path_is_recorded() -> None:
     assert {f"v4/{p}" for p in paths | plans | {"scheduled_window_then_completed"}} <= names
     assert {f"v5/{p}" for p in plans} <= names
     assert {f"v6/{p}" for p in paths | plans} <= names
+    assert {"v7/plan_manual_confirmed_failed_timed_out", "v7/plan_manual_dry_run_confirmed"} <= names
     assert {f"v8/{p}" for p in paths | {"approval_reminded_then_approved", "delete_owner_warned_before_window",
                                          "undo_failed_alarm_acknowledged", "alarm_acknowledged",
                                          "hub_risk_needs_a_human_expired"}} <= names
@@ -163,3 +164,16 @@ def _search_attribute_values(path: Path, name: str) -> str:
 def _workflow_type(path: Path) -> str:
     started = json.loads(path.read_text())["events"][0]["workflowExecutionStartedEventAttributes"]
     return str(started["workflowType"]["name"])
+
+
+def test_manual_items_ask_their_patch_where_the_first_one_is_met() -> None:
+    """A plan runs no local activity: the marker comes with the first manual item's commands, and
+    the answers (a refused signal, a confirm by update, a fail by signal) and the timeout are recorded."""
+    path = ROOT / "v7" / "plan_manual_confirmed_failed_timed_out.json"
+    assert [p for _, p in _patch_markers(path)] == [versions.PLAN_MANUAL_STEPS]
+    events = json.loads(path.read_text())["events"]
+    signals = [e["workflowExecutionSignaledEventAttributes"]["signalName"] for e in events
+               if "workflowExecutionSignaledEventAttributes" in e]
+    assert signals.count("confirm") == 1 and signals.count("fail") == 1
+    assert any(e["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED" for e in events)
+    assert any(e["eventType"] == "EVENT_TYPE_TIMER_FIRED" for e in events)

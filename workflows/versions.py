@@ -73,7 +73,7 @@ TELLING_AHEAD: Final = "generation-2026-12-05-ahead"
 
 #: In the order they are asked at the start of a run.
 EXECUTION_PATCHES: Final = (READ_MODEL_LOCAL_WRITES, COOLDOWN, POLICY_AFTER_MAINTENANCE_WAIT, AWAIT_LEASE_RELEASE)
-PLAN_PATCHES: Final = (PLAN_DRY_RUN_IDS,)
+PLAN_PATCHES: Final = (PLAN_DRY_RUN_IDS, PLAN_MANUAL_STEPS)
 #: The generations, newest first: a run asks the newest in its first activation, and an older
 #: one only when replaying a history that lacks the newer marker.
 GENERATIONS: Final = (TELLING_AHEAD, NOTIFYING, DECIDED_AT_START)
