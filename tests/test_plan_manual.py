@@ -3,10 +3,13 @@ confirmed, failed, timed out, refused; validation at the edge; the report keeps 
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 from temporalio.client import WorkflowUpdateFailedError
 
@@ -185,3 +188,15 @@ def test_manual_items_are_placed_by_waves() -> None:
     with pytest.raises(ValidationError, match="manual items are placed by waves"):
         PlanSpec.model_validate({"recommendations": [rec.model_dump(mode="json"), manual("x")],
                                  "strategy": "sequential"})
+
+
+def test_the_readme_plan_file_with_manual_items_is_a_valid_plan() -> None:
+    """The README's "Manual steps" example reads as a plan; its commands' options exist."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Manual steps\n", 1)[1].split("\n## ", 1)[0]
+    example, commands = re.findall(r"```(?:yaml|sh)\n(.*?)```", section, re.S)[:2]
+    parsed = PlanSpec.model_validate(yaml.safe_load(example))
+    assert [m.id for m in parsed.manual] == ["tell-batch-team", "check-latency"]
+    assert {m.role for m in parsed.manual} == {Role.OPERATOR, Role.APPROVER}
+    assert "reclaim plan confirm <plan-id> tell-batch-team --as olga -m" in commands
+    assert "--evidence" in commands
