@@ -22,6 +22,7 @@ from activities.execution import ExecutionActivities
 from activities.notify.delivery import NotifyActivities
 from activities.plans import PlanActivities
 from activities.records import RecordActivities, records_task_queue
+from activities.windows import WindowActivities
 from domain.notifications import NotifyFile
 from runtime import logmask
 from runtime.codec import codec_from_settings
@@ -89,19 +90,22 @@ def build_worker(
     interceptors: Sequence[Interceptor] = (),
     executor: ThreadPoolExecutor | None = None,
     notify: NotifyActivities | None = None,
+    windows: WindowActivities | None = None,
 ) -> ReclaimWorker:
-    """`notify`: the notify file's channels and rules (none: nobody is told, executions go on)."""
+    """`notify`: the notify file's channels and rules (none: nobody is told, executions go on);
+    `windows`: the change windows and freezes (none: a change starts once approved)."""
     execution = ExecutionActivities(sessions)
     records = RecordActivities(store)
     plans = PlanActivities(store)
     notify = notify or NotifyActivities(NotifyFile())
+    windows = windows or WindowActivities()
     main = Worker(
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
         # The store activities stay here too: local activities run on this worker, and
         # executions recorded before the records queue existed schedule their writes here.
-        activities=[*execution.all(), *records.all(), *plans.all(), notify.route],
+        activities=[*execution.all(), *records.all(), *plans.all(), notify.route, windows.ask],
         activity_executor=executor or ThreadPoolExecutor(max_workers=max_concurrent_activities),
         max_concurrent_activities=max_concurrent_activities,
         max_concurrent_local_activities=max_concurrent_activities,
@@ -136,6 +140,7 @@ async def run_worker(stop: asyncio.Event | None = None) -> None:
     notify = settings.notify()  # a malformed notify file stops start-up at once, naming its line and field
     if notify is not None:
         _mask_notify_secrets(notify)
+    windows = WindowActivities(settings.windows_file)  # a malformed file stops start-up too
     if settings.encrypt:
         codec_from_settings(settings)  # a missing or malformed key stops start-up too, before Temporal is sought
     stop = stop or asyncio.Event()
@@ -152,7 +157,7 @@ async def run_worker(stop: asyncio.Event | None = None) -> None:
                               coalesce_window=settings.aws_coalesce_window_ms / 1000)
     worker = build_worker(client, task_queue=settings.task_queue, sessions=sessions, store=store,
                           max_concurrent_activities=settings.max_concurrent_activities,
-                          max_cached_workflows=settings.max_cached_workflows, notify=notify)
+                          max_cached_workflows=settings.max_cached_workflows, notify=notify, windows=windows)
     try:
         async with worker:
             logging.getLogger("reclaim").info("worker polling task queue %s", settings.task_queue)

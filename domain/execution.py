@@ -105,6 +105,8 @@ class Refusal(StrEnum):
     """The resource no longer is what the recommendation (or the approved dry run) saw: drift, or gone."""
     NOT_COVERED = "not_covered"
     """The plan's approval does not cover this item (the approver may not approve it)."""
+    NO_WINDOW = "no_window"
+    """No opening of its change windows fits it outside the freezes within the horizon."""
 
 
 class Decision(StrEnum):

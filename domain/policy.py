@@ -44,6 +44,10 @@ class ActionTraits(StrictModel):
     reversible: bool
     base_risk: RiskLevel
     destroys_data: bool = Field(description="The apply deletes something; a backup must exist first.")
+    expected_duration: timedelta = Field(
+        default=timedelta(minutes=15), description="Backup to verified, as a change window must fit it.")
+    watch_period: timedelta = Field(
+        default=timedelta(0), description="How long its metrics are watched after it is verified (0: not).")
 
 
 class Policy(StrictModel):

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
         default=None, description="The notify file (YAML): channels and rules of who is told what "
         "(README, Notifications). Unset: nobody is told; executions go on.")
 
+    windows_file: Path | None = Field(
+        default=None, description="Change windows and freezes (YAML; README, Across an organization). "
+        "Unset: a change may start whenever it is approved.")
+
     # Payload encryption (README, Encryption; runtime/codec.py): off unless RECLAIM_ENCRYPT is true.
     encrypt: bool = Field(default=False, description="Seal every payload written to Temporal (AES-256-GCM).")
     codec_keys: str | None = Field(default=None, repr=False, description="id=base64key, ... newest first.")

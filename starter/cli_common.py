@@ -13,6 +13,7 @@ from rich.console import Console
 from temporalio.service import RPCError
 
 from activities.notify.config import NotifyFileError
+from activities.windows import WindowsFileError
 from runtime.codec import CodecError
 from runtime.settings import Settings
 from runtime.temporal_client import connect
@@ -57,7 +58,7 @@ def run(make: Callable[[], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(_main())
-    except (ReclaimError, NotifyFileError, CodecError) as exc:
+    except (ReclaimError, NotifyFileError, WindowsFileError, CodecError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
     except RPCError as exc:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from temporalio.client import Client
 
 from activities.aws import SessionFactory
+from activities.windows import WindowActivities
 from runtime.settings import Settings
 from runtime.temporal_client import connect_when_ready
 from starter.api.deps import Services
@@ -56,7 +57,8 @@ async def embedded_stack(
         )
         worker = build_worker(client, task_queue=settings.task_queue, sessions=sessions, store=store,
                               max_concurrent_activities=settings.max_concurrent_activities,
-                              max_cached_workflows=settings.max_cached_workflows, notify=settings.notify())
+                              max_cached_workflows=settings.max_cached_workflows, notify=settings.notify(),
+                              windows=WindowActivities(settings.windows_file))
         try:
             async with contextlib.AsyncExitStack() as running:
                 if codec is not None:

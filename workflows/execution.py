@@ -20,6 +20,7 @@ from temporalio.exceptions import ApplicationError, is_cancelled_exception
 with workflow.unsafe.imports_passed_through():
     from activities.execution import ExecutionActivities
     from activities.records import RecordActivities
+    from activities.windows import WindowActivities
     from domain.execution import (
         ActionStepInput,
         ApprovalInput,
@@ -47,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.sources import recommender_risk_floors
     from domain.status import TERMINAL, ExecutionStatus, can_transition
+    from domain.windows import ChangeScope, WindowVerdict
     from workflows import search_attributes as sa
     from workflows import versions
     from workflows.approval import ApprovalGate
@@ -81,6 +83,7 @@ class ExecutionWorkflow:
         self._approval = ApprovalGate(self._ledger, request)
         self._change = Change(self._ledger, request, self._lease)
         self._rollback = RollbackWindow(self._ledger, request, self._lease, self._change)
+        self._owners_warned = False
 
     # ---- run ---------------------------------------------------------------------------
 
@@ -180,7 +183,7 @@ class ExecutionWorkflow:
 
         if opts.not_before is not None and opts.not_before > workflow.now():
             self._ledger.transition(S.SCHEDULED, f"waiting for the maintenance window at {opts.not_before.isoformat()}")
-            if versions.tells_ahead() and warns_owners(assessment.traits):
+            if versions.tells_ahead() and warns_owners(assessment.traits) and not self._owners_warned:
                 await self._warn_owners(opts.not_before - opts.owner_warning_lead)
             await workflow.sleep(opts.not_before - workflow.now())
             assessment = await self._validate(again=True)
@@ -192,11 +195,47 @@ class ExecutionWorkflow:
                 await self._approval.wait()
                 assessment = await self._validate(again=True)
 
+        if versions.tells_ahead():
+            assessment = await self._within_window(assessment, approved_by_human)
         await self._change.run(self._step_input(assessment), assessment)
+
+    async def _within_window(self, assessment: Assessment, approved_by_human: bool) -> Assessment:
+        """Wait in SCHEDULED until the change fits a covering window outside every freeze
+        (`domain/windows.py`, asked of the worker's windows file); look again at the opening,
+        and ask a person if the resource has become riskier than its auto-approval covered."""
+        while True:
+            verdict = await self._ask_window(assessment)
+            if verdict.open:
+                return assessment
+            if verdict.start is None:
+                raise Ended(S.REJECTED_BY_VALIDATION, verdict.reason, Refusal.NO_WINDOW)
+            self._ledger.transition(S.SCHEDULED, f"waiting for its change window: {verdict.reason}")
+            if warns_owners(assessment.traits) and not self._owners_warned:
+                await self._warn_owners(verdict.start - self._request.options.owner_warning_lead)
+            if verdict.start > workflow.now():
+                await workflow.sleep(verdict.start - workflow.now())
+            assessment = await self._validate(again=True)
+            if not approved_by_human and not self._auto_approved(assessment):
+                await self._approval.wait()
+                approved_by_human = True
+                assessment = await self._validate(again=True)
+
+    async def _ask_window(self, assessment: Assessment) -> WindowVerdict:
+        rec, traits = self._request.recommendation, assessment.traits
+        verdict: WindowVerdict = await workflow.execute_local_activity_method(
+            WindowActivities.ask,
+            ChangeScope(customer_id=rec.customer_id, account_id=rec.account_id, region=rec.region, kind=rec.kind,
+                        tags=dict(assessment.observed.tags), now=workflow.now(),
+                        needs=traits.expected_duration if traits else timedelta(minutes=15)),
+            start_to_close_timeout=timedelta(seconds=30), schedule_to_close_timeout=READ_DEADLINE,
+            retry_policy=READ_RETRY,
+        )
+        return verdict
 
     async def _warn_owners(self, at: datetime) -> None:
         """Owners hear of a destructive change before it happens: at the lead time before the
         window, or at once when the window is nearer than that."""
+        self._owners_warned = True
         if at > workflow.now():
             await workflow.sleep(at - workflow.now())
         self._ledger.log("owners warned of the change at the window")

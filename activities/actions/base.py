@@ -13,6 +13,7 @@ import importlib
 import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, ClassVar, Generic
 
 from botocore.exceptions import ClientError
@@ -51,6 +52,10 @@ class Action(ABC, Generic[P, S]):
     reversible: ClassVar[bool]
     base_risk: ClassVar[RiskLevel]
     destroys_data: ClassVar[bool] = False
+    expected_duration: ClassVar[timedelta] = timedelta(minutes=15)
+    """Backup to verified, on a quiet account: a change window must have this much left to start it."""
+    watch_period: ClassVar[timedelta] = timedelta(0)
+    """How long the resource's metrics are watched after the change (`watch_metrics`); 0: not."""
     permissions: ClassVar[tuple[str, ...]]
     volatile_state: ClassVar[frozenset[str]] = frozenset()
     """Observed state keys that change on their own (sizes, transient statuses): not drift."""
@@ -84,6 +89,8 @@ class Action(ABC, Generic[P, S]):
             reversible=cls.reversible,
             base_risk=cls.base_risk,
             destroys_data=cls.destroys_data,
+            expected_duration=cls.expected_duration,
+            watch_period=cls.watch_period,
         )
 
     def client(self, service: str) -> Any:
