@@ -19,6 +19,7 @@ from temporalio.worker.workflow_sandbox import SandboxRestrictions
 
 from activities.aws import SessionFactory
 from activities.execution import ExecutionActivities
+from activities.imports import ImportActivities
 from activities.notify.delivery import NotifyActivities
 from activities.plans import PlanActivities
 from activities.records import RecordActivities, records_task_queue
@@ -31,11 +32,12 @@ from runtime.temporal_client import connect_patiently
 from store.repository import Store
 from workflows.alarm import RollbackAlarmWorkflow
 from workflows.execution import ExecutionWorkflow
+from workflows.imports import ImportWorkflow
 from workflows.lease import ResourceLeaseWorkflow
 from workflows.plan import PlanWorkflow
 from workflows.sandbox import CompiledSandboxRunner
 
-WORKFLOWS = [ExecutionWorkflow, ResourceLeaseWorkflow, PlanWorkflow, RollbackAlarmWorkflow]
+WORKFLOWS = [ExecutionWorkflow, ResourceLeaseWorkflow, PlanWorkflow, RollbackAlarmWorkflow, ImportWorkflow]
 
 #: Modules the sandbox need not re-import for every workflow run: pure or side-effect free.
 PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "boto3", "botocore", "domain",
@@ -97,6 +99,7 @@ def build_worker(
     execution = ExecutionActivities(sessions)
     records = RecordActivities(store)
     plans = PlanActivities(store)
+    imports = ImportActivities(sessions, store)
     notify = notify or NotifyActivities(NotifyFile())
     windows = windows or WindowActivities()
     main = Worker(
@@ -105,7 +108,7 @@ def build_worker(
         workflows=WORKFLOWS,
         # The store activities stay here too: local activities run on this worker, and
         # executions recorded before the records queue existed schedule their writes here.
-        activities=[*execution.all(), *records.all(), *plans.all(), notify.route, windows.ask],
+        activities=[*execution.all(), *records.all(), *plans.all(), *imports.all(), notify.route, windows.ask],
         activity_executor=executor or ThreadPoolExecutor(max_workers=max_concurrent_activities),
         max_concurrent_activities=max_concurrent_activities,
         max_concurrent_local_activities=max_concurrent_activities,

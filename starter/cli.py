@@ -29,6 +29,7 @@ from starter.notify_cli import notify_app
 from starter.plan_cli import plan_app
 from starter.recommendations_cli import recommendations_app
 from starter.scan_cli import scan_command
+from starter.schedule_cli import schedule_app
 from starter.windows_cli import windows_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Safely act on AWS cost recommendations.")
@@ -434,6 +435,7 @@ app.add_typer(plan_app, name="plan")
 app.add_typer(notify_app, name="notify")
 app.add_typer(windows_app, name="windows")
 app.add_typer(recommendations_app, name="recommendations")
+app.add_typer(schedule_app, name="schedule")
 app.command("import")(import_command)
 app.command("scan")(scan_command)
 

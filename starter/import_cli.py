@@ -14,9 +14,9 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from activities.aws import SessionFactory
-from activities.sources import SourceError, SourceFilters, checked, import_live, narrowed
-from activities.sources.file import read
-from domain.sources import COH, COMPUTE_OPTIMIZER, TRUSTED_ADVISOR, ImportContext, ImportReport, import_report
+from activities.imports import default_region, gather_import, import_scope
+from activities.sources import SourceError, SourceFilters
+from domain.sources import COH, COMPUTE_OPTIMIZER, TRUSTED_ADVISOR, ImportContext, ImportReport
 from domain.sync import SyncPlan, SyncScope
 from runtime.settings import Settings
 from starter.cli_common import out, run, state
@@ -43,26 +43,17 @@ def session_factory(settings: Settings) -> SessionFactory:
     return SessionFactory(role_arn_template=settings.role_arn_template, endpoint_url=settings.aws_endpoint_url)
 
 
-def default_region() -> str | None:
-    import boto3
-
-    return boto3.Session().region_name
-
-
 def gather(origin: From, file: Path | None, filters: SourceFilters, ctx: ImportContext,
            settings: Settings) -> ImportReport:
     """The report of one import; ReclaimError (one line) for what a person must fix."""
+    if origin is From.file and file is None:
+        raise ReclaimError("--from file needs --file F (the saved output of the AWS CLI)")
+    if origin is not From.file and file is not None:
+        raise ReclaimError("--file goes with --from file only")
+    if origin is not From.file and settings.role_arn_template and not filters.account_ids:
+        raise ReclaimError("RECLAIM_ROLE_ARN_TEMPLATE is set: name the --account to import from")
     try:
-        if origin is From.file:
-            if file is None:
-                raise ReclaimError("--from file needs --file F (the saved output of the AWS CLI)")
-            source, items = read(file)
-            return checked(narrowed(import_report(source, items, ctx), filters))
-        if file is not None:
-            raise ReclaimError("--file goes with --from file only")
-        if settings.role_arn_template and not filters.account_ids:
-            raise ReclaimError("RECLAIM_ROLE_ARN_TEMPLATE is set: name the --account to import from")
-        return import_live(session_factory(settings), LIVE[origin], filters, ctx, default_region())
+        return gather_import(session_factory(settings), LIVE.get(origin), file, filters, ctx, default_region())
     except SourceError as exc:
         raise ReclaimError(str(exc)) from None
 
@@ -84,12 +75,8 @@ def print_report(report: ImportReport, *, saved: bool, plan: SyncPlan | None = N
 
 
 def sync_scope(origin: From, report: ImportReport, filters: SourceFilters, customer: str) -> SyncScope:
-    """What this import asked its source about: a stored one inside it and not returned goes stale. A
-    saved file may hold part of the source's answer, so nothing goes stale on a file import."""
-    regions = filters.regions or ([r for r in [default_region()] if r] if LIVE.get(origin) == COMPUTE_OPTIMIZER
-                                  else [])
-    return SyncScope(source=report.source, customer_id=customer, account_ids=filters.account_ids, regions=regions,
-                     complete=origin is not From.file)
+    """What this import asked its source about (`activities.imports.import_scope`)."""
+    return import_scope(LIVE.get(origin), report, filters, customer, default_region())
 
 
 def import_command(

@@ -4,18 +4,15 @@ by an execution; not executable by reason, invalid by field."""
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from rich.table import Table
 
+from domain.imports import not_executable_counts
 from domain.sources import ImportReport
 from domain.sync import SyncPlan, SyncScope
 from starter.cli_common import _store, out
 from starter.executions import ReclaimError
-
-#: How `domain.sources` and `activities.sources.checked` word a recommendation whose fields are invalid.
-INVALID_PREFIX = "invalid "
 
 
 async def save_synced(report: ImportReport, scope: SyncScope, *, command: str) -> SyncPlan:
@@ -27,19 +24,6 @@ async def save_synced(report: ImportReport, scope: SyncScope, *, command: str) -
                            "import route yet")
     async with _store() as store:
         return await store.sync_recommendations(report.recommendations, scope)
-
-
-def not_executable_counts(report: ImportReport) -> dict[str, dict[str, int]]:
-    """`unsupported` by reason, `invalid` by field: what was found and cannot be executed (yet)."""
-    unsupported: Counter[str] = Counter()
-    invalid: Counter[str] = Counter()
-    for n in report.not_executable:
-        if n.reason.startswith(INVALID_PREFIX):
-            for name in n.reason.removeprefix(INVALID_PREFIX).split(", "):
-                invalid[name] += n.count
-        else:
-            unsupported[n.reason] += n.count
-    return {"unsupported": dict(sorted(unsupported.items())), "invalid": dict(sorted(invalid.items()))}
 
 
 def counts_json(report: ImportReport, plan: SyncPlan | None) -> dict[str, Any]:

@@ -15,7 +15,9 @@ from starter.api.auth import TokenStore
 from starter.api.deps import Services
 from starter.api.limits import BodySizeLimit
 from starter.api.routes import approvals_page, events, executions, health, plans, recommendations, slack
+from starter.api.routes import imports as imports_routes
 from starter.api.routes import metrics as metrics_routes
+from starter.api.routes import schedules as schedules_routes
 from starter.executions import Executions
 
 
@@ -60,6 +62,8 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
     app.include_router(events.router)
     app.include_router(plans.router)
     app.include_router(recommendations.router)
+    app.include_router(imports_routes.router)
+    app.include_router(schedules_routes.router)
     app.include_router(metrics_routes.router)
     app.include_router(health.router)
     app.include_router(slack.router)
