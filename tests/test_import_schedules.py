@@ -26,9 +26,10 @@ from starter.plans import Plans
 from store.repository import NEW, Store
 from tests.conftest import ACCOUNT, REGION, AwsAccount, Stack
 from tests.test_api import Api, api
+from tests.test_cli import Cli, cli, failed, succeeded
 from worker import build_worker
 
-__all__ = ["api"]
+__all__ = ["api", "cli"]
 
 
 def hub_file(path: Path, instances: dict[str, float]) -> str:
@@ -186,3 +187,34 @@ async def test_imports_and_schedules_over_http_with_roles_and_tenants(api: Api, 
     assert (await api.call("globex-operator", "DELETE", f"/api/v1/schedules/{name}")).status_code == 404
     assert (await api.call("operator", "DELETE", f"/api/v1/schedules/{name}")).status_code == 204
     assert (await api.call("viewer", "GET", f"/api/v1/schedules/{name}")).status_code == 404
+
+
+async def test_from_a_hub_export_to_an_approved_plan_in_five_commands(
+    cli: Cli, stack: Stack, aws: AwsAccount, tmp_path: Path,
+) -> None:
+    """The README's five commands, with the hub's saved output instead of a live hub (moto has none)."""
+    customer = f"acme-{uuid.uuid4().hex[:8]}"
+    instances = [aws.instance(), aws.instance()]
+    saved = hub_file(tmp_path / "recs.json", {i: 10.0 + n for n, i in enumerate(instances)})
+    name = f"coh-{uuid.uuid4().hex[:8]}"
+    succeeded(await cli("import", "--from", "file", "--file", saved, "--customer", customer, "--save"))
+    listed = succeeded(await cli("recommendations", "list", "--source", "cost-optimization-hub", "--status", "NEW",
+                                 "--customer", customer, "--json")).json()
+    assert len(listed) == 2
+    created = succeeded(await cli("schedule", "create", name, "--source", "file", "--file", saved, "--customer",
+                                  customer, "--cron", "0 6 * * MON", "--plan", "dry-run", "--max-items", "20",
+                                  "--now", "--wait", timeout=120))
+    plan_id = created.stdout.split("dry-run plan ")[1].split(": ")[0]
+    assert plan_id.startswith(f"import-{name}-") and "2 NEW recommendations" in created.stdout, created
+    succeeded(await cli("plan", "approve", plan_id, "--as", "bob"))
+    await Plans(stack.client, stack.task_queue, stack.store).wait(plan_id, {PlanStatus.COMPLETED}, timeout=60)
+    report = succeeded(await cli("plan", "report", plan_id, "--format", "json")).json()
+    assert report["status"] == "COMPLETED" and report["approved_by"] == "bob"
+    assert all(aws.instance_state(i)[0] == "stopped" for i in instances)
+
+    assert "paused" in succeeded(await cli("schedule", "pause", name)).stdout
+    again = succeeded(await cli("schedule", "trigger", name, "--wait", "--json", timeout=120)).json()
+    assert again["status"]["result"]["counts"]["held"] == 2 and again["status"]["result"]["plan_id"] is None
+    assert "already exists" in failed(await cli("schedule", "create", name, "--source", "coh", "--cron", "0 6 * * *"))
+    succeeded(await cli("schedule", "delete", name))
+    assert "no schedule" in failed(await cli("schedule", "delete", name))
