@@ -144,6 +144,9 @@ async def run_worker(stop: asyncio.Event | None = None) -> None:
     if notify is not None:
         _mask_notify_secrets(notify)
     windows = WindowActivities(settings.windows_file)  # a malformed file stops start-up too
+    accounts = settings.accounts()
+    if accounts is not None:
+        accounts()  # a malformed accounts file stops start-up too, naming its line and field
     if settings.encrypt:
         codec_from_settings(settings)  # a missing or malformed key stops start-up too, before Temporal is sought
     stop = stop or asyncio.Event()
@@ -156,7 +159,7 @@ async def run_worker(stop: asyncio.Event | None = None) -> None:
         return
     store = await Store.open(settings.database())
     sessions = SessionFactory(role_arn_template=settings.role_arn_template, endpoint_url=settings.aws_endpoint_url,
-                              budget=settings.aws_budget(),
+                              budget=settings.aws_budget(), accounts=accounts,
                               coalesce_window=settings.aws_coalesce_window_ms / 1000)
     worker = build_worker(client, task_queue=settings.task_queue, sessions=sessions, store=store,
                           max_concurrent_activities=settings.max_concurrent_activities,

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from activities.accounts import AccountsSource
 from activities.gateway.buckets import AwsBudget
 from activities.notify.delivery import NotifyActivities
 from activities.notify.links import LinkBase
@@ -51,6 +52,10 @@ class Settings(BaseSettings):
     role_arn_template: str | None = Field(
         default=None, description="e.g. arn:aws:iam::{account_id}:role/ReclaimExecutor; unset: default chain."
     )
+    accounts_file: Path | None = Field(
+        default=None, description="The accounts file (YAML; README, Across an organization): the accounts "
+        "Reclaim acts in, their roles, external ids, regions, kill switch and policy overrides. Unset: "
+        "any account, through role_arn_template or the default chain.")
     aws_endpoint_url: str | None = Field(
         default=None, validation_alias=AliasChoices("AWS_ENDPOINT_URL", "aws_endpoint_url")
     )
@@ -109,6 +114,10 @@ class Settings(BaseSettings):
             return None
         links = LinkBase(public_url=self.public_base(), web_ui_url=self.web_ui_url, namespace=self.temporal_namespace)
         return NotifyActivities.from_path(self.notify_file, links=links)
+
+    def accounts(self) -> AccountsSource | None:
+        """The accounts file as it is at each use (re-read when it changes); None when unset."""
+        return AccountsSource(self.accounts_file) if self.accounts_file is not None else None
 
     def aws_budget(self) -> AwsBudget | None:
         return AwsBudget(share=self.aws_budget_share) if self.aws_budget_share > 0 else None

@@ -21,6 +21,7 @@ from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus
 from starter.executions import (
     SETTLED,
+    AccountRefused,
     InvalidCursor,
     NotFound,
     ReclaimError,
@@ -195,6 +196,8 @@ def _error(status: int, data: Any, busy: type[ReclaimError], base_url: str) -> R
         return NotFound(detail)
     if status == 409 and code == "stale_recommendation":
         return StaleRecommendation(detail)
+    if status == 409 and code == "account_refused":
+        return AccountRefused(detail)
     if status == 409:
         return ResourceBusy(detail) if code == "resource_busy" else busy(detail)
     if status == 401:

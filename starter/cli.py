@@ -22,6 +22,7 @@ from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus
 from runtime import logmask
 from runtime.settings import Settings
+from starter.accounts_cli import accounts_app, iam_app
 from starter.cli_common import AsUser, _executions, acting, err, out, run, state
 from starter.executions import InvalidCursor, ReclaimError
 from starter.import_cli import import_command
@@ -435,6 +436,8 @@ app.add_typer(plan_app, name="plan")
 app.add_typer(notify_app, name="notify")
 app.add_typer(windows_app, name="windows")
 app.add_typer(recommendations_app, name="recommendations")
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(iam_app, name="iam")
 app.add_typer(schedule_app, name="schedule")
 app.command("import")(import_command)
 app.command("scan")(scan_command)

@@ -87,7 +87,8 @@ async def _executions(*, lazy: bool = False) -> AsyncIterator[Steering]:
         client = await connect(state.settings, lazy=lazy)
     except RuntimeError as exc:
         raise ReclaimError(f"cannot reach Temporal at {state.settings.temporal_address} ({exc})") from None
-    yield Executions(client, state.settings.task_queue, read_model=_store, via="update")
+    yield Executions(client, state.settings.task_queue, read_model=_store, via="update",
+                     accounts=state.settings.accounts())
 
 
 @asynccontextmanager

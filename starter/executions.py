@@ -22,7 +22,10 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.accounts import AccountsFileError
 from activities.actions.base import action_class
+from activities.aws import AccountsLookup
+from domain.accounts import AccountsFile
 from domain.execution import (
     ApprovalInput,
     ApprovalRecord,
@@ -43,6 +46,7 @@ from store.repository import Store
 from workflows.alarm import RollbackAlarmWorkflow, alarm_id
 from workflows.execution import ExecutionWorkflow
 from workflows.lease import ResourceLeaseWorkflow
+from workflows.priority import for_execution
 
 #: Where `--wait` stops: nothing more happens without a person (or the rollback window).
 SETTLED = TERMINAL | {ExecutionStatus.COMPLETED, ExecutionStatus.AWAITING_APPROVAL}
@@ -73,6 +77,32 @@ class InvalidResourceId(ReclaimError):
 
 class InvalidCursor(ReclaimError):
     """A page cursor that the read model did not issue."""
+
+
+class AccountRefused(ReclaimError):
+    """The accounts file refuses new executions there: disabled (its kill switch), not listed, or
+    another customer's, region or kind."""
+
+
+def admitted(accounts: AccountsLookup | None, request: ExecutionRequest) -> ExecutionRequest:
+    """The request as the accounts file lets it start: refused (AccountRefused) or with the account's
+    policy overrides applied to its policy. Here, at the edge: the workflow only reads its input."""
+    file = accounts_now(accounts)
+    if file is None:
+        return request
+    rec = request.recommendation
+    refusal = file.refusal(rec)
+    if refusal is not None:
+        raise AccountRefused(refusal)
+    return request.model_copy(update={"policy": file.policy_for(rec.account_id, request.policy)})
+
+
+def accounts_now(accounts: AccountsLookup | None) -> AccountsFile | None:
+    """The accounts file as it is now; a malformed one refuses (its problems, one line)."""
+    try:
+        return accounts() if accounts is not None else None
+    except AccountsFileError as exc:
+        raise ReclaimError(str(exc)) from None
 
 
 class StaleRecommendation(ReclaimError):
@@ -128,15 +158,17 @@ class Executions:
     """
 
     def __init__(self, client: Client, task_queue: str, read_model: ReadModel | None = None, *,
-                 via: str = "update") -> None:
+                 via: str = "update", accounts: AccountsLookup | None = None) -> None:
+        """`accounts`: the accounts file as it is now (`Settings.accounts()`); None: any account."""
         self.client = client
         self.task_queue = task_queue
         self.read_model = read_model
         self.via = via
+        self.accounts = accounts
 
     def recording(self, store: Store, *, via: str) -> Executions:
         """The same steering, recording refusals in `store` labelled `via` (the API: "api")."""
-        return Executions(self.client, self.task_queue, kept_open(store), via=via)
+        return Executions(self.client, self.task_queue, kept_open(store), via=via, accounts=self.accounts)
 
     def _store(self) -> AbstractAsyncContextManager[Store]:
         if self.read_model is None:
@@ -164,10 +196,13 @@ class Executions:
         return self.client.get_workflow_handle_for(ExecutionWorkflow.run, execution_id)
 
     async def start(self, request: ExecutionRequest, *, force: bool = False) -> Started:
-        """Start, or find the execution this recommendation already has. A stale recommendation
+        """Start, or find the execution this recommendation already has. An account the accounts
+        file refuses (disabled, say) refuses it, dry run or not; its overrides apply to the policy.
+        A stale recommendation
         (the read model says its source no longer returns it) is refused unless `force`; a dry run,
         which changes nothing, is not."""
         check_recommendation(request.recommendation)
+        request = admitted(self.accounts, request)
         dry_run = request.options.dry_run
         if not force and not dry_run:
             await self.refuse_stale(request.recommendation.id)
@@ -194,6 +229,7 @@ class Executions:
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 static_summary=execution_summary(rec, dry_run),
                 static_details=f"Requested by {request.requested_by}; recommendation {rec.id}.",
+                priority=for_execution(rec.customer_id),
             )
         except WorkflowAlreadyStartedError:
             return Started(execution_id, created=False)

@@ -17,6 +17,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.aws import AccountsLookup
 from domain.manual import ManualDecision, ManualProgress, ManualStep
 from domain.plan import (
     PLAN_TERMINAL,
@@ -35,10 +36,12 @@ from domain.plan_report import PlanReport, build_report
 from domain.policy import Policy
 from domain.recommendation import Recommendation
 from starter.executions import (
+    AccountRefused,
     NotFound,
     ReclaimError,
     Refused,
     _cause_message,
+    accounts_now,
     check_recommendation,
     stale_refusal,
 )
@@ -46,6 +49,7 @@ from starter.polling import poll
 from store.plans import PlanExists
 from store.repository import Store
 from workflows.plan import PlanWorkflow
+from workflows.priority import for_plan
 
 #: Where `wait` stops by default: the plan ended, or a person has to act.
 PLAN_SETTLED = PLAN_TERMINAL | {PlanStatus.AWAITING_APPROVAL, PlanStatus.PAUSED}
@@ -54,10 +58,11 @@ QUERY_TIMEOUT = timedelta(seconds=5)
 
 
 class Plans:
-    def __init__(self, client: Client, task_queue: str, store: Store) -> None:
+    def __init__(self, client: Client, task_queue: str, store: Store, *, accounts: AccountsLookup | None = None) -> None:
         self.client = client
         self.task_queue = task_queue
         self.store = store
+        self.accounts = accounts
 
     def handle(self, plan_id: str) -> WorkflowHandle[PlanWorkflow, PlanView]:
         return self.client.get_workflow_handle_for(PlanWorkflow.run, plan_workflow_id(plan_id))
@@ -85,6 +90,11 @@ class Plans:
     ) -> PlanView:
         """Store the plan and start it; the same plan id submitted again finds the running plan."""
         recs = recommendations if recommendations is not None else await self.resolve(spec)
+        accounts = accounts_now(self.accounts)
+        refused = [f"{rec.id}: {why}" for rec in recs if accounts and (why := accounts.refusal(rec))]
+        if refused:  # refused whole, before anything is stored or started (the plan carries one policy)
+            raise AccountRefused(f"{len(refused)} of the plan's items are refused by the accounts file: "
+                                 + "; ".join(refused[:5]) + ("; ..." if len(refused) > 5 else ""))
         try:
             waves, grouped = build_waves(spec, recs)
         except PlanError as exc:
@@ -117,6 +127,7 @@ class Plans:
             await self.client.start_workflow(
                 PlanWorkflow.run, plan, id=plan_workflow_id(plan_id), task_queue=self.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                priority=for_plan("+".join(view.customer_ids)),
             )
         return view
 

@@ -30,6 +30,7 @@ from starter.api.auth import Principal
 from starter.api.deps import ApproverDep, OperatorDep, ServicesDep, ViewerDep
 from starter.api.errors import ApiError, responses
 from starter.executions import (
+    AccountRefused,
     InvalidResourceId,
     NotFound,
     ReclaimError,
@@ -166,6 +167,8 @@ async def execute(body: ExecuteBody, principal: OperatorDep, svc: ServicesDep, r
         started = await svc.executions.start(request, force=True)  # staleness answered above, as a 409
     except ResourceBusy as exc:
         raise ApiError(409, "resource_busy", await _busy_detail(svc, principal, rec, exc)) from None
+    except AccountRefused as exc:
+        raise ApiError(409, "account_refused", str(exc)) from None
     except ReclaimError as exc:
         field = "body.recommendation" if inline else "body.recommendation_id"
         raise ApiError(422, "invalid_request", [{"field": field, "message": str(exc)}]) from None

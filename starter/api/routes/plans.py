@@ -47,7 +47,7 @@ class Accepted(StrictModel):
 
 
 def _plans(svc: Any) -> Plans:
-    return Plans(svc.executions.client, svc.executions.task_queue, svc.store)
+    return Plans(svc.executions.client, svc.executions.task_queue, svc.store, accounts=svc.executions.accounts)
 
 
 async def _visible(svc: Any, principal: Principal, plan_id: str) -> PlanView:
