@@ -170,6 +170,18 @@ async def test_a_dry_run_plans_a_manual_item_and_the_approved_run_waits_for_it(
     assert done.status is PlanStatus.COMPLETED and done.counts == {"CONFIRMED": 1, "COMPLETED": 1}, done
 
 
+async def test_an_abort_ends_a_waiting_manual_item(plans: Plans, aws: AwsAccount) -> None:
+    rec = recommendation("ec2.stop", aws.instance("m5.large"), {"expected_instance_type": "m5.large"})
+    plan_id = (await plans.submit(spec([rec], [manual("hold")], [
+        {"name": "hold", "items": ["hold"]},
+        {"name": "stop", "items": [rec.id], "depends_on": ["hold"]}]), requested_by="alice")).plan_id
+    await _until(plans, plan_id, waiting("hold"))
+    await plans.control(plan_id, "abort", PlanControl(actor="olga", role=Role.OPERATOR, reason="freeze"))
+    done = await plans.wait(plan_id, until=PLAN_TERMINAL, timeout=60)
+    assert done.status is PlanStatus.ABORTED and done.counts == {"CANCELLED": 1, "NOT_STARTED": 1}, done
+    assert [(m.id, m.status) for m in done.manual] == [("hold", "CANCELLED")]
+
+
 @pytest.mark.parametrize(("step", "message"), [
     (manual("x", instructions="   "), "a manual item needs instructions"),
     (manual("x", role="opertor"), "unknown role 'opertor' for a manual item: one of operator, approver, admin"),
