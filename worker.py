@@ -23,6 +23,7 @@ from activities.imports import ImportActivities
 from activities.notify.delivery import NotifyActivities
 from activities.plans import PlanActivities
 from activities.records import RecordActivities, records_task_queue
+from activities.savings import SavingsActivities
 from activities.windows import WindowActivities
 from domain.notifications import NotifyFile
 from runtime import logmask
@@ -36,8 +37,10 @@ from workflows.imports import ImportWorkflow
 from workflows.lease import ResourceLeaseWorkflow
 from workflows.plan import PlanWorkflow
 from workflows.sandbox import CompiledSandboxRunner
+from workflows.savings import SavingsCheckWorkflow
 
-WORKFLOWS = [ExecutionWorkflow, ResourceLeaseWorkflow, PlanWorkflow, RollbackAlarmWorkflow, ImportWorkflow]
+WORKFLOWS = [ExecutionWorkflow, ResourceLeaseWorkflow, PlanWorkflow, RollbackAlarmWorkflow, ImportWorkflow,
+             SavingsCheckWorkflow]
 
 #: Modules the sandbox need not re-import for every workflow run: pure or side-effect free.
 PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "boto3", "botocore", "domain",
@@ -99,6 +102,7 @@ def build_worker(
     execution = ExecutionActivities(sessions)
     records = RecordActivities(store)
     plans = PlanActivities(store)
+    savings = SavingsActivities(sessions, store)
     imports = ImportActivities(sessions, store)
     notify = notify or NotifyActivities(NotifyFile())
     windows = windows or WindowActivities()
@@ -108,7 +112,8 @@ def build_worker(
         workflows=WORKFLOWS,
         # The store activities stay here too: local activities run on this worker, and
         # executions recorded before the records queue existed schedule their writes here.
-        activities=[*execution.all(), *records.all(), *plans.all(), *imports.all(), notify.route, windows.ask],
+        activities=[*execution.all(), *records.all(), *plans.all(), *imports.all(), savings.measure_savings,
+                    notify.route, windows.ask],
         activity_executor=executor or ThreadPoolExecutor(max_workers=max_concurrent_activities),
         max_concurrent_activities=max_concurrent_activities,
         max_concurrent_local_activities=max_concurrent_activities,

@@ -40,6 +40,9 @@ class ReportItem(StrictModel):
     current_status: str | None = Field(
         default=None, description="The execution's status now (a rollback after the plan ended shows here)."
     )
+    measured_monthly_savings: float | None = Field(
+        default=None, description="Measured a while after the change (`SavingsCheck`), when it has been.")
+    measurement_method: str | None = Field(default=None, description="cost-explorer or price-table.")
 
     @property
     def final_status(self) -> str:
@@ -60,6 +63,8 @@ class ReportLine(StrictModel):
     reason: str | None = None
     estimated_monthly_savings: float
     actual_monthly_savings: float | None = None
+    measured_monthly_savings: float | None = None
+    measurement_method: str | None = None
     dry_run_status: str | None = None
     decided_by: str | None = Field(default=None, description="A manual item: who confirmed or failed it.")
     comment: str | None = Field(default=None, description="A manual item: what they said.")
@@ -84,6 +89,9 @@ class PlanReport(StrictModel):
     estimated_monthly_savings: float = Field(description="Sum over the plan's items.")
     estimated_monthly_savings_done: float = Field(description="Sum over the items that completed and stay done.")
     actual_monthly_savings: float = Field(description="Verified savings of the items that completed and stay done.")
+    measured_monthly_savings: float | None = Field(
+        default=None, description="Measured savings of the items done that have been measured (None: none yet).")
+    measured_items: int = Field(default=0, description="Items done that have a measured figure.")
     waves: list[WaveProgress]
     items: list[ReportLine]
     failures: list[ReportLine]
@@ -101,6 +109,7 @@ def build_report(view: PlanView, items: list[ReportItem]) -> PlanReport:
     answers = {m.id: m for m in view.manual}
     lines = [_line(item, names.get(item.wave, str(item.wave)), answers) for item in items]
     done = [item for item in items if item.final_status == ExecutionStatus.COMPLETED.value]
+    measured = [item.measured_monthly_savings for item in done if item.measured_monthly_savings is not None]
     counts: dict[str, int] = {}
     outcomes: dict[str, int] = {}
     for line in lines:
@@ -115,6 +124,7 @@ def build_report(view: PlanView, items: list[ReportItem]) -> PlanReport:
         estimated_monthly_savings=round(sum(i.estimated_monthly_savings for i in items), 2),
         estimated_monthly_savings_done=round(sum(i.estimated_monthly_savings for i in done), 2),
         actual_monthly_savings=round(sum(i.actual_monthly_savings or 0.0 for i in done), 2),
+        measured_monthly_savings=round(sum(measured), 2) if measured else None, measured_items=len(measured),
         waves=view.waves,
         items=lines,
         failures=[line for line in lines if outcome(line.status) is Outcome.FAILED],
@@ -142,6 +152,7 @@ def _line(item: ReportItem, wave: str, answers: dict[str, ManualProgress]) -> Re
         region=rec.region, wave=wave, status=item.final_status, execution_id=item.execution_id,
         reason=item.reason, estimated_monthly_savings=item.estimated_monthly_savings,
         actual_monthly_savings=item.actual_monthly_savings, dry_run_status=item.dry_run_status,
+        measured_monthly_savings=item.measured_monthly_savings, measurement_method=item.measurement_method,
     )
 
 
@@ -161,7 +172,9 @@ def render_markdown(report: PlanReport) -> str:
         f"- Items: {report.total} (" + ", ".join(f"{k} {v}" for k, v in report.counts.items()) + ")",
         f"- Monthly savings: estimated ${report.estimated_monthly_savings:,.2f} for the plan, "
         f"${report.estimated_monthly_savings_done:,.2f} for what was done; verified "
-        f"${report.actual_monthly_savings:,.2f}",
+        f"${report.actual_monthly_savings:,.2f}" + (
+            f"; measured ${report.measured_monthly_savings:,.2f} ({report.measured_items} of them measured)"
+            if report.measured_monthly_savings is not None else ""),
         "",
         "## Waves",
         "",
@@ -183,11 +196,16 @@ def render_markdown(report: PlanReport) -> str:
         out += [f"| {cell(x.recommendation_id)} | {cell(x.wave)} | {x.status} | {cell(x.decided_by)} "
                 f"| {cell(x.comment)} | {cell(x.evidence)} |" for x in report.manual]
     out += recovery_markdown(report.recovery)
+    measured = report.measured_items > 0  # the column appears once a savings check has measured an item
     out += ["", "## Items", "",
-            "| recommendation | kind | resource | wave | status | estimated $/mo | verified $/mo | execution |",
-            "|---|---|---|---|---|---|---|---|"]
+            "| recommendation | kind | resource | wave | status | estimated $/mo | verified $/mo "
+            + ("| measured $/mo (method) " if measured else "") + "| execution |",
+            "|---|---|---|---|---|---|---|" + ("---|" if measured else "") + "---|"]
     for x in report.items:
         verified = "" if x.actual_monthly_savings is None else f"{x.actual_monthly_savings:,.2f}"
+        checked = "" if x.measured_monthly_savings is None else \
+            f"{x.measured_monthly_savings:,.2f} ({x.measurement_method})"
         out.append(f"| {cell(x.recommendation_id)} | {x.kind} | {cell(x.resource_id)} | {cell(x.wave)} | {x.status} "
-                   f"| {x.estimated_monthly_savings:,.2f} | {verified} | {cell(x.execution_id)} |")
+                   f"| {x.estimated_monthly_savings:,.2f} | {verified} " + (f"| {checked} " if measured else "")
+                   + f"| {cell(x.execution_id)} |")
     return "\n".join(out) + "\n"

@@ -29,6 +29,7 @@ from starter.import_cli import import_command
 from starter.notify_cli import notify_app
 from starter.plan_cli import plan_app
 from starter.recommendations_cli import recommendations_app
+from starter.savings_cli import savings_command
 from starter.scan_cli import scan_command
 from starter.schedule_cli import schedule_app
 from starter.windows_cli import windows_app
@@ -441,6 +442,7 @@ app.add_typer(iam_app, name="iam")
 app.add_typer(schedule_app, name="schedule")
 app.command("import")(import_command)
 app.command("scan")(scan_command)
+app.command("savings")(savings_command)
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from domain.recommendation import Recommendation
 from domain.recovery import LAUNCH_TIMED_KINDS, launch_window
 from domain.status import ExecutionStatus
 from store.db import Writes, cancellation_safe
-from store.tables import Base, ExecutionRow, PlanItemRow, PlanRow
+from store.tables import Base, ExecutionRow, PlanItemRow, PlanRow, SavingsMeasurementRow
 
 Insert = Callable[[type[Base]], postgresql.Insert | sqlite.Insert]
 
@@ -181,10 +181,13 @@ class PlanRecords:
         return {r[0] for r in rows}
 
     async def items(self, plan_id: str) -> list[ReportItem]:
-        """Every item, with its execution's current status from the executions read model."""
+        """Every item, with its execution's current status from the executions read model and its
+        measured savings, if a savings check has measured them (read now, not when the plan ended)."""
         query = (
-            select(PlanItemRow, ExecutionRow.status.label("current_status"))
+            select(PlanItemRow, ExecutionRow.status.label("current_status"),
+                   SavingsMeasurementRow.measured_monthly_savings, SavingsMeasurementRow.method)
             .outerjoin(ExecutionRow, ExecutionRow.execution_id == PlanItemRow.execution_id)
+            .outerjoin(SavingsMeasurementRow, SavingsMeasurementRow.execution_id == PlanItemRow.execution_id)
             .where(PlanItemRow.plan_id == plan_id)
             .order_by(PlanItemRow.position)
         )
@@ -198,6 +201,7 @@ class PlanRecords:
                 actual_monthly_savings=r.actual_monthly_savings, started_at=r.started_at,
                 finished_at=r.finished_at, dry_run_status=r.dry_run_status, dry_run_reason=r.dry_run_reason,
                 approved=r.approved, current_status=r.current_status,
+                measured_monthly_savings=r.measured_monthly_savings, measurement_method=r.method,
             )
             for r in rows
         ])

@@ -28,6 +28,7 @@ from domain.recommendation import Recommendation
 from domain.status import ACTIVE, ExecutionStatus
 from domain.sync import Stored, SyncPlan, SyncScope, plan_sync
 from store import db
+from store.measurements import MeasurementRecords
 from store.plans import PlanRecords
 from store.savings import KindSavings, LedgerStatus, SavingsEntry, SavingsSummary
 from store.tables import ApprovalRow, Base, ExecutionRow, RecommendationRow, SavingsLedgerRow, as_utc
@@ -71,6 +72,7 @@ class Store:
         self.url: str = db.render_url(engine.url)
         self._writes = db.Writes(engine)
         self.plans = PlanRecords(engine, self._writes, self._insert)
+        self.measurements = MeasurementRecords(engine, self._writes, self._insert)
 
     @classmethod
     async def open(cls, url: str | None = None, *, migrate: bool = True) -> Store:

@@ -212,3 +212,28 @@ class PlanItemRow(Base):
     approved: Mapped[bool] = mapped_column(Boolean)
 
     __table_args__ = (Index("ix_plan_items_plan_id_wave", "plan_id", "wave", "wave_position"),)
+
+
+class SavingsMeasurementRow(Base):
+    """What a completed change saved, measured a while after it (`domain.savings.SavingsMeasurement`).
+
+    One row per execution, written by the `SavingsCheck` workflow's `measure_savings`; a
+    measurement taken again replaces it. `evidence` is the list of sentences saying how.
+    """
+
+    __tablename__ = "savings_measurements"
+
+    execution_id: Mapped[str] = mapped_column(String, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String, index=True)
+    account_id: Mapped[str] = mapped_column(String)
+    region: Mapped[str] = mapped_column(String)
+    kind: Mapped[str] = mapped_column(String)
+    resource_id: Mapped[str] = mapped_column(String)
+    estimated_monthly_savings: Mapped[float] = mapped_column(Float)
+    verified_monthly_savings: Mapped[float | None] = mapped_column(Float)
+    measured_monthly_savings: Mapped[float | None] = mapped_column(Float)
+    method: Mapped[str] = mapped_column(String)
+    evidence: Mapped[list[str]] = mapped_column(JSON_DOCUMENT)
+    period_start: Mapped[datetime]
+    period_end: Mapped[datetime]
+    measured_at: Mapped[datetime]

@@ -15,7 +15,7 @@ from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus as S
 from domain.sync import Stored, SyncScope, plan_sync
 from store import NEW, STALE
-from store.db import alembic_config
+from store.db import alembic_config, head_revision
 from store.repository import Store, _recommendation_values
 from store.tables import RecommendationRow
 from tests import test_store
@@ -112,7 +112,7 @@ async def test_0005_adds_stale_at_to_stored_rows_and_downgrades(db_url: str) -> 
     await _run_sync(db_url, seed)
     opened = await Store.open(db_url)
     try:
-        assert (await _schema(db_url))[::2] == ("0005", [])
+        assert (await _schema(db_url))[::2] == (head_revision(), [])
         state = await opened.recommendation_state("rec-1")
         assert state is not None and state.stale_at is None and state.recommendation == rec(1)
         assert (await opened.sync_recommendations([], SCOPE)).stale_ids == ["rec-1"]

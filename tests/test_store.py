@@ -193,7 +193,7 @@ async def _schema(url: str) -> tuple[str | None, set[str], list[Any]]:
 async def test_migrations_apply_and_reopen_is_a_noop(store: Store, db_url: str) -> None:
     await store.upsert_execution(view(1, sequence=2))
     revision, tables, _ = await _schema(db_url)
-    assert revision == head_revision() == "0005"
+    assert revision == head_revision() == "0006"
     assert {"recommendations", "executions", "approvals", "savings_ledger", "plans", "plan_items",
             "alembic_version"} <= tables
 
@@ -270,7 +270,7 @@ async def test_0002_upgrades_a_database_with_rows_and_downgrades(db_url: str) ->
     store = await Store.open(db_url)
     try:
         revision, tables, diffs = await _schema(db_url)
-        assert (revision, diffs) == ("0005", []) and "savings_ledger" in tables and "plans" in tables
+        assert (revision, diffs) == (head_revision(), []) and "savings_ledger" in tables and "plans" in tables
         assert await store.get_execution("exec-rec-1") == old
         assert await _actual_column(db_url) == {"exec-rec-1": None}
         assert await store.savings_summary() == SavingsSummary()
@@ -295,7 +295,7 @@ async def test_0002_upgrades_a_database_with_rows_and_downgrades(db_url: str) ->
     assert ids == ["exec-rec-1"] and "ix_executions_resource_id" in indexes
     again = await Store.open(db_url)
     try:
-        assert (await _schema(db_url))[::2] == ("0005", [])
+        assert (await _schema(db_url))[::2] == (head_revision(), [])
         stored = await again.get_execution("exec-rec-1")
         assert stored is not None and stored.sequence == 5
     finally:

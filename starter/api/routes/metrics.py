@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Collection
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -12,6 +13,7 @@ from pydantic import Field
 
 from domain.base import StrictModel
 from domain.execution import ExecutionView
+from domain.savings import SavingsAccuracy
 from domain.status import TERMINAL, ExecutionStatus
 from starter.api.deps import ServicesDep, ViewerDep
 from starter.api.errors import ApiError
@@ -58,6 +60,10 @@ class MetricsSummary(StrictModel):
     durations: Durations
     savings: Savings
     pending_approvals: int = Field(description="Executions in AWAITING_APPROVAL.")
+    savings_accuracy: SavingsAccuracy = Field(
+        default_factory=SavingsAccuracy,
+        description="Estimated vs verified vs measured monthly savings per kind and account, with accuracy "
+                    "(measured / estimated over the measured changes) and the method (`reclaim savings`).")
 
 
 @router.get("/api/v1/metrics/summary", response_model=MetricsSummary)
@@ -65,6 +71,7 @@ async def summary(
     principal: ViewerDep,
     svc: ServicesDep,
     customer_id: Annotated[str | None, Query(max_length=128)] = None,
+    since: Annotated[datetime | None, Query(description="savings_accuracy: changes completed since.")] = None,
 ) -> MetricsSummary:
     """Execution and savings figures for one customer, or for every customer the token sees.
 
@@ -76,7 +83,7 @@ async def summary(
     store is the follow-up once a tenant has many thousands of executions).
     """
     if customer_id is not None and not principal.sees(customer_id):
-        return _summarize(customer_id, [], SavingsSummary())
+        return _summarize(customer_id, [], SavingsSummary(), SavingsAccuracy(customer_id=customer_id, since=since))
     allowed = principal.customer_filter()
     customers = {customer_id} if customer_id is not None else allowed
     views = await _all_executions(svc.store, customers)
@@ -84,7 +91,8 @@ async def summary(
         savings = await svc.store.savings_summary()
     else:
         savings = _merge([await svc.store.savings_summary(customer_id=c) for c in sorted(customers)])
-    return _summarize(customer_id, views, savings)
+    checked = await svc.store.measurements.accuracy(customer_ids=customers, since=since, customer_id=customer_id)
+    return _summarize(customer_id, views, savings, checked)
 
 
 @router.get(
@@ -131,7 +139,8 @@ def _merge(parts: list[SavingsSummary]) -> SavingsSummary:
     return total
 
 
-def _summarize(customer_id: str | None, views: list[ExecutionView], savings: SavingsSummary) -> MetricsSummary:
+def _summarize(customer_id: str | None, views: list[ExecutionView], savings: SavingsSummary,
+               checked: SavingsAccuracy) -> MetricsSummary:
     by_status = {s.value: 0 for s in ExecutionStatus}
     for view in views:
         by_status[view.status.value] += 1
@@ -155,4 +164,5 @@ def _summarize(customer_id: str | None, views: list[ExecutionView], savings: Sav
         durations=durations,
         savings=Savings(**savings.model_dump(exclude={"customer_id"})),
         pending_approvals=by_status[ExecutionStatus.AWAITING_APPROVAL.value],
+        savings_accuracy=checked,
     )
