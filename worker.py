@@ -24,6 +24,7 @@ from activities.notify.delivery import NotifyActivities
 from activities.plans import PlanActivities
 from activities.records import RecordActivities, records_task_queue
 from activities.savings import SavingsActivities
+from activities.watch import WatchActivities
 from activities.windows import WindowActivities
 from domain.notifications import NotifyFile
 from runtime import logmask
@@ -106,6 +107,7 @@ def build_worker(
     imports = ImportActivities(sessions, store)
     notify = notify or NotifyActivities(NotifyFile())
     windows = windows or WindowActivities()
+    watch = WatchActivities(sessions)
     main = Worker(
         client,
         task_queue=task_queue,
@@ -113,7 +115,7 @@ def build_worker(
         # The store activities stay here too: local activities run on this worker, and
         # executions recorded before the records queue existed schedule their writes here.
         activities=[*execution.all(), *records.all(), *plans.all(), *imports.all(), savings.measure_savings,
-                    notify.route, windows.ask],
+                    *watch.all(), notify.route, windows.ask],
         activity_executor=executor or ThreadPoolExecutor(max_workers=max_concurrent_activities),
         max_concurrent_activities=max_concurrent_activities,
         max_concurrent_local_activities=max_concurrent_activities,

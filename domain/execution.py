@@ -65,6 +65,21 @@ class ExecutionOptions(StrictModel):
         description="How long before a destructive change waiting for its window its owners are told "
                     "(0: not told).",
     )
+    watch_period: timedelta | None = Field(
+        default=None, ge=timedelta(0), le=timedelta(days=7),
+        description="How long the resource's metrics are watched after the change (None: the kind's own, "
+                    "1 h for rightsizes; 0: not watched).",
+    )
+    watch_ratio: float | None = Field(
+        default=None, gt=1, le=100,
+        description="How far past its baseline a watched metric must go to undo the change (None: each "
+                    "metric's own, 1.5 for CPU).",
+    )
+    measure_savings_after: timedelta = Field(
+        default=timedelta(days=30), ge=timedelta(0), le=timedelta(days=366),
+        description="How long after the change its savings are measured (Cost Explorer, else the price "
+                    "table; `reclaim savings`); 0: not measured.",
+    )
     alarm_repeat: timedelta = Field(
         default=timedelta(hours=4), ge=timedelta(minutes=1), le=timedelta(days=7),
         description="How often a failed undo's alarm is repeated until someone acknowledges it.",

@@ -139,6 +139,10 @@ async def _main(prefix: str, stack_context: contextlib.ExitStack) -> None:
             "undo_failed_alarm_acknowledged": (
                 recommendation("ec2.stop", unstartable),
                 {"alarm_repeat": timedelta(minutes=1)}, undo_fails_then_acknowledged),
+            "rightsize_watched_then_window_closed": (recommendation(
+                "ec2.rightsize", account.instance("m5.2xlarge"),
+                {"expected_instance_type": "m5.2xlarge", "target_instance_type": "m5.large"}),
+                {"rollback_window": timedelta(seconds=8), "watch_period": timedelta(seconds=3)}, approve),
             "hub_risk_needs_a_human_expired": (
                 recommendation("ec2.stop", account.instance("m5.large"), source="cost-optimization-hub",
                                source_id="coh-rec-1", source_details={"rollbackPossible": False}),

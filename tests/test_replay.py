@@ -44,7 +44,8 @@ def test_every_path_is_recorded() -> None:
     assert {"v7/plan_manual_confirmed_failed_timed_out", "v7/plan_manual_dry_run_confirmed"} <= names
     assert {f"v8/{p}" for p in paths | {"approval_reminded_then_approved", "delete_owner_warned_before_window",
                                          "undo_failed_alarm_acknowledged", "alarm_acknowledged",
-                                         "hub_risk_needs_a_human_expired"}} <= names
+                                         "hub_risk_needs_a_human_expired",
+                                         "rightsize_watched_then_window_closed"}} <= names
     assert "v3/demo_rightsize_flaky_nondeterministic" in names
 
 
@@ -78,12 +79,14 @@ def _decoded(path: Path) -> str:
 
 def _workflow_id(path: Path) -> str:
     """The id the history was recorded under, where the workflow derives a command from it (a
-    failed undo's alarm is `alarm-<execution id>`); the file's name otherwise (a history's JSON
+    failed undo's alarm is `alarm-<execution id>`, a savings check `savings-<execution id>`); the
+    file's name otherwise (a history's JSON
     does not carry its own workflow's id)."""
     for event in json.loads(path.read_text())["events"]:
         child = event.get("startChildWorkflowExecutionInitiatedEventAttributes")
-        if child and child["workflowId"].startswith("alarm-"):
-            return str(child["workflowId"]).removeprefix("alarm-")
+        for prefix in ("alarm-", "savings-"):
+            if child and child["workflowId"].startswith(prefix):
+                return str(child["workflowId"]).removeprefix(prefix)
     return _name(path)
 
 
@@ -145,6 +148,10 @@ def test_the_generation_that_tells_ahead_is_recorded_telling_ahead() -> None:
     assert _workflow_type(ROOT / "v8" / "alarm_acknowledged.json") == "RollbackAlarm"
     assert "EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED" in text("alarm_acknowledged")
     assert "cannot be rolled back" in text("hub_risk_needs_a_human_expired")
+    assert "ask_window" in text("stop_completed_window_closed")  # every change asks for its window
+    assert "SavingsCheck" in text("stop_completed_window_closed")  # a change that stood is measured later
+    watched = text("rightsize_watched_then_window_closed")
+    assert "read_metrics" in watched and watched.count('"check_metrics"') >= 6
 
 
 def test_the_scheduled_path_is_recorded() -> None:

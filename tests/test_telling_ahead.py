@@ -200,3 +200,4 @@ async def test_the_recommenders_own_risk_inputs_raise_the_risk_and_ask_a_human(
     assert "cost-optimization-hub says the change cannot be rolled back" in view.risk_reasons
     assert "cost-optimization-hub says the change needs a restart" in view.risk_reasons
     await told.handle(started.execution_id).terminate("test over")
+

@@ -9,23 +9,38 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
+from temporalio.common import Priority
 from temporalio.exceptions import is_cancelled_exception
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from activities.execution import ExecutionActivities
+    from activities.watch import CheckInput, MetricsInput, WatchActivities
     from domain.execution import ActionStepInput, Assessment, BackupRecord, ExecutionRequest, StepResult
     from domain.status import ExecutionStatus
+    from domain.watch import MetricValues, WatchVerdict, checks
     from workflows import versions
     from workflows.lease import LeaseHandle
     from workflows.ledger import Ended, Ledger
-    from workflows.options import MUTATE_DEADLINE, MUTATE_RETRY, REVERT_DEADLINE, VERIFY_RETRY
+    from workflows.options import (
+        MUTATE_DEADLINE,
+        MUTATE_RETRY,
+        READ_DEADLINE,
+        READ_RETRY,
+        REVERT_DEADLINE,
+        VERIFY_RETRY,
+    )
     from workflows.outcomes import describe_error
+    from workflows.priority import UNDO
 
 S = ExecutionStatus
+#: The span before the change a watch measures against: long enough to smooth a spike, short
+#: enough to be today's workload.
+BASELINE_SPAN = timedelta(hours=3)
 Undo = tuple[str, Callable[[], Awaitable[Any]]]
 
 
@@ -34,10 +49,16 @@ class Change:
         self._ledger = ledger
         self._options = request.options
         self._lease = lease
+        self.baseline: MetricValues | None = None
+        """The watched metrics before the change (since TELLING_AHEAD, for a kind that watches)."""
+        self.watch_period = timedelta(0)
+        self.completed_at: datetime | None = None
 
     async def run(self, step: ActionStepInput, assessment: Assessment) -> None:
-        """Backup, apply, verify; ends COMPLETED, or compensated (ROLLED_BACK / ROLLBACK_FAILED)."""
+        """Backup, apply, verify, watch; ends COMPLETED, or compensated (ROLLED_BACK / ROLLBACK_FAILED)."""
         ledger, opts = self._ledger, self._options
+        self.watch_period = self._watch_period(assessment)
+        self.baseline = await self._baseline(step) if self.watch_period else None
         ledger.transition(S.BACKING_UP, "saving what is needed to undo the change")
         try:
             backup: BackupRecord = await workflow.execute_activity_method(
@@ -79,6 +100,7 @@ class Change:
             )
             if versions.decided_at_start():  # free before COMPLETED is seen (a rollback takes it again)
                 await self._lease.release()
+            self.completed_at = workflow.now()
             ledger.transition(S.COMPLETED, f"verified: {verified.message}")
         except (Exception, asyncio.CancelledError) as err:  # cancellation compensates too; eviction does not
             cancelled = is_cancelled_exception(err)
@@ -86,6 +108,52 @@ class Change:
             await asyncio.shield(asyncio.ensure_future(self.compensate(compensations, cause, cancelled)))
             if cancelled:
                 raise
+
+    def _watch_period(self, assessment: Assessment) -> timedelta:
+        """Since TELLING_AHEAD: the kind's bake period unless the execution's options say otherwise,
+        within the rollback window (the watch undoes the change as a rollback would)."""
+        if not versions.tells_ahead() or assessment.traits is None:
+            return timedelta(0)
+        chosen = self._options.watch_period
+        return min(assessment.traits.watch_period if chosen is None else chosen, self._options.rollback_window)
+
+    async def _baseline(self, step: ActionStepInput) -> MetricValues:
+        """The resource's watched metrics over the hours before the change: what 'worse' is measured
+        against."""
+        now = workflow.now()
+        baseline: MetricValues = await workflow.execute_activity_method(
+            WatchActivities.read_metrics,
+            MetricsInput(recommendation=step.recommendation, start=now - BASELINE_SPAN, end=now),
+            start_to_close_timeout=timedelta(minutes=1), schedule_to_close_timeout=READ_DEADLINE,
+            retry_policy=READ_RETRY,
+        )
+        self._ledger.log("baseline: " + (", ".join(
+            f"{k.split('/')[-1]} {'none' if v is None else f'{v:g}'}" for k, v in baseline.values.items())))
+        return baseline
+
+    async def watch(self, step: ActionStepInput) -> str | None:
+        """After COMPLETED, within the rollback window: look at the metrics six times over the
+        bake period. The evidence of a regression (the rollback window then undoes the change
+        with it as the reason), or None when the bake passed."""
+        if self.baseline is None or not self.watch_period:
+            return None
+        ledger, since, period = self._ledger, workflow.now(), self.watch_period
+        looks = checks(period)
+        for n, at in enumerate(looks, 1):
+            if since + at > workflow.now():
+                await workflow.sleep(since + at - workflow.now())
+            verdict: WatchVerdict = await workflow.execute_activity_method(
+                WatchActivities.check_metrics,
+                CheckInput(recommendation=step.recommendation, baseline=self.baseline, start=since,
+                           end=workflow.now(), ratio=self._options.watch_ratio),
+                start_to_close_timeout=timedelta(minutes=1), schedule_to_close_timeout=READ_DEADLINE,
+                retry_policy=READ_RETRY,
+            )
+            if verdict.regressed:
+                return "the watch saw a regression: " + "; ".join(verdict.evidence)
+            ledger.note(f"watch {n}/{len(looks)}: {verdict.summary or 'no metric data'}")
+        ledger.note(f"watched for {period}: no regression")
+        return None
 
     async def compensate(self, compensations: list[Undo], cause: str, cancelled: bool) -> None:
         ledger = self._ledger
@@ -107,6 +175,7 @@ class Change:
             ExecutionActivities.revert, step,
             start_to_close_timeout=self._options.step_timeout, schedule_to_close_timeout=REVERT_DEADLINE,
             retry_policy=MUTATE_RETRY,
+            priority=Priority(priority_key=UNDO) if versions.tells_ahead() else Priority.default,
         )
         self._ledger.log(f"reverted: {result.message}")
         if result.data.get("note"):

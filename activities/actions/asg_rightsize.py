@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from pydantic import Field, model_validator
@@ -19,6 +20,7 @@ from domain.base import StrictModel
 from domain.execution import BackupRecord, Observation, StepResult
 from domain.policy import RiskLevel
 from domain.pricing import ec2_monthly
+from domain.watch import ASG_WORKLOAD
 
 
 class AsgRightsizeParams(StrictModel):
@@ -80,6 +82,9 @@ class AsgRightsize(Action[AsgRightsizeParams, GroupState]):
     params_model = AsgRightsizeParams
     reversible = True
     base_risk = RiskLevel.MEDIUM
+    watched = ASG_WORKLOAD
+    watch_period = timedelta(hours=1)
+    expected_duration = timedelta(minutes=30)
     volatile_state = frozenset({"busy"})
     permissions = (
         "autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeScalingActivities",

@@ -28,6 +28,7 @@ from domain.base import StrictModel
 from domain.execution import BackupRecord, Observation, StepResult
 from domain.policy import ActionTraits, RiskLevel
 from domain.recommendation import Recommendation
+from domain.watch import WatchedMetric
 
 P = TypeVar("P", bound=StrictModel)
 S = TypeVar("S", bound=ResourceState, default=Any)
@@ -55,7 +56,9 @@ class Action(ABC, Generic[P, S]):
     expected_duration: ClassVar[timedelta] = timedelta(minutes=15)
     """Backup to verified, on a quiet account: a change window must have this much left to start it."""
     watch_period: ClassVar[timedelta] = timedelta(0)
-    """How long the resource's metrics are watched after the change (`watch_metrics`); 0: not."""
+    """How long the resource's metrics are watched after the change; 0: not."""
+    watched: ClassVar[tuple[WatchedMetric, ...]] = ()
+    """The CloudWatch metrics that would show the change hurt the workload (`domain/watch.py`)."""
     permissions: ClassVar[tuple[str, ...]]
     volatile_state: ClassVar[frozenset[str]] = frozenset()
     """Observed state keys that change on their own (sizes, transient statuses): not drift."""

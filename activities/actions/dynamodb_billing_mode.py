@@ -15,6 +15,7 @@ from domain.base import StrictModel
 from domain.execution import BackupRecord, Observation, StepResult
 from domain.policy import RiskLevel
 from domain.pricing import hours_per_month, region_factor, section
+from domain.watch import DYNAMODB_WORKLOAD
 
 Mode = Literal["PAY_PER_REQUEST", "PROVISIONED"]
 #: Reclaim's reading of AWS's limit on switching a table to on-demand (conservative: once per 24 hours).
@@ -79,6 +80,8 @@ class DynamodbBillingMode(Action[BillingModeParams, TableState]):
     params_model = BillingModeParams
     reversible = True
     base_risk = RiskLevel.LOW
+    watched = DYNAMODB_WORKLOAD
+    watch_period = timedelta(hours=1)
     volatile_state = frozenset({"status"})
     permissions = ("dynamodb:DescribeTable", "dynamodb:ListTagsOfResource", "dynamodb:UpdateTable")
 

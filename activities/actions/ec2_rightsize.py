@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic import Field, model_validator
 
 from activities.actions.base import Action, register
@@ -11,6 +13,7 @@ from domain import pricing
 from domain.base import StrictModel
 from domain.execution import BackupRecord, Observation, StepResult
 from domain.policy import RiskLevel
+from domain.watch import EC2_WORKLOAD
 
 
 class RightsizeParams(StrictModel):
@@ -44,6 +47,9 @@ class Ec2Rightsize(Action[RightsizeParams, InstanceState]):
     params_model = RightsizeParams
     reversible = True
     base_risk = RiskLevel.MEDIUM
+    watched = EC2_WORKLOAD
+    watch_period = timedelta(hours=1)
+    expected_duration = timedelta(minutes=20)
     permissions = (
         "ec2:DescribeInstances",
         "ec2:StopInstances",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -14,6 +15,7 @@ from domain.base import StrictModel
 from domain.execution import BackupRecord, Observation, StepResult
 from domain.policy import RiskLevel
 from domain.pricing import flat
+from domain.watch import LAMBDA_WORKLOAD
 
 #: UpdateFunctionConfiguration while another update runs: not yet, never fatal.
 _BUSY_CODES = frozenset({"ResourceConflictException"})
@@ -52,6 +54,8 @@ class LambdaMemory(Action[MemoryParams, FunctionState]):
     params_model = MemoryParams
     reversible = True
     base_risk = RiskLevel.LOW
+    watched = LAMBDA_WORKLOAD
+    watch_period = timedelta(hours=1)
     volatile_state = frozenset({"state", "last_update_status"})
     permissions = ("lambda:GetFunctionConfiguration", "lambda:ListTags", "lambda:UpdateFunctionConfiguration")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from pydantic import Field, model_validator
@@ -14,6 +15,7 @@ from domain.base import StrictModel
 from domain.execution import BackupRecord, Observation, StepResult
 from domain.policy import RiskLevel
 from domain.pricing import rds_monthly
+from domain.watch import RDS_WORKLOAD
 
 
 class RdsRightsizeParams(StrictModel):
@@ -54,6 +56,9 @@ class RdsRightsize(Action[RdsRightsizeParams, DbInstanceState]):
     params_model = RdsRightsizeParams
     reversible = True
     base_risk = RiskLevel.MEDIUM
+    watched = RDS_WORKLOAD
+    watch_period = timedelta(hours=1)
+    expected_duration = timedelta(minutes=60)
     permissions = ("rds:DescribeDBInstances", "rds:ModifyDBInstance")
 
     def refusal(self, seen: Observation) -> str | None:
