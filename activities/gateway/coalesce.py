@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
+from temporalio import activity
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,22 @@ class _Batch:
 _WAKE_SECONDS = 0.1
 
 
+def _start(thread: threading.Thread) -> None:
+    """Start a thread from an activity's thread without a cancellation landing in between.
+
+    temporalio cancels a thread-pool activity by raising in its thread id, and CPython gives a
+    thread that has not begun to run the id of the thread starting it (3.11: its state is
+    created with the creator's id until it runs): a cancellation then kills the new thread
+    before it runs and leaves its starter waiting in `start()` for ever. Shielded, the
+    cancellation is raised once `start()` has returned.
+    """
+    if activity.in_activity():
+        with activity.shield_thread_cancel_exception():
+            thread.start()
+    else:
+        thread.start()
+
+
 class _Gatherer(ABC):
     """Gathers single-id calls for `window` seconds, then sends them all (`_send`) from a thread
     of its own; every caller waits for that answer. A batch once sent takes no one more.
@@ -122,23 +139,32 @@ class _Gatherer(ABC):
         self._open: _Batch | None = None
 
     def _gathered(self, resource_id: str) -> _Batch:
-        """The answered batch this id went out in."""
-        with self._lock:
-            batch, first = self._open, False
-            if batch is None or batch.sent or len(batch.ids) >= self._max_ids:
-                batch, first = _Batch(), True
-                self._open = batch
-            batch.ids.append(resource_id)
-        if first:
-            threading.Thread(target=self._flush, args=(batch,), name=f"gather-{type(self).__name__}",
-                             daemon=True).start()
+        """The answered batch this id went out in.
+
+        A cancellation can land between any two bytecodes of this method: whatever it
+        interrupts, the id leaves a batch not yet sent, and a batch once opened is sent.
+        """
+        batch: _Batch | None = None
+        flusher: threading.Thread | None = None
         try:
+            with self._lock:
+                batch = self._open
+                if batch is None or batch.sent or len(batch.ids) >= self._max_ids:
+                    batch = self._open = _Batch()
+                    flusher = threading.Thread(target=self._flush, args=(batch,),
+                                               name=f"gather-{type(self).__name__}", daemon=True)
+                batch.ids.append(resource_id)
+            if flusher is not None:
+                _start(flusher)
             while not batch.done.wait(_WAKE_SECONDS):
                 pass
-        except BaseException:  # cancelled while waiting: a batch not yet sent goes without this id
-            with self._lock:
-                if not batch.sent:
-                    batch.ids.remove(resource_id)
+        except BaseException:  # cancelled: a batch not yet sent goes without this id
+            if batch is not None:
+                with self._lock:
+                    if not batch.sent and resource_id in batch.ids:
+                        batch.ids.remove(resource_id)
+            if flusher is not None and flusher.ident is None:
+                _start(flusher)  # others may have joined the batch this call opened
             raise
         return batch
 
