@@ -79,13 +79,27 @@ def sync_scope(origin: From, report: ImportReport, filters: SourceFilters, custo
     return import_scope(LIVE.get(origin), report, filters, customer, default_region())
 
 
+def _origin(source: From | None, option: From | None, file: Path | None) -> From:
+    """`reclaim import coh` or `--from coh`; with --file, a source's saved output is a file import."""
+    if source is not None and option is not None and source is not option:
+        raise typer.BadParameter(f"{source.value} or --from {option.value}: say one source", param_hint="SOURCE")
+    chosen = source or option
+    if chosen is None:
+        raise typer.BadParameter("say where: reclaim import coh|co|ta|file (or --from)", param_hint="SOURCE")
+    return From.file if file is not None else chosen
+
+
 def import_command(
-    origin: Annotated[From, typer.Option("--from", help="Where the recommendations are.")],
-    file: Annotated[Path | None, typer.Option("--file", help="With --from file: the saved AWS CLI output "
+    source: Annotated[From | None, typer.Argument(
+        help="Where the recommendations are (or --from); with --file, that source's saved output.")] = None,
+    origin: Annotated[From | None, typer.Option("--from", help="Where the recommendations are.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="The saved AWS CLI output "
                                                               "(cost-optimization-hub list-recommendations, "
                                                               "compute-optimizer get-*-recommendations).")] = None,
-    account: Annotated[list[str] | None, typer.Option("--account", help="Account id; repeat for several.")] = None,
-    region: Annotated[list[str] | None, typer.Option("--region", help="Region; repeat for several.")] = None,
+    account: Annotated[list[str] | None, typer.Option(
+        "--account", "--accounts", help="Account id; repeat for several.")] = None,
+    region: Annotated[list[str] | None, typer.Option(
+        "--region", "--regions", help="Region; repeat for several.")] = None,
     customer: Annotated[str, typer.Option("--customer", help="Customer the recommendations belong to.")] = "default",
     save: Annotated[bool, typer.Option("--save", help="Keep them in the read model (same id: replaced).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -96,6 +110,7 @@ def import_command(
     --region (default: the AWS configuration's region).
     """
     settings = state.settings
+    origin = _origin(source, origin, file)
 
     async def go() -> tuple[ImportReport, SyncPlan | None]:
         try:

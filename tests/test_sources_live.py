@@ -277,6 +277,19 @@ def test_import_from_a_saved_file_prints_the_report(tmp_path: Path) -> None:
     assert "1 recommendation imported" in text.output and "PurchaseSavingsPlans" in text.output
 
 
+def test_the_source_can_be_named_first_and_its_saved_output_given_with_file(tmp_path: Path) -> None:
+    """`reclaim import coh --file recs.json` (the issue's form) is the same import as `--from file`."""
+    saved = tmp_path / "recs.json"
+    saved.write_text(json.dumps({"items": [hub_item(I1, "Stop", "Ec2Instance")]}, default=str))
+    named = reclaim("import", "coh", "--file", str(saved), "--accounts", ACCOUNT, "--json")
+    assert named.exit_code == 0, named.output
+    assert json.loads(named.output)["recommendations"] == json.loads(
+        reclaim("import", "--from", "file", "--file", str(saved), "--account", ACCOUNT, "--json").output)["recommendations"]
+    for args, says in ((["import"], "say where"), (["import", "coh", "--from", "ta"], "say one source")):
+        refused = reclaim(*args)
+        assert refused.exit_code == 2 and says in refused.output
+
+
 def test_import_save_keeps_them_in_the_read_model(tmp_path: Path) -> None:
     import asyncio
 
