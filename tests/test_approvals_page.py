@@ -4,6 +4,8 @@ The API is served by uvicorn on a free port beside a worker (the `stack` fixture
 sign in with their API tokens: the requester's approve and a viewer's are refused in plain words,
 another tenant does not see the execution at all, and an approver approves one execution from its
 own page (the link notifications carry) on a phone-sized screen and rejects another from the list.
+A running plan's manual step waits on the page: a viewer's confirm is refused in plain words, an
+operator confirms it with a comment and evidence from the plan's page, and the plan goes on.
 Screenshots are saved under the test's tmp path.
 """
 
@@ -21,6 +23,7 @@ import httpx
 import pytest_asyncio
 from playwright.async_api import Browser, Page, async_playwright
 
+from domain.plan import PLAN_TERMINAL, PlanSpec, PlanStatus
 from domain.policy import Role
 from domain.status import ExecutionStatus as S
 from runtime.settings import Settings
@@ -29,9 +32,11 @@ from starter.api.auth import TokenEntry, TokenStore
 from starter.api.deps import Services
 from starter.api.server import serve_asgi
 from starter.devserver import free_port, port_open
+from starter.plans import Plans
 from store.repository import Store
 from tests.conftest import AwsAccount, Stack
 from tests.helpers import recommendation, request
+from tests.test_plans import _until
 
 CHROMIUM = "/usr/bin/chromium"
 PHONE = {"width": 390, "height": 844}
@@ -43,6 +48,7 @@ PEOPLE = {
     "alice": ("alice-requester-token-0001", Role.APPROVER, "acme"),
     "vic": ("vic-viewer-token-00000001", Role.VIEWER, "acme"),
     "gina": ("gina-globex-token-0000001", Role.APPROVER, "globex"),
+    "olga": ("olga-operator-token-000001", Role.OPERATOR, "acme"),
 }
 
 
@@ -102,11 +108,14 @@ async def sign_in(browser: Browser, url: str, who: str, phone: bool = False) -> 
     return page
 
 
-async def decide(page: Page, eid: str, button: str, comment: str = "") -> str:
-    card = page.locator(f"[data-execution='{eid}']")
+async def decide(page: Page, eid: str, button: str, comment: str = "", *, card: str = "data-execution",
+                 evidence: str = "") -> str:
+    found = page.locator(f"[{card}='{eid}']")
     if comment:
-        await card.locator("textarea").fill(comment)
-    await card.get_by_role("button", name=button, exact=True).click()
+        await found.locator("textarea").fill(comment)
+    if evidence:
+        await found.get_by_label("Evidence").fill(evidence)
+    await found.get_by_role("button", name=button, exact=True).click()
     flash = page.locator(".flash")
     await flash.wait_for()
     return await flash.inner_text()
@@ -234,3 +243,59 @@ async def test_a_plans_dry_run_is_approved_on_the_page(stack: Stack, aws: AwsAcc
         assert time.monotonic() < deadline, "the plan's approval never reached the store"
         await asyncio.sleep(0.1)
     assert (view.approval.actor, view.approval.comment) == ("bob", "go")
+
+
+INSTRUCTIONS = ("Tell **#batch-team** the hosts stop at 18:00. <script>document.title='pwned'</script>\n\n"
+                "[the dashboard](https://grafana.example.com/d/batch) [not this](javascript:alert(1))")
+
+
+async def test_a_manual_step_is_confirmed_on_the_page_and_the_plan_goes_on(
+    served: Served, aws: AwsAccount, tmp_path: Path
+) -> None:
+    instance = aws.instance("m5.large")
+    rec = recommendation("ec2.stop", instance, {"expected_instance_type": "m5.large"}, customer_id=served.acme)
+    plans = Plans(served.stack.client, served.stack.task_queue, served.stack.store)
+    spec = PlanSpec.model_validate({
+        "recommendations": [rec.model_dump(mode="json"), {"kind": "manual", "id": "tell-team", "role": "operator",
+                                                          "timeout": "PT10M", "instructions": INSTRUCTIONS}],
+        "strategy": "waves", "options": {"rollback_window": "PT0S", "step_timeout": "PT20S"},
+        "waves": [{"name": "announce", "items": ["tell-team"]},
+                  {"name": "stop", "items": [rec.id], "depends_on": ["announce"]}]})
+    plan_id = (await plans.submit(spec, requested_by="alice")).plan_id
+    await _until(plans, plan_id, lambda v: [m.status for m in v.manual] == ["AWAITING_CONFIRMATION"])
+    card = f"{plan_id}/tell-team"
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            # A viewer sees the waiting step (instructions as Markdown, their HTML as text) and may not answer.
+            page = await sign_in(browser, f"{served.url}/approvals", "vic")
+            step = page.locator(f"[data-manual='{card}']")
+            text = await step.inner_text()
+            assert "1 manual step." in await page.inner_text("main")
+            assert "Who may answer\noperator or above" in text and "wave announce" in text and "Deadline" in text
+            assert await step.locator(".instructions strong").inner_text() == "#batch-team"
+            assert "<script>document.title='pwned'</script>" in text and await page.title() == "Reclaim approvals"
+            links = [await a.get_attribute("href") for a in await step.locator(".instructions a").all()]
+            assert links == ["https://grafana.example.com/d/batch"]  # the javascript: link stays text
+            assert "only operator or above may confirm or fail this step" in text
+            refused = await decide(page, card, "Confirm", "done", card="data-manual")
+            assert refused == ("Refused: vic has the role viewer; to confirm manual step tell-team needs the role "
+                               "operator or above.")
+
+            # The operator, from the plan's own page: confirms with a comment and evidence.
+            page = await sign_in(browser, f"{served.url}/approvals/plans/{plan_id}", "olga", phone=True)
+            assert await page.locator("[data-manual]").count() == 1
+            assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+            await page.screenshot(path=str(tmp_path / "manual-step.png"), full_page=True)
+            confirmed = await decide(page, card, "Confirm", "told them", card="data-manual",
+                                     evidence="https://chat.example.com/m/42")
+            assert confirmed == "Manual step tell-team confirmed by olga: told them"
+            assert "waits for confirmation" not in await page.inner_text("main")
+        finally:
+            await browser.close()
+    done = await plans.wait(plan_id, until=PLAN_TERMINAL, timeout=120)
+    assert done.status is PlanStatus.COMPLETED, done.reason
+    assert done.counts == {"CONFIRMED": 1, S.COMPLETED.value: 1}
+    assert [(m.decided_by, m.comment, m.evidence) for m in done.manual] == [
+        ("olga", "told them", "https://chat.example.com/m/42")]
+    assert aws.instance_state(instance)[0] == "stopped"

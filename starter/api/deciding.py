@@ -4,6 +4,9 @@ The same checks as `POST /api/v1/executions/{id}/approve|reject`, in the same or
 must be one this person may see (tenant), their role must be approver or admin, and then the
 execution's `approve` / `reject` update decides (its validator: the role again, no self-approval,
 still awaiting approval); a refused update is recorded in the approvals audit trail with `via`.
+A plan's waiting manual item is confirmed or failed the way `POST /api/v1/plans/{id}/items/{item}/
+confirm|fail` does it: a plan this person may see, the role operator or above, then the plan's
+`confirm` / `fail` update (its validator: the item's role, the item waiting).
 Here nothing is an HTTP error: every outcome is a sentence a person reads where they clicked.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from domain.execution import ApprovalInput, ExecutionView
+from domain.manual import ManualDecision
 from domain.plan import PlanDecision, PlanView
 from domain.policy import Role
 from starter.api.auth import Principal
@@ -86,3 +90,28 @@ async def decide_plan_as(svc: Services, principal: Principal, plan_id: str, appr
             return Outcome(False, "you requested this plan, so you cannot approve it: another approver must")
         return Outcome(False, str(exc))
     return Outcome(True, f"plan {plan_id}: {message}")
+
+
+async def answer_manual_as(svc: Services, principal: Principal, plan_id: str, item_id: str, confirm: bool,
+                           comment: str, evidence: str) -> Outcome:
+    """Confirm or fail a plan's waiting manual item, as `POST /api/v1/plans/{id}/items/{item}/confirm|fail`."""
+    verb = "confirm" if confirm else "fail"
+    view = await visible_plan(svc, principal, plan_id)
+    if view is None:
+        return Outcome(False, f"there is no plan {plan_id} that {principal.subject} may see")
+    step = next((m for m in view.manual if m.id == item_id), None)
+    if step is None:
+        return Outcome(False, f"plan {plan_id} has no manual step {item_id}")
+    if not principal.at_least(Role.OPERATOR):
+        return Outcome(False, f"{principal.subject} has the role {principal.role.value}; to {verb} manual step "
+                              f"{item_id} needs the role {step.role.value} or above")
+    decision = ManualDecision(item=item_id, actor=principal.subject, role=principal.role, comment=comment,
+                              evidence=evidence)
+    try:
+        await _plans(svc).answer(plan_id, confirm, decision)
+    except NotFound:
+        return Outcome(False, f"plan {plan_id} is no longer running")
+    except ReclaimError as exc:  # Refused among them: the plan's validator says why
+        return Outcome(False, str(exc))
+    done = "confirmed" if confirm else "failed"
+    return Outcome(True, f"manual step {item_id} {done} by {principal.subject}" + (f": {comment}" if comment else ""))
