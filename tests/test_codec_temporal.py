@@ -72,9 +72,11 @@ def payloads_in(node: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]
 
 def clear_text(node: Any) -> str:
     """What a reader of the history store sees: every string, base64 decoded beside, except the index
-    (search attributes) and workflow ids, which are plaintext by design (README, Encryption)."""
+    (search attributes), workflow ids and the priority's fairness key (the customer, so the task
+    queue can serve customers in turn), which are plaintext by design (README, Encryption)."""
     if isinstance(node, dict):
-        return " ".join(clear_text(v) for k, v in node.items() if k not in ("searchAttributes", "workflowId"))
+        return " ".join(clear_text(v) for k, v in node.items()
+                        if k not in ("searchAttributes", "workflowId", "priority"))
     if isinstance(node, list):
         return " ".join(clear_text(v) for v in node)
     if isinstance(node, str):
