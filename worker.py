@@ -45,7 +45,10 @@ WORKFLOWS = [ExecutionWorkflow, ResourceLeaseWorkflow, PlanWorkflow, RollbackAla
 
 #: Modules the sandbox need not re-import for every workflow run: pure or side-effect free.
 PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "boto3", "botocore", "domain",
-               "activities", "store", "sqlalchemy")
+               "activities", "store", "sqlalchemy",
+               # A Rust extension (the codec's AES-GCM) cannot be initialised twice in one process:
+               # a workflow module that reaches it, even through an import, must share the worker's.
+               "cryptography")
 
 
 def workflow_runner() -> CompiledSandboxRunner:

@@ -24,7 +24,7 @@ from runtime import logmask
 from runtime.settings import Settings
 from starter.accounts_cli import accounts_app, iam_app
 from starter.cli_common import AsUser, _executions, acting, err, out, run, state
-from starter.executions import InvalidCursor, ReclaimError
+from starter.executions import SETTLED, InvalidCursor, ReclaimError
 from starter.import_cli import import_command
 from starter.notify_cli import notify_app
 from starter.plan_cli import plan_app
@@ -148,6 +148,10 @@ def wait_exit_code(statuses: list[ExecutionStatus], *, dry_run: bool) -> int:
 # ---- steering --------------------------------------------------------------------------------
 
 
+#: What `approve --wait` waits for: the change's outcome, or a maintenance/change window to wait for.
+AFTER_APPROVAL = (SETTLED - {ExecutionStatus.AWAITING_APPROVAL}) | {ExecutionStatus.SCHEDULED}
+
+
 def _decide(execution_id: str, approve: bool, comment: str, as_user: str | None, wait: bool = False) -> None:
     settings = acting(as_user)
     attempt = ApprovalInput(actor=settings.user, role=settings.role, comment=comment)
@@ -159,7 +163,8 @@ def _decide(execution_id: str, approve: bool, comment: str, as_user: str | None,
             line = f"{verb} {execution_id} as {record.actor}"
             if not wait:
                 return line, None
-            view = await executions.wait(execution_id)
+            # Not AWAITING_APPROVAL again: the run may not have moved on yet when the update returns.
+            view = await executions.wait(execution_id, until=AFTER_APPROVAL)
             return line + f"; now {view.status.value}" + (f" ({view.reason})" if view.reason else ""), view.status
 
     line, status = run(go)

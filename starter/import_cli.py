@@ -48,8 +48,6 @@ def gather(origin: From, file: Path | None, filters: SourceFilters, ctx: ImportC
     """The report of one import; ReclaimError (one line) for what a person must fix."""
     if origin is From.file and file is None:
         raise ReclaimError("--from file needs --file F (the saved output of the AWS CLI)")
-    if origin is not From.file and file is not None:
-        raise ReclaimError("--file goes with --from file only")
     if origin is not From.file and settings.role_arn_template and not filters.account_ids:
         raise ReclaimError("RECLAIM_ROLE_ARN_TEMPLATE is set: name the --account to import from")
     try:

@@ -1,4 +1,4 @@
-"""One "worker" of tests/test_budget_processes.py: its share of the AWS budget, many threads.
+"""One "worker" of tests/journeys/test_budget_processes.py: its share of the AWS budget, many threads.
 
 `python -m tests.budget_client ENDPOINT SHARE INSTANCES_FILE CALLS` makes CALLS describes and
 CALLS/2 StopInstances (EC2's mutating bucket: 50, then 5/s) on the instances listed in the

@@ -330,7 +330,7 @@ def test_import_live_through_the_command(monkeypatch: pytest.MonkeyPatch, sessio
 @pytest.mark.parametrize(("args", "message"), [
     (["--from", "file"], "needs --file"),
     (["--from", "file", "--file", "/nonexistent/recs.json"], "no such file"),
-    (["--from", "coh", "--file", "x.json"], "--from file only"),
+    (["--from", "coh", "--file", "x.json"], "x.json: no such file"),  # a named source's saved output
     (["--from", "file", "--file", "{bad}", "--customer", "no spaces allowed"], "customer_id"),
 ])
 def test_import_errors_are_one_line_without_traceback(args: list[str], message: str, tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ async def test_worker_killed_mid_apply_ends_completed_with_one_backup(
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.crash_worker", client.service_client.config.target_host, task_queue,
          aws.endpoint, store.url, str(marker)],
-        cwd=Path(__file__).parent.parent, env={**os.environ},
+        cwd=Path(__file__).parents[2], env={**os.environ},
     )
     try:
         executions = Executions(client, task_queue)

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 from starter.devserver import free_port
-from tests.test_entrypoints import RECLAIM, _env
+from tests.journeys.test_entrypoints import RECLAIM, _env
 
-README = Path(__file__).parent.parent / "README.md"
+README = Path(__file__).parents[2] / "README.md"
 REPO_VENV = Path(RECLAIM).parent.parent
 
 

@@ -35,7 +35,7 @@ from tests.fault_support import stop_process
 from tests.helpers import ACCOUNT, REGION, eventually
 from workflows.execution import ExecutionWorkflow
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 RECLAIM = str(Path(sys.executable).parent / "reclaim")
 
 

@@ -29,7 +29,7 @@ from worker import build_worker
 
 CHROMIUM = "/usr/bin/chromium"
 EXECUTIONS_LIST = webui_executions_path()
-ARTIFACTS = Path(__file__).parent.parent / "artifacts"
+ARTIFACTS = Path(__file__).parents[2] / "artifacts"
 PAGE_TIMEOUT_MS = 90_000  # the UI is a single-page app that polls the server: bounded, generous on a loaded machine
 
 

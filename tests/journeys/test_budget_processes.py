@@ -56,7 +56,7 @@ def test_two_workers_with_half_the_budget_each_are_never_throttled(tmp_path: Pat
         listed.write_text("\n".join(i["InstanceId"] for i in reservation["Instances"]))
         moto.forget()
         workers = [subprocess.Popen([sys.executable, "-m", "tests.budget_client", moto.endpoint, SHARE, str(listed),
-                                     str(CALLS)], cwd=Path(__file__).parents[1], stdout=subprocess.PIPE,
+                                     str(CALLS)], cwd=Path(__file__).parents[2], stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True) for _ in range(2)]
         said = [w.communicate(timeout=180)[0] for w in workers]
         calls: list[AwsCall] = moto.calls()

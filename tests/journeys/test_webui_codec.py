@@ -23,7 +23,7 @@ from starter.executions import Executions
 from store.repository import Store
 from tests.conftest import AwsAccount
 from tests.helpers import recommendation, request
-from tests.test_webui import ARTIFACTS, CHROMIUM, PAGE_TIMEOUT_MS, shown
+from tests.journeys.test_webui import ARTIFACTS, CHROMIUM, PAGE_TIMEOUT_MS, shown
 from worker import build_worker
 
 

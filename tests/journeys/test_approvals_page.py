@@ -180,8 +180,17 @@ async def test_approving_and_rejecting_on_the_page_with_refusals_in_plain_words(
         "list-as-requester.png", "phone-approved.png", "phone-one-approval.png", "refused-requester.png"]
 
 
-async def test_sign_in_and_forms_are_guarded(store: Store) -> None:
-    """Unknown tokens, forms without their CSRF token and redirects elsewhere are refused (no browser needed)."""
+async def test_sign_in_and_forms_are_guarded(tmp_path: Path) -> None:
+    """Unknown tokens, forms without their CSRF token and redirects elsewhere are refused (no browser needed).
+    A store of its own: the session's shared one holds other tests' executions awaiting approval."""
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'page.db'}")
+    try:
+        await _guarded(store)
+    finally:
+        await store.close()
+
+
+async def _guarded(store: Store) -> None:
     tokens = TokenStore([TokenEntry(subject="bob", role=Role.APPROVER, customers=["acme"], token=PEOPLE["bob"][0])])
     app = create_app(Services(settings=Settings(), executions=None, store=store, tokens=tokens))  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://page.test") as http:

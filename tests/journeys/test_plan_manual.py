@@ -204,7 +204,7 @@ def test_manual_items_are_placed_by_waves() -> None:
 
 def test_the_readme_plan_file_with_manual_items_is_a_valid_plan() -> None:
     """The README's "Manual steps" example reads as a plan; its commands' options exist."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     section = readme.split("## Manual steps\n", 1)[1].split("\n## ", 1)[0]
     example, commands = re.findall(r"```(?:yaml|sh)\n(.*?)```", section, re.S)[:2]
     parsed = PlanSpec.model_validate(yaml.safe_load(example))
