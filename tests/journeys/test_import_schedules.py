@@ -25,8 +25,8 @@ from starter.imports import Imports
 from starter.plans import Plans
 from store.repository import NEW, Store
 from tests.conftest import ACCOUNT, REGION, AwsAccount, Stack
+from tests.journeys.test_cli import Cli, cli, failed, succeeded
 from tests.test_api import Api, api
-from tests.test_cli import Cli, cli, failed, succeeded
 from worker import build_worker
 
 __all__ = ["api", "cli"]

@@ -1,4 +1,4 @@
-"""`reclaim plan ...` as real subprocesses against the test's worker (see tests/test_cli.py)."""
+"""`reclaim plan ...` as real subprocesses against the test's worker (see tests/journeys/test_cli.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from domain.execution import execution_id_for
 from domain.status import ExecutionStatus as S
 from tests.conftest import AwsAccount
 from tests.helpers import recommendation
-from tests.test_cli import Cli, cli, failed, succeeded
+from tests.journeys.test_cli import Cli, cli, failed, succeeded
 
 __all__ = ["cli"]
 

@@ -13,9 +13,9 @@ import yaml
 from domain.plan import PLAN_TERMINAL
 from tests.conftest import AwsAccount
 from tests.helpers import recommendation
+from tests.journeys.test_cli import Cli, cli, failed, succeeded
 from tests.test_api import Api, api, rec_for
 from tests.test_api_plans import _body, _until
-from tests.test_cli import Cli, cli, failed, succeeded
 
 __all__ = ["api", "cli"]
 PLANS = "/api/v1/plans"
