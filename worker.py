@@ -25,7 +25,7 @@ from activities.plans import PlanActivities
 from activities.records import RecordActivities, records_task_queue
 from activities.savings import SavingsActivities
 from activities.watch import WatchActivities
-from activities.windows import WindowActivities
+from activities.windows import WindowActivities, load_windows_file
 from domain.notifications import NotifyFile
 from runtime import logmask
 from runtime.codec import codec_from_settings
@@ -109,7 +109,7 @@ def build_worker(
     savings = SavingsActivities(sessions, store)
     imports = ImportActivities(sessions, store)
     notify = notify or NotifyActivities(NotifyFile())
-    windows = windows or WindowActivities()
+    windows = windows or WindowActivities(sessions=sessions)
     watch = WatchActivities(sessions)
     main = Worker(
         client,
@@ -153,7 +153,8 @@ async def run_worker(stop: asyncio.Event | None = None) -> None:
     notify = settings.notify()  # a malformed notify file stops start-up at once, naming its line and field
     if notify is not None:
         _mask_notify_secrets(notify)
-    windows = WindowActivities(settings.windows_file)  # a malformed file stops start-up too
+    if settings.windows_file is not None:
+        load_windows_file(settings.windows_file)  # a malformed file stops start-up too
     accounts = settings.accounts()
     if accounts is not None:
         accounts()  # a malformed accounts file stops start-up too, naming its line and field
@@ -171,6 +172,7 @@ async def run_worker(stop: asyncio.Event | None = None) -> None:
     sessions = SessionFactory(role_arn_template=settings.role_arn_template, endpoint_url=settings.aws_endpoint_url,
                               budget=settings.aws_budget(), accounts=accounts,
                               coalesce_window=settings.aws_coalesce_window_ms / 1000)
+    windows = WindowActivities(settings.windows_file, sessions=sessions)  # SSM windows read through the accounts' roles
     worker = build_worker(client, task_queue=settings.task_queue, sessions=sessions, store=store,
                           max_concurrent_activities=settings.max_concurrent_activities,
                           max_cached_workflows=settings.max_cached_workflows, notify=notify, windows=windows)

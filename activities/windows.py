@@ -5,18 +5,25 @@ that moment, recorded in the history as a marker, so a freeze added while an
 execution waits for its window is seen when it asks again at the opening. The file
 is read again when it changes on disk; a change that does not parse is logged and
 the last good file stays in force (a typo must not open every window).
+
+An entry naming an SSM maintenance window or Change Calendar is read in the change's own
+account and region (`activities/ssm_windows.py`, cached for minutes) off the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import ValidationError
 from temporalio import activity
 
+from activities.aws import SessionFactory
 from activities.notify.config import read_yaml
-from domain.windows import ChangeScope, WindowsFile, WindowVerdict, next_start
+from activities.ssm_windows import DEFAULT_TTL, SsmReader
+from domain.windows import ChangeScope, Lookups, WindowsFile, WindowVerdict, next_start
 
 log = logging.getLogger("reclaim.windows")
 
@@ -55,10 +62,13 @@ def load_windows_file(path: str | Path) -> WindowsFile:
 
 
 class WindowActivities:
-    """`path` None: no windows, no freezes (every change may start at once)."""
+    """`path` None: no windows, no freezes (every change may start at once). `sessions`: how the
+    accounts' SSM windows and calendars are read (None: a file naming one refuses what it covers)."""
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, *, sessions: SessionFactory | None = None,
+                 ssm_ttl: timedelta = DEFAULT_TTL) -> None:
         self._path = path
+        self.ssm = SsmReader(sessions, ssm_ttl)
         self._rules = load_windows_file(path) if path is not None else WindowsFile()
         self._stamp = self._mtime()
 
@@ -80,6 +90,13 @@ class WindowActivities:
                           self._path, exc)
         return self._rules
 
+    def lookups(self, rules: WindowsFile, change: ChangeScope) -> Lookups:
+        """The SSM windows and calendars covering the change, as its account says now (blocking)."""
+        return self.ssm.lookups(rules, change)
+
     @activity.defn(name="ask_window")
     async def ask(self, change: ChangeScope) -> WindowVerdict:
-        return next_start(self.rules(), change)
+        rules = self.rules()
+        if not any(w.ssm_window for w in rules.windows) and not any(f.change_calendar for f in rules.freezes):
+            return next_start(rules, change)
+        return next_start(rules, change, await asyncio.to_thread(self.lookups, rules, change))

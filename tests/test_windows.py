@@ -45,7 +45,7 @@ def scope(now: datetime, needs: timedelta, **extra: object) -> ChangeScope:
 def _fits(rules: WindowsFile, start: datetime, needs: timedelta) -> bool:
     inside = not rules.windows or any(
         opens <= start and start + needs <= closes
-        for w in rules.windows for opens, closes in w.openings(start, start + timedelta(days=1)))
+        for w in rules.windows for opens, _, closes in w.openings(start, start + timedelta(days=1)))
     frozen = any(f.start < start + needs and f.end > start for f in rules.freezes)
     return inside and not frozen
 
