@@ -13,8 +13,14 @@ from typing import Any
 from activities.actions.base import action_class, registry
 
 #: What the worker reads in every account besides the kinds' own calls: who it is there
-#: (`reclaim accounts check`) and the resources' CloudWatch metrics (scan, the watch after a change).
-WORKER_READS = ("sts:GetCallerIdentity", "cloudwatch:GetMetricData", "cloudwatch:ListMetrics")
+#: (`reclaim accounts check`), the resources' CloudWatch metrics (scan, the watch after a change),
+#: the account's SSM maintenance windows and Change Calendars named in the windows file
+#: (`activities/ssm_windows.py`) and Cost Explorer's costs (the savings check, `activities/savings.py`).
+WORKER_READS = (
+    "sts:GetCallerIdentity", "cloudwatch:GetMetricData", "cloudwatch:ListMetrics",
+    "ssm:DescribeMaintenanceWindows", "ssm:GetMaintenanceWindow", "ssm:GetCalendarState",
+    "ce:GetCostAndUsage", "ce:GetCostAndUsageWithResources",
+)
 
 _PASS_ROLE = "iam:PassRole"
 

@@ -233,7 +233,10 @@ def test_iam_policy_is_the_registrys_permissions(tmp_path: Path) -> None:
     allowed = {a for s in document["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
     assert allowed == {"ec2:DescribeInstances", "ec2:StopInstances", "ec2:StartInstances", "ec2:DescribeVolumes",
                        "ec2:DescribeVolumesModifications", "ec2:ModifyVolume", "sts:GetCallerIdentity",
-                       "cloudwatch:GetMetricData", "cloudwatch:ListMetrics"}
+                       "cloudwatch:GetMetricData", "cloudwatch:ListMetrics",
+                       # the worker's own reads: SSM windows and calendars, the savings check
+                       "ssm:DescribeMaintenanceWindows", "ssm:GetMaintenanceWindow", "ssm:GetCalendarState",
+                       "ce:GetCostAndUsage", "ce:GetCostAndUsageWithResources"}
     every = json.loads(_cli(["iam", "policy"]).output)
     allowed_all = {a for s in every["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
     assert set(permissions()) <= allowed_all
