@@ -161,7 +161,7 @@ class SsmReader:
                 moment = upcoming
                 state, upcoming = self._state(ssm, ref, moment)
                 reads += 1
-        except LookupError as exc:
+        except (LookupError, ValueError) as exc:  # no way into the account; a time that is not ISO 8601
             return f"SSM Change Calendar {ref} in {where} cannot be read: {exc}"
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
@@ -189,12 +189,15 @@ def maintenance_window(identity: dict[str, Any], account_id: str, region: str) -
             cutoff=timedelta(hours=int(identity.get("Cutoff") or 0)),
             enabled=bool(identity.get("Enabled", False)),
             start_date=_when(identity.get("StartDate")), end_date=_when(identity.get("EndDate")),
-            anchor=_when(identity.get("NextExecutionTime")) or _when(identity.get("CreatedDate")),
+            anchor=(_when(identity.get("NextExecutionTime")) or _when(identity.get("StartDate"))
+                    or _when(identity.get("CreatedDate"))),
         )
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
                              for e in exc.errors(include_input=False, include_url=False))
         return f"SSM maintenance window {ref} in {account_id}/{region} cannot be used: {problems}"
+    except ValueError as exc:  # a date that is not ISO 8601
+        return f"SSM maintenance window {ref} in {account_id}/{region} cannot be used: {exc}"
 
 
 def _when(value: Any) -> datetime | None:

@@ -71,6 +71,22 @@ def test_aws_day_of_week_counts_from_sunday_as_one(day: int, hour: int, zone: st
     assert all(o.isoweekday() % 7 == day - 1 and o.hour == hour for o in opened)
 
 
+def test_an_offset_moves_whole_days_and_at_runs_once() -> None:
+    # The third Tuesday of December 2026 is the 15th; two days later, 23:30 in Los Angeles.
+    offset = MaintenanceWindow(window_id="mw-0", name="w", account_id=ACCOUNT, region=REGION,
+                               schedule="cron(30 23 ? * TUE#3 *)", timezone="America/Los_Angeles", offset_days=2,
+                               duration=timedelta(hours=4), cutoff=timedelta(hours=1))
+    first = next(offset.openings(T0, T0 + timedelta(days=40)))
+    assert first.opens == datetime(2026, 12, 18, 7, 30, tzinfo=UTC)  # Thursday 17th, 23:30 PST
+    assert first.last_start == first.opens + timedelta(hours=3) and first.closes == first.opens + timedelta(hours=4)
+    once = MaintenanceWindow(window_id="mw-0", name="w", account_id=ACCOUNT, region=REGION,
+                             schedule="at(2026-12-20T02:00:00)", duration=timedelta(hours=2))
+    assert [o.opens for o in once.openings(T0, T0 + timedelta(days=60))] == [datetime(2026, 12, 20, 2, tzinfo=UTC)]
+    with pytest.raises(ValueError, match="six fields"):
+        MaintenanceWindow(window_id="mw-0", name="w", account_id=ACCOUNT, region=REGION,
+                          schedule="cron(0 22 * * *)", duration=timedelta(hours=2))
+
+
 ssm_windows = st.builds(
     lambda schedule, duration, cutoff: MaintenanceWindow(
         window_id="mw-0", name="w", account_id=ACCOUNT, region=REGION, schedule=schedule,
