@@ -26,7 +26,7 @@ import starter.windows_cli as windows_cli
 from activities.aws import SessionFactory
 from activities.iam import policy_document
 from activities.ssm_windows import SsmReader
-from activities.windows import WindowActivities
+from activities.windows import WindowActivities, WindowsFileError, parse_windows_file
 from domain.execution import ExecutionOptions, ExecutionRequest
 from domain.ssm_schedules import MaintenanceWindow, next_rate_opening
 from domain.status import ExecutionStatus as S
@@ -117,6 +117,22 @@ def test_a_change_starts_inside_an_ssm_opening_before_its_cutoff_and_never_earli
     # Openings fall on whole quarters of an hour: an earlier start would be one, or now.
     candidates = [now] + [now + k * QUARTER for k in range(1, 4 * 24 * 8)]
     assert not [c for c in candidates if c < verdict.start and fits(c)]
+
+
+def test_an_entry_names_either_a_cron_or_an_ssm_window_and_a_freeze_dates_or_a_calendar() -> None:
+    text = ("windows:\n  - name: both\n    cron: '0 22 * * *'\n    duration: PT2H\n    ssm_window: patch-nights\n"
+            "  - name: zoned\n    ssm_window: patch-nights\n    timezone: Europe/Paris\n"
+            "freezes:\n  - name: mixed\n    change_calendar: prod\n    start: 2026-12-20T00:00:00Z\n")
+    with pytest.raises(WindowsFileError) as caught:
+        parse_windows_file(text, "windows.yaml")
+    assert caught.value.problems == [
+        "windows.yaml:2: windows[0]: a window has either a cron (with a duration) or an ssm_window",
+        "windows.yaml:6: windows[1]: an ssm_window brings its own schedule, time zone and duration: give none here",
+        "windows.yaml:10: freezes[0]: a freeze has either start and end or a change_calendar, not both",
+    ]
+    good = parse_windows_file("windows:\n  - {name: patching, ssm_window: patch-nights}\n"
+                              "freezes:\n  - {name: launch, change_calendar: 'arn:aws:ssm:us-east-1:123456789012:document/prod'}\n")
+    assert good.windows[0].ssm_window == "patch-nights" and good.freezes[0].change_calendar
 
 
 # ---- ask_window on moto's maintenance windows --------------------------------------------------
