@@ -15,9 +15,10 @@ freeze added while it waits is seen when it asks again at the opening.
 
 A window may instead name an SSM maintenance window of the change's own account and
 region, and a freeze an SSM Change Calendar (`domain/ssm_schedules.py`); the activity
-reads them (`Lookups`) and this answers from what it read. One that could not be read
-(missing, disabled, no permission) opens nothing and freezes everything it covers: a
-named window that is not there is no window, never "no window, so always open".
+reads them (`Lookups`) and this answers from what it read. A window that cannot be used
+(missing, disabled, no permission) opens nothing, and a calendar that cannot be read
+freezes everything it covers: a named window that is not there is no window, never
+"no window, so always open".
 """
 
 from __future__ import annotations
