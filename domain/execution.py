@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from domain.base import StrictModel
 from domain.policy import ActionTraits, Policy, RiskLevel, Role
 from domain.recommendation import Recommendation
+from domain.signing import SignedDecision
 from domain.status import ExecutionStatus
 
 TASK_QUEUE = "reclaim"
@@ -129,12 +130,14 @@ class Decision(StrEnum):
     REJECT = "reject"
 
 
-class ApprovalInput(StrictModel):
+class ApprovalInput(SignedDecision):
     """Payload of the `approve` / `reject` signal and update.
 
     Example for the stock CLI:
     `temporal workflow signal --workflow-id exec-rec-1 --name approve
      --input '{"actor": "bob", "role": "approver", "comment": "ok"}'`
+    (refused when the execution's policy carries approval public keys: then only a decision
+    Reclaim signed, `issued_at` and `signature`, is taken; domain/signing.py).
     """
 
     actor: str = Field(min_length=1, max_length=128)

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator
 from domain.base import StrictModel
 from domain.policy import Role
 from domain.recommendation import ID_PATTERN
+from domain.signing import SignedDecision
 
 MANUAL_KIND: Literal["manual"] = "manual"
 #: A plan holds at most this many manual items (each is shown, instructions and all, in its progress).
@@ -75,7 +76,7 @@ class ManualStep(StrictModel):
         return value
 
 
-class ManualDecision(StrictModel):
+class ManualDecision(SignedDecision):
     """`confirm` or `fail` of a waiting manual item (signal or update on the plan): who, why, and
     the evidence (a link or text) the report keeps."""
 

@@ -27,6 +27,7 @@ from domain.manual import (
 )
 from domain.policy import Policy, Role
 from domain.recommendation import ID_PATTERN, Recommendation
+from domain.signing import SignedDecision
 from domain.status import ExecutionStatus
 
 S = ExecutionStatus
@@ -443,7 +444,7 @@ class WaveProgress(StrictModel):
     finished_at: datetime | None = None
 
 
-class PlanDecision(StrictModel):
+class PlanDecision(SignedDecision):
     """Approval (or rejection) of a dry-run report as a whole, or of a subset of it."""
 
     actor: str = Field(min_length=1, max_length=128)

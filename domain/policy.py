@@ -10,9 +10,10 @@ from enum import StrEnum
 from fnmatch import fnmatchcase
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from domain.base import StrictModel
+from domain.signing import parse_public_key
 
 
 class RiskLevel(StrEnum):
@@ -69,6 +70,18 @@ class Policy(StrictModel):
     cooldown_days: float = Field(
         default=7, ge=0, description="Refuse a resource Reclaim changed within this many days (0: off)."
     )
+    approval_public_keys: list[str] = Field(
+        default_factory=list, max_length=8,
+        description="Ed25519 public keys (base64): when set, a person's decision counts only when Reclaim "
+                    "signed it with one of their private keys (domain/signing.py); empty: taken at its word.",
+    )
+
+    @field_validator("approval_public_keys")
+    @classmethod
+    def _keys_parse(cls, value: list[str]) -> list[str]:
+        for key in value:
+            parse_public_key(key)
+        return value
 
 
 class RiskAssessment(StrictModel):

@@ -13,7 +13,9 @@ from activities.gateway.buckets import AwsBudget
 from activities.notify.delivery import NotifyActivities
 from activities.notify.links import LinkBase
 from domain.execution import TASK_QUEUE
+from domain.notifications import SecretRef
 from domain.policy import Policy, Role
+from runtime.approval_key import ApprovalKeyError, ApprovalSigner
 
 
 def _default_user() -> str:
@@ -105,6 +107,27 @@ class Settings(BaseSettings):
     identities_file: Path | None = Field(default=None, description="YAML: Slack user id -> Reclaim user, "
                                          "role, customers (who decides from Slack).")
 
+    # Signed approvals (README, Deployment; domain/signing.py).
+    approval_public_key: str | None = Field(
+        default=None, description="Ed25519 public key(s), base64, comma-separated (newest first): executions "
+        "and plans started here accept only decisions signed with the matching private key. Unset: "
+        "decisions are taken at their word.")
+    approval_signing_key: SecretRef | None = Field(
+        default=None, description="env:NAME or file:/path of the private key that signs decisions (the API, "
+        "the CLI on the embedded stack); never inline, never needed by a worker.")
+
+    def approval_signer(self) -> ApprovalSigner | None:
+        """The signer, read once; a key that cannot be read, or that none of the public keys here
+        matches, stops start-up with the reason (never the key)."""
+        if self.approval_signing_key is None:
+            return None
+        signer = ApprovalSigner.from_reference(self.approval_signing_key)
+        public = self.policy().approval_public_keys
+        if public and signer.public_key not in public:
+            raise ApprovalKeyError(f"approval signing key {self.approval_signing_key}: its public key "
+                                   f"{signer.public_key} is not among RECLAIM_APPROVAL_PUBLIC_KEY's")
+        return signer
+
     def public_base(self) -> str:
         return (self.public_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
 
@@ -135,6 +158,7 @@ class Settings(BaseSettings):
             auto_approve_max_monthly_savings=self.auto_approve_max_monthly_savings,
             production_tags=self.production_tags,
             refuse_production=self.refuse_production,
+            approval_public_keys=[k.strip() for k in (self.approval_public_key or "").split(",") if k.strip()],
         )
 
     def database(self) -> str:

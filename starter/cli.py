@@ -438,6 +438,25 @@ def codec_key_cmd(key_id: Annotated[str, typer.Option("--id", help="The key's id
         raise typer.Exit(1) from None
 
 
+@app.command("approval-key")
+def approval_key_cmd(path: Annotated[Path, typer.Argument(help="The private key's file (PEM).")]) -> None:
+    """Print the public key of the approval signing key at PATH, making a new one (mode 0600) if
+    PATH does not exist: the API signs with it (RECLAIM_APPROVAL_SIGNING_KEY=file:PATH), executions
+    verify with the public key (RECLAIM_APPROVAL_PUBLIC_KEY)."""
+    from domain.signing import public_key_text
+    from runtime.approval_key import ApprovalKeyError, new_key_file, parse_private_key
+
+    try:
+        made = not path.exists()
+        key = new_key_file(path) if made else parse_private_key(path.read_text())
+    except (ApprovalKeyError, OSError) as exc:
+        err.print(f"[red]error:[/red] {path}: {exc}")
+        raise typer.Exit(1) from None
+    if made:
+        err.print(f"wrote a new Ed25519 signing key to {path} (readable by you only)")
+    out.print(f"RECLAIM_APPROVAL_PUBLIC_KEY={public_key_text(key)}", soft_wrap=True)
+
+
 app.add_typer(plan_app, name="plan")
 app.add_typer(notify_app, name="notify")
 app.add_typer(windows_app, name="windows")

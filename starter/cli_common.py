@@ -14,6 +14,7 @@ from temporalio.service import RPCError
 
 from activities.notify.config import NotifyFileError
 from activities.windows import WindowsFileError
+from runtime.approval_key import ApprovalKeyError
 from runtime.codec import CodecError
 from runtime.settings import Settings
 from runtime.temporal_client import connect
@@ -58,7 +59,7 @@ def run(make: Callable[[], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(_main())
-    except (ReclaimError, NotifyFileError, WindowsFileError, CodecError) as exc:
+    except (ReclaimError, NotifyFileError, WindowsFileError, CodecError, ApprovalKeyError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
     except RPCError as exc:
@@ -88,7 +89,7 @@ async def _executions(*, lazy: bool = False) -> AsyncIterator[Steering]:
     except RuntimeError as exc:
         raise ReclaimError(f"cannot reach Temporal at {state.settings.temporal_address} ({exc})") from None
     yield Executions(client, state.settings.task_queue, read_model=_store, via="update",
-                     accounts=state.settings.accounts())
+                     accounts=state.settings.accounts(), signer=state.settings.approval_signer())
 
 
 @asynccontextmanager

@@ -41,6 +41,7 @@ from domain.notifications import Acknowledgement
 from domain.presentation import execution_summary
 from domain.recommendation import Recommendation
 from domain.status import TERMINAL, ExecutionStatus
+from runtime.approval_key import ApprovalSigner
 from starter.polling import poll
 from store.repository import Store
 from workflows.alarm import RollbackAlarmWorkflow, alarm_id
@@ -158,17 +159,22 @@ class Executions:
     """
 
     def __init__(self, client: Client, task_queue: str, read_model: ReadModel | None = None, *,
-                 via: str = "update", accounts: AccountsLookup | None = None) -> None:
-        """`accounts`: the accounts file as it is now (`Settings.accounts()`); None: any account."""
+                 via: str = "update", accounts: AccountsLookup | None = None,
+                 signer: ApprovalSigner | None = None) -> None:
+        """`accounts`: the accounts file as it is now (`Settings.accounts()`); None: any account.
+        `signer`: Reclaim's approval key (`Settings.approval_signer()`); every decision sent is
+        signed with it, so runs whose policy carries its public key accept them."""
         self.client = client
         self.task_queue = task_queue
         self.read_model = read_model
         self.via = via
         self.accounts = accounts
+        self.signer = signer
 
     def recording(self, store: Store, *, via: str) -> Executions:
         """The same steering, recording refusals in `store` labelled `via` (the API: "api")."""
-        return Executions(self.client, self.task_queue, kept_open(store), via=via, accounts=self.accounts)
+        return Executions(self.client, self.task_queue, kept_open(store), via=via, accounts=self.accounts,
+                          signer=self.signer)
 
     def _store(self) -> AbstractAsyncContextManager[Store]:
         if self.read_model is None:
@@ -337,6 +343,9 @@ class Executions:
 
     async def decide(self, execution_id: str, approve: bool, attempt: ApprovalInput) -> ApprovalRecord:
         update = ExecutionWorkflow.approve_update if approve else ExecutionWorkflow.reject_update
+        if self.signer is not None:
+            decision = Decision.APPROVE if approve else Decision.REJECT
+            attempt = self.signer.sign(execution_id, decision.value, attempt)
         try:
             return await self.handle(execution_id).execute_update(update, attempt)
         except WorkflowUpdateFailedError as exc:

@@ -49,7 +49,8 @@ async def _plans() -> Any:
     except RuntimeError as exc:
         raise ReclaimError(f"cannot reach Temporal at {state.settings.temporal_address} ({exc})") from None
     async with _store() as store:
-        yield Plans(client, state.settings.task_queue, store, accounts=state.settings.accounts())
+        yield Plans(client, state.settings.task_queue, store, accounts=state.settings.accounts(),
+                    signer=state.settings.approval_signer())
 
 
 def read_plan(path: Path) -> PlanSpec:

@@ -35,6 +35,8 @@ from domain.plan import (
 from domain.plan_report import PlanReport, build_report
 from domain.policy import Policy
 from domain.recommendation import Recommendation
+from domain.signing import manual_decision, plan_decision
+from runtime.approval_key import ApprovalSigner
 from starter.executions import (
     AccountRefused,
     NotFound,
@@ -58,11 +60,14 @@ QUERY_TIMEOUT = timedelta(seconds=5)
 
 
 class Plans:
-    def __init__(self, client: Client, task_queue: str, store: Store, *, accounts: AccountsLookup | None = None) -> None:
+    def __init__(self, client: Client, task_queue: str, store: Store, *, accounts: AccountsLookup | None = None,
+                 signer: ApprovalSigner | None = None) -> None:
+        """`signer`: Reclaim's approval key; decisions and manual answers sent are signed with it."""
         self.client = client
         self.task_queue = task_queue
         self.store = store
         self.accounts = accounts
+        self.signer = signer
 
     def handle(self, plan_id: str) -> WorkflowHandle[PlanWorkflow, PlanView]:
         return self.client.get_workflow_handle_for(PlanWorkflow.run, plan_workflow_id(plan_id))
@@ -173,6 +178,8 @@ class Plans:
             if unknown:
                 raise Refused("not planned by the dry run (refused there, or not in the plan): " + ", ".join(unknown[:10]))
         update = PlanWorkflow.approve_update if approve else PlanWorkflow.reject_update
+        if self.signer is not None:
+            decision = self.signer.sign(plan_workflow_id(plan_id), plan_decision(approve), decision)
         return await self._update(plan_id, update, decision)
 
     async def control(self, plan_id: str, action: str, control: PlanControl) -> str:
@@ -185,6 +192,8 @@ class Plans:
     async def answer(self, plan_id: str, confirm: bool, decision: ManualDecision) -> str:
         """Confirm or fail a waiting manual item (the plan's validator says why not, if not)."""
         update = PlanWorkflow.confirm_update if confirm else PlanWorkflow.fail_update
+        if self.signer is not None:
+            decision = self.signer.sign(plan_workflow_id(plan_id), manual_decision(confirm), decision)
         return await self._update(plan_id, update, decision)
 
     async def _update(self, plan_id: str, update: Any, arg: Any) -> str:

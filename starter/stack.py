@@ -83,7 +83,8 @@ def api_services(stack: Embedded) -> Services:
     from starter.executions import Executions
 
     settings = stack.settings
-    return Services(settings=settings, executions=Executions(stack.client, settings.task_queue),
+    return Services(settings=settings, executions=Executions(stack.client, settings.task_queue,
+                                                             signer=settings.approval_signer()),
                     store=stack.store, tokens=TokenStore.load(settings.api_tokens_file, settings.api_tokens))
 
 

@@ -2,7 +2,9 @@
 
 Signals and updates reach `decide` alike; an update's validator asks `refusal`
 first, so a refused update never enters the history (the steering side records
-it), while a refused signal is kept in the view with its reason.
+it), while a refused signal is kept in the view with its reason. With approval
+public keys in the policy, `refusal` also asks for Reclaim's signature over the
+decision (domain/signing.py): a decision sent straight to Temporal is refused.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.execution import ApprovalInput, ApprovalRecord, Decision, ExecutionRequest, Refusal
     from domain.notifications import NotificationEvent, reminder_times
     from domain.policy import approval_refusal
+    from domain.signing import signature_refusal
     from domain.status import ExecutionStatus
     from workflows import versions
     from workflows.ledger import Ended, Ledger
@@ -72,6 +75,11 @@ class ApprovalGate:
             return f"already {verb} by {taken.actor}" if taken else f"already {verb}"
         if view.status is not S.AWAITING_APPROVAL:
             return f"execution is {view.status.value}, not awaiting approval"
+        # Only with keys in the policy (none in runs started before them: their replay is unchanged).
+        unsigned = signature_refusal(self._request.policy.approval_public_keys, view.execution_id, decision.value,
+                                     attempt, workflow.now())
+        if unsigned:
+            return unsigned
         return approval_refusal(
             self._request.policy, attempt.actor, attempt.role, self._request.requested_by,
             approve=decision is Decision.APPROVE,

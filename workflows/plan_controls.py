@@ -14,6 +14,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.execution import PlanApproval
     from domain.plan import ItemState, PlanControl, PlanCursor, PlanDecision, PlanInput, PlanStatus, WaveState
     from domain.policy import Role, approval_refusal
+    from domain.signing import plan_decision, signature_refusal
     from domain.status import ExecutionStatus
     from workflows.options import RECORD_RETRY, STORE_TIMEOUT
     from workflows.plan_ledger import PlanLedger
@@ -74,6 +75,10 @@ class PlanControls:
             return f"plan is {view.status.value}; only a dry-run plan awaiting approval can be decided"
         if approve and decision.items is not None and not decision.items:
             return "an approval naming items must name at least one"
+        unsigned = signature_refusal(self._policy.approval_public_keys, workflow.info().workflow_id,
+                                     plan_decision(approve), decision, workflow.now())
+        if unsigned:
+            return unsigned
         return approval_refusal(self._policy, decision.actor, decision.role, view.requested_by, approve=approve)
 
     def decide(self, decision: PlanDecision, approve: bool, via: str) -> str:

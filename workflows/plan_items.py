@@ -66,7 +66,7 @@ class PlanItems:
         """Started, unsettled items by execution id: where their counts stand."""
         self._shown: dict[str, str] = {}
         """The count key an item is shown under while it waits for a person."""
-        self.manual = ManualItems(ledger, aborted)
+        self.manual = ManualItems(ledger, aborted, plan.policy.approval_public_keys)
 
     def start(self, wave: WaveProgress, item: PlanItem) -> None:
         """Start the item in its own task: items started together are started in the same workflow task."""

@@ -26,14 +26,17 @@ with workflow.unsafe.imports_passed_through():
         manual_refusal,
     )
     from domain.plan import ItemState
+    from domain.signing import manual_decision, signature_refusal
     from domain.status import ExecutionStatus
     from workflows.plan_ledger import PlanLedger
 
 
 class ManualItems:
-    def __init__(self, ledger: PlanLedger, aborted: Callable[[], bool]) -> None:
+    def __init__(self, ledger: PlanLedger, aborted: Callable[[], bool], public_keys: list[str]) -> None:
         self._ledger = ledger
         self._aborted = aborted
+        self._public_keys = public_keys
+        """The plan policy's approval keys: with any, only answers Reclaim signed count (domain/signing.py)."""
         self._answers: dict[str, tuple[bool, ManualDecision]] = {}
         """Accepted answers not yet taken by their waiting item."""
 
@@ -43,7 +46,9 @@ class ManualItems:
     def refusal(self, decision: ManualDecision, confirm: bool) -> str | None:
         if decision.item in self._answers:  # accepted in this very workflow task
             return f"manual item {decision.item} has just been answered by {self._answers[decision.item][1].actor}"
-        return manual_refusal(self._ledger.view.plan_id, self._progress(decision.item), decision, confirm)
+        refusal = manual_refusal(self._ledger.view.plan_id, self._progress(decision.item), decision, confirm)
+        return refusal or signature_refusal(self._public_keys, workflow.info().workflow_id, manual_decision(confirm),
+                                            decision, workflow.now())
 
     def decide(self, decision: ManualDecision, confirm: bool, via: str) -> str:
         verb = "confirm" if confirm else "fail"

@@ -39,7 +39,8 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
         client = await connect(config, lazy=True)  # /healthz answers 503 until Temporal does
         store = await Store.open(config.database())
         app.state.services = Services(
-            settings=config, executions=Executions(client, config.task_queue, accounts=config.accounts()), store=store,
+            settings=config, store=store,
+            executions=Executions(client, config.task_queue, accounts=config.accounts(), signer=config.approval_signer()),
             tokens=TokenStore.load(config.api_tokens_file, config.api_tokens),
         )
         try:

@@ -61,7 +61,8 @@ async def decide_as(svc: Services, principal: Principal, execution_id: str, appr
 
 
 def _plans(svc: Services) -> Plans:
-    return Plans(svc.executions.client, svc.executions.task_queue, svc.store, accounts=svc.executions.accounts)
+    return Plans(svc.executions.client, svc.executions.task_queue, svc.store, accounts=svc.executions.accounts,
+                 signer=svc.executions.signer)
 
 
 async def visible_plan(svc: Services, principal: Principal, plan_id: str) -> PlanView | None:

@@ -47,7 +47,8 @@ class Accepted(StrictModel):
 
 
 def _plans(svc: Any) -> Plans:
-    return Plans(svc.executions.client, svc.executions.task_queue, svc.store, accounts=svc.executions.accounts)
+    return Plans(svc.executions.client, svc.executions.task_queue, svc.store, accounts=svc.executions.accounts,
+                 signer=svc.executions.signer)
 
 
 async def _visible(svc: Any, principal: Principal, plan_id: str) -> PlanView:
