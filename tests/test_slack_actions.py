@@ -23,7 +23,8 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 import pytest_asyncio
-from temporalio.client import Client
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from temporalio.client import Client, WorkflowUpdateFailedError
 
 from activities.aws import SessionFactory
 from activities.notify.config import parse_notify_file
@@ -31,7 +32,10 @@ from activities.notify.delivery import NotifyActivities
 from activities.notify.links import LinkBase
 from activities.notify.slack import APPROVE, REJECT
 from domain.notifications import DeliveryInput, Links
+from domain.policy import Policy
+from domain.signing import public_key_text
 from domain.status import ExecutionStatus as S
+from runtime.approval_key import ApprovalSigner
 from runtime.settings import Settings
 from starter.api.app import create_app
 from starter.api.auth import TokenStore
@@ -177,6 +181,7 @@ class SlackApp:
     store: Store
     receiver: HttpReceiver
     acme: str
+    policy: Policy
 
     def slack_messages(self) -> list[dict[str, Any]]:
         return [json.loads(r.body) for r in self.receiver.requests if r.path == "/slack"]
@@ -188,8 +193,13 @@ class SlackApp:
 @pytest_asyncio.fixture
 async def slack_app(client: Client, sessions: SessionFactory, store: Store, aws: AwsAccount, tmp_path: Path,
                     activity_executor: ThreadPoolExecutor, receiver: HttpReceiver,
-                    monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SlackApp]:
+                    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> AsyncIterator[SlackApp]:
+    """`signed` (the indirect parameter): the API deployed with signed approvals on (README, Deployment)."""
     from worker import build_worker
+
+    signed = getattr(request, "param", "unsigned") == "signed"
+    key = Ed25519PrivateKey.generate()
+    keys = {"approval_public_key": public_key_text(key)} if signed else {}
 
     suffix = uuid.uuid4().hex[:8]
     acme, other = f"acme-{suffix}", f"globex-{suffix}"
@@ -204,11 +214,12 @@ async def slack_app(client: Client, sessions: SessionFactory, store: Store, aws:
     task_queue = f"slack-{uuid.uuid4()}"
     worker = build_worker(client, task_queue=task_queue, sessions=sessions, store=store, executor=activity_executor,
                           max_concurrent_activities=16, notify=notify)
-    executions = Executions(client, task_queue)
-    settings = Settings(slack_signing_secret=SECRET, identities_file=identities, public_url=PUBLIC, web_ui_url=UI)
+    executions = Executions(client, task_queue, signer=ApprovalSigner(key) if signed else None)
+    settings = Settings(slack_signing_secret=SECRET, identities_file=identities, public_url=PUBLIC, web_ui_url=UI,
+                        **keys)
     app = create_app(Services(settings=settings, executions=executions, store=store, tokens=TokenStore([])))
     async with worker, httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api.test") as http:
-        yield SlackApp(http, executions, store, receiver, acme)
+        yield SlackApp(http, executions, store, receiver, acme, settings.policy())
 
 
 async def _until(what: str, check: Any, timeout: float = 30.0) -> Any:
@@ -246,7 +257,8 @@ async def _shown(app: SlackApp, tag: str) -> dict[str, Any]:
 
 async def _awaiting(app: SlackApp, aws: AwsAccount) -> tuple[str, dict[str, Any]]:
     rec = recommendation("ec2.stop", aws.instance(), customer_id=app.acme)
-    started = await app.executions.start(request(rec, requested_by="alice", auto_approve=False))
+    req = request(rec, requested_by="alice", auto_approve=False).model_copy(update={"policy": app.policy})
+    started = await app.executions.start(req)
     eid = started.execution_id
     message = await _until("the approval request in Slack", lambda: next(
         (m for m in app.slack_messages() if any(e.get("value") == eid for b in m["blocks"] if b["type"] == "actions"
@@ -254,11 +266,17 @@ async def _awaiting(app: SlackApp, aws: AwsAccount) -> tuple[str, dict[str, Any]
     return eid, message
 
 
+@pytest.mark.parametrize("slack_app", ["unsigned", "signed"], indirect=True)
 async def test_slack_buttons_decide_through_the_same_update_and_refusals_are_shown(
     slack_app: SlackApp, aws: AwsAccount
 ) -> None:
     app = slack_app
     eid, message = await _awaiting(app, aws)
+    if app.policy.approval_public_keys:  # signed approvals on: the stock CLI's update is refused...
+        with pytest.raises(WorkflowUpdateFailedError, match="Workflow update failed") as refused:
+            await app.executions.client.get_workflow_handle(eid).execute_update(
+                "approve", {"actor": "bob", "role": "approver"})
+        assert "unsigned" in str(refused.value.cause)  # ...and the Slack callback below signs
     # The approval request links the approval page and the Web UI, built at delivery.
     urls = {e["action_id"]: e.get("url") for b in message["blocks"] if b["type"] == "actions" for e in b["elements"]}
     assert urls["reclaim_open_page"] == f"{PUBLIC}/approvals/{eid}"

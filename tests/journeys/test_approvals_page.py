@@ -18,20 +18,27 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 import pytest_asyncio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from playwright.async_api import Browser, Page, async_playwright
+from temporalio.client import WorkflowUpdateFailedError
 
-from domain.plan import PLAN_TERMINAL, PlanSpec, PlanStatus
-from domain.policy import Role
+from domain.plan import PLAN_TERMINAL, PlanSpec, PlanStatus, plan_workflow_id
+from domain.policy import Policy, Role
+from domain.signing import public_key_text
 from domain.status import ExecutionStatus as S
+from runtime.approval_key import ApprovalSigner
 from runtime.settings import Settings
 from starter.api.app import create_app
 from starter.api.auth import TokenEntry, TokenStore
 from starter.api.deps import Services
 from starter.api.server import serve_asgi
 from starter.devserver import free_port, port_open
+from starter.executions import Executions
 from starter.plans import Plans
 from store.repository import Store
 from tests.conftest import AwsAccount, Stack
@@ -57,17 +64,32 @@ class Served:
     url: str
     acme: str
     stack: Stack
+    policy: Policy
+
+
+#: Signed approvals on (README, Deployment): the page's decisions are signed, the runs' policy has the key.
+SIGNING_KEY = Ed25519PrivateKey.generate()
+
+
+def deployed(signed: str, **settings: Any) -> tuple[Settings, ApprovalSigner | None]:
+    """The API's settings and signer, with signed approvals on ("signed") or off ("unsigned")."""
+    if signed == "signed":
+        return Settings(approval_public_key=public_key_text(SIGNING_KEY), **settings), ApprovalSigner(SIGNING_KEY)
+    return Settings(**settings), None
 
 
 @pytest_asyncio.fixture
-async def served(stack: Stack) -> AsyncIterator[Served]:
+async def served(stack: Stack, request: pytest.FixtureRequest) -> AsyncIterator[Served]:
+    """`request.param` (indirect): "signed" serves the page with signed approvals on; default "unsigned"."""
     suffix = uuid.uuid4().hex[:8]
     tenants = {"acme": f"acme-{suffix}", "globex": f"globex-{suffix}"}
     tokens = TokenStore([TokenEntry(subject=who, role=role, customers=[tenants[key]], token=token)
                          for who, (token, role, key) in PEOPLE.items()])
     port = free_port()
-    app = create_app(Services(settings=Settings(web_ui_url="http://ui.test", public_url=f"http://127.0.0.1:{port}"),
-                              executions=stack.executions, store=stack.store, tokens=tokens))
+    settings, signer = deployed(getattr(request, "param", "unsigned"), web_ui_url="http://ui.test",
+                                public_url=f"http://127.0.0.1:{port}")
+    executions = Executions(stack.client, stack.task_queue, signer=signer)
+    app = create_app(Services(settings=settings, executions=executions, store=stack.store, tokens=tokens))
     stop = asyncio.Event()
     task = asyncio.create_task(serve_asgi(app, "127.0.0.1", port, stop))
     deadline = time.monotonic() + 30
@@ -75,7 +97,7 @@ async def served(stack: Stack) -> AsyncIterator[Served]:
         assert time.monotonic() < deadline and not task.done(), "the API never started listening"
         await asyncio.sleep(0.05)
     try:
-        yield Served(f"http://127.0.0.1:{port}", tenants["acme"], stack)
+        yield Served(f"http://127.0.0.1:{port}", tenants["acme"], stack, settings.policy())
     finally:
         stop.set()
         await task
@@ -84,7 +106,8 @@ async def served(stack: Stack) -> AsyncIterator[Served]:
 async def awaiting(served: Served, aws: AwsAccount, savings: float) -> str:
     """An execution requested by alice that waits for a person, once the read model shows it waiting."""
     rec = recommendation("ec2.stop", aws.instance(), savings=savings, customer_id=served.acme)
-    started = await served.stack.executions.start(request(rec, requested_by="alice", auto_approve=False))
+    req = request(rec, requested_by="alice", auto_approve=False).model_copy(update={"policy": served.policy})
+    started = await served.stack.executions.start(req)
     eid = started.execution_id
     assert (await served.stack.executions.wait(eid, timeout=60)).status is S.AWAITING_APPROVAL
     await stored_status(served.stack.store, eid, S.AWAITING_APPROVAL)
@@ -121,11 +144,13 @@ async def decide(page: Page, eid: str, button: str, comment: str = "", *, card: 
     return await flash.inner_text()
 
 
+@pytest.mark.parametrize("served", ["unsigned", "signed"], indirect=True)
 async def test_approving_and_rejecting_on_the_page_with_refusals_in_plain_words(
     served: Served, aws: AwsAccount, tmp_path: Path
 ) -> None:
     first = await awaiting(served, aws, savings=812.5)
     second = await awaiting(served, aws, savings=42.0)
+    await refused_unsigned_when_signed(served, first)
     shots = tmp_path / "screenshots"
     shots.mkdir()
     async with async_playwright() as playwright:
@@ -180,6 +205,15 @@ async def test_approving_and_rejecting_on_the_page_with_refusals_in_plain_words(
         "list-as-requester.png", "phone-approved.png", "phone-one-approval.png", "refused-requester.png"]
 
 
+async def refused_unsigned_when_signed(served: Served, eid: str) -> None:
+    """With signed approvals on, the stock CLI's update is refused: what the page decides below, it signs."""
+    if served.policy.approval_public_keys:
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await served.stack.client.get_workflow_handle(eid).execute_update(
+                "approve", {"actor": "bob", "role": "approver"})
+        assert "unsigned" in str(refused.value.cause)
+
+
 async def test_sign_in_and_forms_are_guarded(tmp_path: Path) -> None:
     """Unknown tokens, forms without their CSRF token and redirects elsewhere are refused (no browser needed).
     A store of its own: the session's shared one holds other tests' executions awaiting approval."""
@@ -217,13 +251,17 @@ async def _guarded(store: Store) -> None:
         assert 'action="/approvals/login"' in (await http.get("/approvals")).text
 
 
-async def test_a_plans_dry_run_is_approved_on_the_page(stack: Stack, aws: AwsAccount) -> None:
-    """Without a browser: the plan's card is listed and linked, its approve goes through the plan's update."""
+@pytest.mark.parametrize("signed", ["unsigned", "signed"])
+async def test_a_plans_dry_run_is_approved_on_the_page(stack: Stack, aws: AwsAccount, signed: str) -> None:
+    """Without a browser: the plan's card is listed and linked, its approve goes through the plan's update
+    (signed, with signed approvals on: the plan started by the API carries the key)."""
     suffix = uuid.uuid4().hex[:8]
     acme = f"acme-{suffix}"
     tokens = TokenStore([TokenEntry(subject="bob", role=Role.APPROVER, customers=[acme], token=PEOPLE["bob"][0]),
                          TokenEntry(subject="olga", role=Role.OPERATOR, customers=[acme], token="olga-operator-token-01")])
-    app = create_app(Services(settings=Settings(), executions=stack.executions, store=stack.store, tokens=tokens))
+    settings, signer = deployed(signed)
+    app = create_app(Services(settings=settings, executions=Executions(stack.client, stack.task_queue, signer=signer),
+                              store=stack.store, tokens=tokens))
     rec = recommendation("ec2.stop", aws.instance(), customer_id=acme)
     plan_id = f"p-{suffix}"
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://page.test") as http:
@@ -235,6 +273,11 @@ async def test_a_plans_dry_run_is_approved_on_the_page(stack: Stack, aws: AwsAcc
         while (view := await stack.store.plans.get(plan_id)) is None or view.status.value != "AWAITING_APPROVAL":
             assert time.monotonic() < deadline, f"plan {plan_id} never awaited approval"
             await asyncio.sleep(0.1)
+        if signed == "signed":  # the stock CLI's approval of the plan: refused
+            with pytest.raises(WorkflowUpdateFailedError) as refused:
+                await stack.client.get_workflow_handle(plan_workflow_id(plan_id)).execute_update(
+                    "approve", {"actor": "bob", "role": "approver"})
+            assert "unsigned" in str(refused.value.cause)
         await http.get(f"/approvals/plans/{plan_id}")
         await http.post("/approvals/login", data={"token": PEOPLE["bob"][0], "csrf": http.cookies["reclaim_login_csrf"],
                                                   "next": f"/approvals/plans/{plan_id}"})
@@ -258,6 +301,7 @@ INSTRUCTIONS = ("Tell **#batch-team** the hosts stop at 18:00. <script>document.
                 "[the dashboard](https://grafana.example.com/d/batch) [not this](javascript:alert(1))")
 
 
+@pytest.mark.parametrize("served", ["unsigned", "signed"], indirect=True)
 async def test_a_manual_step_is_confirmed_on_the_page_and_the_plan_goes_on(
     served: Served, aws: AwsAccount, tmp_path: Path
 ) -> None:
@@ -270,8 +314,13 @@ async def test_a_manual_step_is_confirmed_on_the_page_and_the_plan_goes_on(
         "strategy": "waves", "options": {"rollback_window": "PT0S", "step_timeout": "PT20S"},
         "waves": [{"name": "announce", "items": ["tell-team"]},
                   {"name": "stop", "items": [rec.id], "depends_on": ["announce"]}]})
-    plan_id = (await plans.submit(spec, requested_by="alice")).plan_id
+    plan_id = (await plans.submit(spec, requested_by="alice", policy=served.policy)).plan_id
     await _until(plans, plan_id, lambda v: [m.status for m in v.manual] == ["AWAITING_CONFIRMATION"])
+    if served.policy.approval_public_keys:  # the stock CLI's confirm: refused; the page's below is signed
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await served.stack.client.get_workflow_handle(plan_workflow_id(plan_id)).execute_update(
+                "confirm", {"item": "tell-team", "actor": "olga", "role": "operator"})
+        assert "unsigned" in str(refused.value.cause)
     card = f"{plan_id}/tell-team"
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])

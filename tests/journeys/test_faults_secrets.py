@@ -1,4 +1,5 @@
-"""No secret in any history or log line: AWS access and secret key, session token, API bearer token.
+"""No secret in any history or log line: AWS access and secret key, session token, API bearer token,
+the approval signing key.
 
 The worker (`python -m worker`) and the API (`reclaim api`) run as processes at DEBUG
 (RECLAIM_LOG_LEVEL), so botocore logs every request's headers, session token and
@@ -27,8 +28,11 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from temporalio.client import Client
 
+from domain.signing import public_key_text
 from starter.devserver import free_port, port_open
 from tests.conftest import AwsAccount
 from tests.fault_support import stop_process
@@ -88,6 +92,13 @@ async def test_no_secret_reaches_a_history_a_log_line_or_the_store(
         "API bearer token": f"fault-bearer-{marker}",
         "approver bearer token": f"fault-approver-bearer-{marker}",
     }
+    # Signed approvals on: the API alone holds the private key (the worker never needs it); the
+    # approval below is signed with it, and neither its PEM nor its raw bytes may show anywhere.
+    signing_key = Ed25519PrivateKey.generate()
+    pem = signing_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
+    secrets["approval signing key (PEM body)"] = pem.splitlines()[1]
+    secrets["approval signing key (raw, base64)"] = base64.b64encode(
+        signing_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())).decode()
     wrong_token = f"fault-wrong-bearer-{marker}"
     task_queue, port, database = f"secrets-{uuid.uuid4()}", free_port(), tmp_path / "reclaim.db"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RECLAIM_", "TEMPORAL_"))}
@@ -104,7 +115,10 @@ async def test_no_secret_reaches_a_history_a_log_line_or_the_store(
     )
     logs = {"worker": tmp_path / "worker.log", "api": tmp_path / "api.log"}
     worker = _process([sys.executable, "-m", "worker"], env, logs["worker"])
-    api = _process([RECLAIM, "api", "--port", str(port)], env, logs["api"])
+    api = _process([RECLAIM, "api", "--port", str(port)], {
+        **env, "RECLAIM_APPROVAL_PUBLIC_KEY": public_key_text(signing_key),
+        "RECLAIM_APPROVAL_SIGNING_KEY": "env:RECLAIM_TEST_APPROVAL_SIGNING_KEY",
+        "RECLAIM_TEST_APPROVAL_SIGNING_KEY": pem}, logs["api"])
     cli_output: list[str] = []
     try:
         deadline = time.monotonic() + 60
@@ -140,7 +154,7 @@ async def test_no_secret_reaches_a_history_a_log_line_or_the_store(
                                 "REJECTED_BY_VALIDATION", "REJECTED_BY_VALIDATION"], statuses
             approved = await http.post(f"/api/v1/executions/{ids[1]}/approve", json={"comment": "ok"}, headers={
                 "Authorization": "Bearer " + secrets["approver bearer token"]})
-            assert approved.status_code == 200, approved.text
+            assert approved.status_code == 200, approved.text  # signed by the API: its policy has the key
         cli_env = {**env, "RECLAIM_API_URL": f"http://127.0.0.1:{port}", "RECLAIM_API_TOKEN": secrets["API bearer token"]}
         for argv in ([RECLAIM, "status", ids[1], "--json"], [RECLAIM, "list"],
                      [RECLAIM, "status", "exec-missing"], [RECLAIM, "execute", str(tmp_path / "missing.json")]):
@@ -166,6 +180,8 @@ async def test_no_secret_reaches_a_history_a_log_line_or_the_store(
     # (the input names the resource; the ReclaimStatus search attribute, decoded, says COMPLETED)
     assert recs[0]["resource_id"] in histories[ids[0]] and '"COMPLETED"' in histories[ids[0]]
     assert "worker polling task queue" in texts["worker log"]
+    # the approval went through signed: the run's policy has the public key, the update its signature
+    assert public_key_text(signing_key) in histories[ids[1]] and '"signature":"' in histories[ids[1]]
     # botocore logged the headers that carry them (masked): the search is not vacuous for the logs either
     assert "X-Amz-Security-Token" in texts["worker log"] and "Credential=AKIA***" in texts["worker log"]
     assert ids[1] in texts["CLI output"] and recs[0]["id"] in texts["read model"]
