@@ -372,7 +372,12 @@ def api_cmd(
     from starter.api.server import serve_until_interrupted
 
     settings = state.settings
-    run(lambda: serve_until_interrupted(settings, host or settings.api_host, port or settings.api_port))
+
+    async def go() -> None:
+        settings.approval_signer()  # an unreadable or unmatched signing key: one line, before serving
+        await serve_until_interrupted(settings, host or settings.api_host, port or settings.api_port)
+
+    run(go)
 
 
 @app.command()
