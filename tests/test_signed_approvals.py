@@ -256,3 +256,28 @@ async def test_a_plan_s_approval_and_its_manual_answers_must_be_signed_too(stack
     done = await signing.wait(plan_id, until=PLAN_TERMINAL, timeout=120)
     assert done.status is PlanStatus.COMPLETED and done.counts == {"CONFIRMED": 1, "COMPLETED": 1}, done
     assert aws.instance_state(instance)[0] == "stopped"
+
+
+async def test_the_api_signs_a_plan_s_approval_and_a_manual_answer(signed_api: SignedApi, aws: AwsAccount) -> None:
+    """`POST /api/v1/plans` starts the plan with the key in its policy; its approve and confirm routes sign."""
+    stack, instance = signed_api.stack, aws.instance("m5.large")
+    rec = rec_for(signed_api.acme, instance)
+    body = _manual_plan(rec).model_dump(mode="json", exclude_none=True)
+    plan_id = f"signed-{uuid.uuid4().hex[:8]}"
+    created = await signed_api.act("operator", "/api/v1/plans", **body, id=plan_id)
+    assert created.status_code == 202, created.text
+    plans = Plans(stack.client, stack.task_queue, stack.store)
+    assert (await plans.wait(plan_id, timeout=60)).status is PlanStatus.AWAITING_APPROVAL
+    handle = plans.handle(plan_id)
+    assert (await _plan_refusal(handle.execute_update(
+        PlanWorkflow.approve_update, PlanDecision(actor="bob", role=Role.ADMIN)))).startswith("unsigned")
+
+    approved = await signed_api.act("approver", f"/api/v1/plans/{plan_id}/approve", comment="reviewed")
+    assert approved.status_code == 200, approved.text
+    await _until(plans, plan_id, lambda v: any(m.status == "AWAITING_CONFIRMATION" for m in v.manual))
+    confirmed = await signed_api.act("operator", f"/api/v1/plans/{plan_id}/items/announce/confirm",
+                                     comment="told them", evidence="https://chat.example.com/2")
+    assert confirmed.status_code == 200, confirmed.text
+    done = await plans.wait(plan_id, until=PLAN_TERMINAL, timeout=120)
+    assert done.status is PlanStatus.COMPLETED and done.counts == {"CONFIRMED": 1, "COMPLETED": 1}, done
+    assert aws.instance_state(instance)[0] == "stopped"
