@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from activities.notify.config import SecretError, resolve
 from domain.signing import SignedDecision, public_key_text, sign
+from runtime import logmask
 
 _T = TypeVar("_T", bound=SignedDecision)
 
@@ -68,8 +69,17 @@ class ApprovalSigner:
 
     @classmethod
     def from_reference(cls, reference: str) -> ApprovalSigner:
+        """The key `reference` points at; from now on its text is masked in this process's log lines
+        (whatever the variable or file is called)."""
         try:
-            return cls(parse_private_key(resolve(reference)))
+            text = resolve(reference)
+            for line in text.splitlines():
+                if not line.startswith("-----"):  # PEM's armour is no secret
+                    logmask.register_secret(line.strip())
+            key = parse_private_key(text)
+            logmask.register_secret(base64.b64encode(
+                key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())).decode())
+            return cls(key)
         except SecretError as exc:
             raise ApprovalKeyError(f"approval signing key {reference}: {exc}") from None
         except ApprovalKeyError as exc:

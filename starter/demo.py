@@ -207,7 +207,7 @@ async def run_demo(settings: Settings, *, port: int, ui_port: int, keep_up: bool
             if stack.codec is not None:
                 console.print(f"Payloads encrypted; the Web UI decodes through {stack.codec.url}; stock CLI: "
                               f"{stack.codec.cli_flags()}", soft_wrap=True)
-            executions = Executions(stack.client, settings.task_queue)
+            executions = Executions(stack.client, settings.task_queue, signer=settings.approval_signer())
             policy = settings.policy()
             views = await asyncio.gather(*(play(executions, scene, policy) for scene in story))
             ok = _summary(console, story, list(views), stack.server.ui_url)

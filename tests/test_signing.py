@@ -31,7 +31,9 @@ from domain.signing import (
     sign,
     signature_refusal,
 )
+from runtime import logmask
 from runtime.approval_key import ApprovalKeyError, ApprovalSigner, new_key_file, parse_private_key
+from runtime.logmask import MASK
 from runtime.settings import Settings
 
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
@@ -148,6 +150,9 @@ def test_settings_carry_the_public_keys_into_the_policy_and_check_the_signing_ke
     assert Settings().approval_signer() is None and Settings().policy().approval_public_keys == []
     monkeypatch.setenv("APPROVAL_KEY_TEST", base64.b64encode(bytes(range(32))).decode())
     assert Settings(approval_signing_key="env:APPROVAL_KEY_TEST").approval_signer().public_key == PUBLIC  # type: ignore[union-attr]
+    # Once read, the key is masked in this process's log lines, whatever its variable is called.
+    body = path.read_text().splitlines()[1]
+    assert logmask.mask(f"a {body} b {base64.b64encode(bytes(range(32))).decode()}") == f"a {MASK} b {MASK}"
     with pytest.raises(ApprovalKeyError, match="not among"):
         Settings(approval_public_key=PUBLIC, approval_signing_key=f"file:{path}").approval_signer()
     with pytest.raises(ApprovalKeyError, match="APPROVAL_KEY_MISSING is not set"):
