@@ -19,7 +19,9 @@ import pytest
 import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.client import WorkflowUpdateFailedError
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
+from temporalio.worker import Replayer
 
 from domain.execution import ApprovalInput, ApprovalRecord
 from domain.manual import ManualDecision
@@ -37,6 +39,7 @@ from tests.conftest import AwsAccount, Stack
 from tests.helpers import eventually, recommendation, request
 from tests.test_api import SUBJECT, TOKENS, rec_for, settled, token_store
 from tests.test_plans import _until
+from worker import WORKFLOWS, workflow_runner
 from workflows.execution import ExecutionWorkflow
 from workflows.plan import PlanWorkflow
 
@@ -78,6 +81,15 @@ async def _parked(stack: Stack, aws: AwsAccount, policy: Policy = SIGNED_POLICY)
     started = await stack.executions.start(req)
     assert (await stack.executions.wait(started.execution_id)).status is S.AWAITING_APPROVAL
     return started.execution_id, instance
+
+
+async def _replays(stack: Stack, workflow_id: str) -> None:
+    """The run's history as it stands replays on today's code: the signal path's refusals (commands
+    of their own: the view's records and the read model's writes) come out the same."""
+    history = await stack.client.get_workflow_handle(workflow_id).fetch_history()
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=workflow_runner())
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, result.replay_failure
 
 
 async def _refused_update(stack: Stack, execution_id: str, attempt: ApprovalInput | dict[str, Any]) -> str:
@@ -184,6 +196,7 @@ async def test_forged_foreign_altered_and_old_signatures_are_refused(stack: Stac
     replayed = SIGNER.sign(eid, "approve", bob)
     assert "does not match" in await _refused_update(stack, other, replayed)
     await stack.executions.cancel(other)
+    await _replays(stack, eid)
 
 
 async def test_without_keys_in_the_policy_decisions_are_taken_at_their_word(stack: Stack, aws: AwsAccount) -> None:
@@ -256,6 +269,7 @@ async def test_a_plan_s_approval_and_its_manual_answers_must_be_signed_too(stack
     done = await signing.wait(plan_id, until=PLAN_TERMINAL, timeout=120)
     assert done.status is PlanStatus.COMPLETED and done.counts == {"CONFIRMED": 1, "COMPLETED": 1}, done
     assert aws.instance_state(instance)[0] == "stopped"
+    await _replays(stack, handle.id)
 
 
 async def test_the_api_signs_a_plan_s_approval_and_a_manual_answer(signed_api: SignedApi, aws: AwsAccount) -> None:
