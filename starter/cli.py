@@ -369,12 +369,17 @@ def api_cmd(
     port: Annotated[int | None, typer.Option(help="Port (default RECLAIM_API_PORT or 8000).")] = None,
 ) -> None:
     """Serve the REST API (OpenAPI at /docs)."""
+    from starter.api.identities import IdentitiesFileError, load_identities
     from starter.api.server import serve_until_interrupted
 
     settings = state.settings
 
     async def go() -> None:
         settings.approval_signer()  # an unreadable or unmatched signing key: one line, before serving
+        try:  # a malformed identities file: one line naming its line and field, before serving
+            load_identities(settings.identities_file)
+        except IdentitiesFileError as exc:
+            raise ReclaimError(str(exc)) from None
         await serve_until_interrupted(settings, host or settings.api_host, port or settings.api_port)
 
     run(go)

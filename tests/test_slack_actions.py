@@ -133,6 +133,22 @@ def test_the_identities_file_names_the_line_and_field_of_each_problem(tmp_path: 
     assert load_identities(None).slack == {}
 
 
+def test_reclaim_api_refuses_a_malformed_identities_file_in_one_line(tmp_path: Path) -> None:
+    """Checked before serving (and before Temporal is sought): one line naming the line and field,
+    exit 1, never uvicorn's start-up traceback."""
+    from typer.testing import CliRunner
+
+    from starter.cli import app
+
+    bad = tmp_path / "ids.yaml"
+    bad.write_text("slack:\n  U024BE7LH:\n    user: bob\n    role: aprover\n    customers: [acme]\n")
+    got = CliRunner().invoke(app, ["api", "--port", "1"], env={
+        "RECLAIM_IDENTITIES_FILE": str(bad), "TEMPORAL_ADDRESS": "127.0.0.1:1"})
+    assert got.exit_code == 1, got.output
+    assert f"{bad}:4: slack.U024BE7LH.role: Input should be" in got.stderr
+    assert "Traceback" not in got.output and got.stderr.count("\n") <= 2
+
+
 async def test_the_app_refuses_to_start_with_a_malformed_identities_file(tmp_path: Path) -> None:
     path = tmp_path / "identities.yaml"
     path.write_text("slack:\n  U024BE7LH: {user: bob, role: boss, customers: [acme]}\n")
