@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     codec_server_tokens: str | None = Field(default=None, repr=False)
     codec_ui_origin: str | None = Field(default=None, description="CORS origin of the Web UI (default web_ui_url's).")
     codec_ui_token: str | None = Field(default=None, repr=False, description="The Web UI's path token.")
+    codec_jwt_jwks_file: Path | None = Field(default=None, description="The IdP's public keys (JWKS) for the "
+                                             "Web UI's forwarded JWT (starter/codec_jwt.py).")
+    codec_jwt_public_key_file: Path | None = Field(default=None, description="Or one PEM public key.")
+    codec_jwt_issuer: str | None = Field(default=None, description="The JWT's required iss.")
+    codec_jwt_audience: str | None = Field(default=None, description="The JWT's required aud.")
+    codec_jwt_leeway_seconds: float = Field(default=30.0, ge=0, le=300, description="Clock skew allowed on exp/nbf.")
     log_level: str | None = Field(default=None, description="Root log level (default: each command's own).")
 
     # Approvals from Slack and from the page (README, Notifications: Slack app, approval page).

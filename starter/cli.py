@@ -426,7 +426,7 @@ def codec_server_cmd(
     host: Annotated[str | None, typer.Option(help="Bind address (default RECLAIM_CODEC_SERVER_HOST or 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default RECLAIM_CODEC_SERVER_PORT or 8234).")] = None,
 ) -> None:
-    """Serve /encode and /decode for the Web UI and `temporal --codec-endpoint` (bearer token; README, Encryption)."""
+    """Serve /encode and /decode for the Web UI and `temporal --codec-endpoint` (bearer token or the UI's JWT; README, Encryption)."""
     from starter.api.server import serve_until_interrupted
     from starter.codec_server import configured_app
 

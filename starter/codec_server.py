@@ -7,10 +7,11 @@ tokens' format, `reclaim token` makes entries) whose token covers every customer
 payload's tenant is unknown until it is opened. Without one: 401; a token limited to some
 customers: 403; never a traceback. Every decode is logged with the reader's subject.
 
-The Web UI sends no bearer token unless it runs with OIDC over HTTPS (`passAccessToken`), so the
-UI's endpoint carries its own token in the path: `/ui/<RECLAIM_CODEC_UI_TOKEN>/decode`. Whoever
-can open that UI can decode through it; its decodes are logged as `web-ui`. CORS answers the UI's
-origin only.
+A Web UI with OIDC sign-in forwards the person's JWT (`TEMPORAL_CODEC_PASS_ACCESS_TOKEN`): with
+RECLAIM_CODEC_JWT_* set it is verified (starter/codec_jwt.py) and its `sub` is the subject logged.
+Without sign-in the UI sends no token, so its endpoint carries one in the path:
+`/ui/<RECLAIM_CODEC_UI_TOKEN>/decode`; whoever can open that UI can decode through it, logged as
+`web-ui`. CORS answers the UI's origin only.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from runtime.codec import (
 from runtime.settings import Settings
 from starter.api.auth import ALL_CUSTOMERS, TokenEntry, TokenStore
 from starter.api.limits import BodySizeLimit
+from starter.codec_jwt import JwtConfigError, JwtRefused, JwtVerifier, verifier_from_settings
 
 log = logging.getLogger("reclaim.codec")
 UI_SUBJECT = "web-ui"
@@ -53,15 +55,18 @@ Direction = Literal["encode", "decode"]
 
 
 class Readers:
-    """Who may use the codec: token stores (the configured one, a dev stack's own) and the UI's path token."""
+    """Who may use the codec: token stores (the configured one, a dev stack's own), the identity
+    provider whose JWTs the Web UI forwards, and the UI's path token."""
 
-    def __init__(self, stores: Sequence[TokenStore], ui_token: str | None = None) -> None:
+    def __init__(self, stores: Sequence[TokenStore], ui_token: str | None = None,
+                 jwt_verifier: JwtVerifier | None = None) -> None:
         self.stores = list(stores)
         self.ui_token = ui_token
+        self.jwt = jwt_verifier
         logmask.register_secret(ui_token)
 
     def __bool__(self) -> bool:
-        return bool(self.ui_token) or any(len(s) for s in self.stores)
+        return bool(self.ui_token) or self.jwt is not None or any(len(s) for s in self.stores)
 
     def bearer(self, request: Request) -> str | JSONResponse:
         """The subject of the request's bearer token, or the answer refusing it."""
@@ -76,6 +81,11 @@ class Readers:
                 return _refuse(403, "forbidden", f"{principal.subject}'s token is limited to some customers; "
                                                  "opening payloads needs one for every customer (\"*\")")
             return principal.subject
+        if self.jwt is not None and presented.strip().count(".") == 2:  # a JWT's three parts
+            try:
+                return f"{self.jwt.subject(presented.strip())} (jwt)"
+            except JwtRefused as exc:
+                return _refuse(401, "unauthorized", f"JWT refused: {exc}")
         return _refuse(401, "unauthorized", "unknown bearer token")
 
     def ui(self, presented: str) -> str | JSONResponse:
@@ -171,11 +181,19 @@ def origin_of(url: str) -> str:
 
 def configured_app(settings: Settings) -> FastAPI:
     """`reclaim codec-server`: keys, readers and the UI's origin from the settings."""
+    try:
+        verifier = verifier_from_settings(
+            jwks_file=settings.codec_jwt_jwks_file, public_key_file=settings.codec_jwt_public_key_file,
+            issuer=settings.codec_jwt_issuer, audience=settings.codec_jwt_audience,
+            leeway_seconds=settings.codec_jwt_leeway_seconds)
+    except JwtConfigError as exc:
+        raise CodecError(str(exc)) from None
     readers = Readers([TokenStore.load(settings.codec_server_tokens_file, settings.codec_server_tokens)],
-                      settings.codec_ui_token)
+                      settings.codec_ui_token, verifier)
     if not readers:
         raise CodecError("nobody may use the codec server: set RECLAIM_CODEC_SERVER_TOKENS_FILE (or "
-                         "RECLAIM_CODEC_SERVER_TOKENS, or RECLAIM_CODEC_UI_TOKEN for the Web UI)")
+                         "RECLAIM_CODEC_SERVER_TOKENS, RECLAIM_CODEC_JWT_* for the Web UI's forwarded JWT, "
+                         "or RECLAIM_CODEC_UI_TOKEN for the Web UI)")
     origin = settings.codec_ui_origin or origin_of(settings.web_ui_url)
     return create_codec_app(codec_from_settings(settings), readers, ui_origins=[origin])
 
