@@ -15,7 +15,7 @@ from temporalio import activity
 
 from activities.actions.base import Action, UnknownAction, action_class
 from activities.aws import SessionFactory
-from activities.errors import Refused, client_error_code, to_application_error
+from activities.errors import InProgress, Refused, client_error_code, to_application_error
 from domain.execution import (
     ActionStepInput,
     Assessment,
@@ -113,7 +113,16 @@ class ExecutionActivities:
     @activity.defn(name="apply")
     @_translated
     def apply(self, step: ActionStepInput) -> StepResult:
-        return self._action(step.execution_id, step.recommendation).apply(step.observed, _backup(step))
+        """Idempotent, so it can be asked again: a kind that waits for a slow launch hands its
+        "not yet" back (`hand_back`) and the workflow asks again after a durable timer."""
+        action = self._action(step.execution_id, step.recommendation)
+        try:
+            return action.apply(step.observed, _backup(step))
+        except InProgress as exc:
+            if not step.hand_back:
+                raise
+            return StepResult(changed=True, message=str(exc), data={
+                "in_progress": True, "poll_after_seconds": action.poll_after_seconds(), **action.progress()})
 
     @activity.defn(name="verify")
     @_translated

@@ -232,6 +232,9 @@ class ActionStepInput(StrictModel):
     recommendation: Recommendation
     observed: Observation
     backup: BackupRecord | None = None
+    hand_back: bool = Field(
+        default=False, description="Apply only: a change still under way (InProgress) is answered as a result "
+                                   "with data.in_progress, so the workflow waits on a durable timer and asks again.")
 
 
 class Assessment(StrictModel):
@@ -306,6 +309,9 @@ class ExecutionView(StrictModel):
     observed: Observation | None = Field(
         default=None, description="A dry run's look at the live resource: what an approved run must still find.")
     rollback_available_until: datetime | None = None
+    launches: dict[str, datetime] = Field(
+        default_factory=dict, description="What the apply launched and when (a drill: source server id -> "
+                                          "its recovery instance seen launched, on the server's clock).")
     started_at: datetime
     updated_at: datetime
     finished_at: datetime | None = None

@@ -49,6 +49,9 @@ class ActionTraits(StrictModel):
         default=timedelta(minutes=15), description="Backup to verified, as a change window must fit it.")
     watch_period: timedelta = Field(
         default=timedelta(0), description="How long its metrics are watched after it is verified (0: not).")
+    apply_deadline: timedelta | None = Field(
+        default=None, description="How long its apply may take in all, retries included, when that is longer "
+                                  "than the workflow's mutation deadline (a launch DRS may take hours over).")
 
 
 class Policy(StrictModel):

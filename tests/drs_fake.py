@@ -9,7 +9,10 @@ uses): `FakeDrs(sessions.client(account, region, "drs"))`.
 
 A launch job moves one step each time DRS is asked about it (PENDING, STARTED, COMPLETED after
 `steps` looks); at COMPLETED its servers are LAUNCHED (a recovery instance each, made by `launch`,
-moto's EC2 in the plan test) or FAILED (`fail`, with a LAUNCH_FAILED log item). A terminate job
+moto's EC2 in the plan test) or FAILED (`fail`, with a LAUNCH_FAILED log item). A job with a server
+in `launch_after` moves by `clock` instead (the time-skipping server's, in tests of long launches):
+PENDING for `pending_for`, then STARTED, each such server LAUNCHED once its delay has passed, the job
+COMPLETED when all are. A terminate job
 ends at the next look, its instances gone from DescribeRecoveryInstances (and `terminate` called).
 """
 
@@ -20,7 +23,7 @@ import random
 import string
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.awsrequest import AWSResponse
@@ -29,8 +32,8 @@ from botocore.stub import Stubber
 ACCOUNT = "123456789012"
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def now_iso(at: datetime | None = None) -> str:
+    return (at or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def server_id(n: int | None = None) -> str:
@@ -40,9 +43,15 @@ def server_id(n: int | None = None) -> str:
 
 class FakeDrs(Stubber):
     def __init__(self, client: Any, *, steps: int = 2, launch: Callable[[str], str] | None = None,
-                 terminate: Callable[[str], None] | None = None) -> None:
+                 terminate: Callable[[str], None] | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
         super().__init__(client)
         self.steps = steps
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.launch_after: dict[str, timedelta] = {}
+        """Source server id -> how long after its job was created (on `clock`) it is launched."""
+        self.pending_for = timedelta(0)
+        """A clocked job's time in PENDING before it is STARTED."""
         self._launch = launch or (lambda sid: "i-" + "".join(random.choices("0123456789abcdef", k=17)))
         self._terminate = terminate or (lambda iid: None)
         self._lock = threading.Lock()
@@ -120,10 +129,10 @@ class FakeDrs(Stubber):
                 return self._error("StartRecovery", "ValidationException", f"unknown {sid}", 400)
         job = {"jobID": job_id, "arn": f"arn:aws:drs:us-east-1:{ACCOUNT}:job/{job_id}", "type": "LAUNCH",
                "initiatedBy": "START_DRILL" if p.get("isDrill") else "START_RECOVERY",
-               "creationDateTime": now_iso(), "status": "PENDING", "tags": dict(p.get("tags") or {}),
+               "creationDateTime": now_iso(self.clock()), "status": "PENDING", "tags": dict(p.get("tags") or {}),
                "participatingServers": [{"sourceServerID": sid, "launchStatus": "PENDING"} for sid in servers]}
         self.jobs[job_id], self._looks[job_id] = job, 0
-        self.logs[job_id] = [{"event": "JOB_START", "logDateTime": now_iso()}]
+        self.logs[job_id] = [{"event": "JOB_START", "logDateTime": now_iso(self.clock())}]
         for sid in servers:
             self.servers[sid].update(last_job=job_id, last_result="PENDING")
         return {"job": job}
@@ -140,7 +149,10 @@ class FakeDrs(Stubber):
                     self._terminate(instance["ec2InstanceID"])
                     self.servers[instance["sourceServerID"]]["recovery_instance_id"] = None
                 ps["launchStatus"] = "TERMINATED"
-            job.update(status="COMPLETED", endDateTime=now_iso())
+            job.update(status="COMPLETED", endDateTime=now_iso(self.clock()))
+            return
+        if any(ps["sourceServerID"] in self.launch_after for ps in job["participatingServers"]):
+            self._advance_by_clock(job)
             return
         if self._looks[job["jobID"]] < self.steps:
             job["status"] = "STARTED"
@@ -148,22 +160,43 @@ class FakeDrs(Stubber):
                 ps["launchStatus"] = "IN_PROGRESS"
             return
         for ps in job["participatingServers"]:
-            sid = ps["sourceServerID"]
-            if sid in self.fail:
-                ps["launchStatus"] = "FAILED"
-                self.servers[sid]["last_result"] = "FAILED"
-                self.logs[job["jobID"]].append({"event": "LAUNCH_FAILED", "logDateTime": now_iso(),
-                                                "eventData": {"sourceServerID": sid, "rawError": self.fail[sid]}})
-                continue
-            iid = self._launch(sid)
-            ps.update(launchStatus="LAUNCHED", recoveryInstanceID=iid)
-            self.recovery[iid] = {"recoveryInstanceID": iid, "ec2InstanceID": iid, "ec2InstanceState": "RUNNING",
-                                  "jobID": job["jobID"], "sourceServerID": sid, "isDrill": True,
-                                  "arn": f"arn:aws:drs:us-east-1:{ACCOUNT}:recovery-instance/{iid}"}
-            self.servers[sid].update(recovery_instance_id=iid, last_result="SUCCEEDED")
-            self.launched_at[sid] = datetime.now(UTC)
-        job.update(status="COMPLETED", endDateTime=now_iso())
-        self.logs[job["jobID"]].append({"event": "JOB_END", "logDateTime": now_iso()})
+            self._land(job, ps)
+        self._end(job)
+
+    def _advance_by_clock(self, job: dict[str, Any]) -> None:
+        elapsed = self.clock() - datetime.fromisoformat(job["creationDateTime"].replace("Z", "+00:00"))
+        if elapsed < self.pending_for:
+            return
+        job["status"] = "STARTED"
+        for ps in job["participatingServers"]:
+            if ps["launchStatus"] in ("PENDING", "IN_PROGRESS"):
+                if elapsed >= self.launch_after.get(ps["sourceServerID"], timedelta(0)):
+                    self._land(job, ps)
+                else:
+                    ps["launchStatus"] = "IN_PROGRESS"
+        if all(ps["launchStatus"] in ("LAUNCHED", "FAILED") for ps in job["participatingServers"]):
+            self._end(job)
+
+    def _land(self, job: dict[str, Any], ps: dict[str, Any]) -> None:
+        """One server's launch ends: FAILED when `fail` names it, else LAUNCHED with its instance."""
+        sid = ps["sourceServerID"]
+        if sid in self.fail:
+            ps["launchStatus"] = "FAILED"
+            self.servers[sid]["last_result"] = "FAILED"
+            self.logs[job["jobID"]].append({"event": "LAUNCH_FAILED", "logDateTime": now_iso(self.clock()),
+                                            "eventData": {"sourceServerID": sid, "rawError": self.fail[sid]}})
+            return
+        iid = self._launch(sid)
+        ps.update(launchStatus="LAUNCHED", recoveryInstanceID=iid)
+        self.recovery[iid] = {"recoveryInstanceID": iid, "ec2InstanceID": iid, "ec2InstanceState": "RUNNING",
+                              "jobID": job["jobID"], "sourceServerID": sid, "isDrill": True,
+                              "arn": f"arn:aws:drs:us-east-1:{ACCOUNT}:recovery-instance/{iid}"}
+        self.servers[sid].update(recovery_instance_id=iid, last_result="SUCCEEDED")
+        self.launched_at[sid] = self.clock()
+
+    def _end(self, job: dict[str, Any]) -> None:
+        job.update(status="COMPLETED", endDateTime=now_iso(self.clock()))
+        self.logs[job["jobID"]].append({"event": "JOB_END", "logDateTime": now_iso(self.clock())})
 
     def _DescribeJobs(self, p: dict[str, Any]) -> dict[str, Any]:
         wanted = (p.get("filters") or {}).get("jobIDs")
@@ -185,7 +218,7 @@ class FakeDrs(Stubber):
     def _TerminateRecoveryInstances(self, p: dict[str, Any]) -> dict[str, Any]:
         job_id = f"drsjob-{next(self._ids):017d}"
         job = {"jobID": job_id, "type": "TERMINATE", "initiatedBy": "TERMINATE_RECOVERY_INSTANCES",
-               "creationDateTime": now_iso(), "status": "STARTED", "tags": {},
+               "creationDateTime": now_iso(self.clock()), "status": "STARTED", "tags": {},
                "participatingServers": [{"sourceServerID": self.recovery[rid]["sourceServerID"],
                                          "recoveryInstanceID": rid, "launchStatus": "LAUNCHED"}
                                         for rid in p["recoveryInstanceIDs"] if rid in self.recovery]}

@@ -29,7 +29,7 @@ from starter.demo import DemoAccount
 from starter.devserver import free_port
 from starter.executions import Executions
 from starter.stack import embedded_stack
-from tests.helpers import recommendation, request
+from tests.helpers import ACCOUNT, REGION, recommendation, request
 from tests.notify_support import catch_all_notify_file, http_receiver
 
 OUT = Path(__file__).parent / "histories"
@@ -149,6 +149,20 @@ async def _main(prefix: str, stack_context: contextlib.ExitStack) -> None:
                 {"approval_timeout": timedelta(seconds=1)}, None),
         })
     sessions = SessionFactory(endpoint_url=endpoint, session_hooks=[faults.install])
+    if prefix >= "v9":  # generation-2026-12-05-launches: a drill's launch waited for on durable timers
+        from tests.drs_fake import FakeDrs, server_id
+
+        drs = FakeDrs(sessions.client(ACCOUNT, REGION, "drs"), steps=6,
+                      launch=lambda sid: account.instance("t3.micro"),
+                      terminate=lambda iid: account.ec2.terminate_instances(InstanceIds=[iid]))
+        servers = [drs.add_server(server_id(n), {"app": "ledger"}) for n in (1, 2)]
+        drs.activate()
+        scenarios["drill_launch_waited_then_cleaned_up"] = (
+            recommendation("drs.drill", servers[0], {"source_server_ids": servers, "poll_interval_seconds": 1},
+                           savings=0),
+            # A 3 s step: each apply call looks twice and hands its "not yet" back; the workflow
+            # asks again after a 1 s timer until DRS has launched both servers.
+            {"step_timeout": timedelta(seconds=3), "rollback_window": timedelta(seconds=1)}, approve)
     async with embedded_stack(settings, port=0, ui_port=None, sessions=sessions, persistent=False) as stack:
         ex = Executions(stack.client, settings.task_queue)
         OUT.mkdir(exist_ok=True)

@@ -95,9 +95,14 @@ def test_apply_starts_a_drill_and_polls_pending_started_completed(sessions: Sess
                       by_id)
     stub.add_response("describe_jobs", {"items": [job("COMPLETED", {S1: ("LAUNCHED", I1), S2: ("LAUNCHED", I2)},
                                                       endDateTime="2026-12-01T10:05:12Z")]}, by_id)
+    before = datetime.now(UTC)
     result = drill(sessions, S1, S2).apply(None, backup_of(S1, S2))  # type: ignore[arg-type]
     assert result.changed
+    launched_at = result.data.pop("launched_at")
     assert result.data == {"job_id": JOB, "recovery_instance_ids": {S1: I1, S2: I2}, "launch_seconds": 312.0}
+    # Each server's launch as the polls saw it: S1 one look before S2 (per-server time to launch).
+    seen = {sid: datetime.fromisoformat(at) for sid, at in launched_at.items()}
+    assert set(seen) == {S1, S2} and before <= seen[S1] < seen[S2] <= datetime.now(UTC)
     assert f"{S1} as {I1}" in result.message and "312 s" in result.message
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ HISTORIES = sorted(ROOT.glob("*/*.json"))
 #: Folders recorded by generation-2026-12-02 or later (one patch asked in the first activation),
 #: and the generation each folder's executions belong to.
 DECIDED_AT_START = {"v4": versions.DECIDED_AT_START, "v5": versions.DECIDED_AT_START, "v6": versions.NOTIFYING,
-                    "v8": versions.TELLING_AHEAD}
+                    "v8": versions.TELLING_AHEAD, "v9": versions.TIMING_LAUNCHES}
 
 
 def _name(path: Path) -> str:
@@ -46,6 +47,8 @@ def test_every_path_is_recorded() -> None:
                                          "undo_failed_alarm_acknowledged", "alarm_acknowledged",
                                          "hub_risk_needs_a_human_expired",
                                          "rightsize_watched_then_window_closed"}} <= names
+    assert {f"v9/{p}" for p in paths | {"approval_reminded_then_approved", "undo_failed_alarm_acknowledged",
+                                         "drill_launch_waited_then_cleaned_up"}} <= names
     assert "v3/demo_rightsize_flaky_nondeterministic" in names
 
 
@@ -152,6 +155,20 @@ def test_the_generation_that_tells_ahead_is_recorded_telling_ahead() -> None:
     assert "SavingsCheck" in text("stop_completed_window_closed")  # a change that stood is measured later
     watched = text("rightsize_watched_then_window_closed")
     assert "read_metrics" in watched and watched.count('"check_metrics"') >= 6
+
+
+def test_the_generation_that_times_launches_waits_on_durable_timers() -> None:
+    """v9: a drill's apply hands its "not yet" back and is asked again after a timer; what it
+    launched, and when, reaches the execution's view (the plan report's per-server time)."""
+    path = ROOT / "v9" / "drill_launch_waited_then_cleaned_up.json"
+    events = json.loads(path.read_text())["events"]
+    kinds = [e["eventType"].removeprefix("EVENT_TYPE_") for e in events]
+    applies = [i for i, e in enumerate(events) if e.get("activityTaskScheduledEventAttributes", {})
+               .get("activityType", {}).get("name") == "apply"]
+    assert len(applies) >= 2 and all("TIMER_FIRED" in kinds[a:b] for a, b in pairwise(applies))
+    text = _decoded(path)
+    assert '"in_progress":true' in text and '"hand_back":true' in text
+    assert re.search(r'"launches":\{"s-0+1":"[^"]+","s-0+2":"[^"]+"\}', text), "no per-server launch in the view"
 
 
 def test_the_scheduled_path_is_recorded() -> None:

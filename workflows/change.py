@@ -14,7 +14,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import Priority
-from temporalio.exceptions import is_cancelled_exception
+from temporalio.exceptions import ApplicationError, is_cancelled_exception
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.lease import LeaseHandle
     from workflows.ledger import Ended, Ledger
     from workflows.options import (
+        APPLY_HEARTBEAT,
         MUTATE_DEADLINE,
         MUTATE_RETRY,
         READ_DEADLINE,
@@ -79,11 +80,7 @@ class Change:
         try:
             ledger.transition(S.APPLYING, "changing the resource")
             compensations.append(("revert", lambda: self.revert(step)))  # before the step it undoes
-            result: StepResult = await workflow.execute_activity_method(
-                ExecutionActivities.apply, step,
-                start_to_close_timeout=opts.step_timeout, schedule_to_close_timeout=MUTATE_DEADLINE,
-                retry_policy=MUTATE_RETRY, cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            )
+            result = await self._apply(step, assessment)
             ledger.log(f"applied: {result.message}")
             ledger.transition(S.VERIFYING, "waiting for the resource to reach the target state")
             verified: StepResult = await workflow.execute_activity_method(
@@ -108,6 +105,44 @@ class Change:
             await asyncio.shield(asyncio.ensure_future(self.compensate(compensations, cause, cancelled)))
             if cancelled:
                 raise
+
+    async def _apply(self, step: ActionStepInput, assessment: Assessment) -> StepResult:
+        """The apply, within MUTATE_DEADLINE. Since TIMING_LAUNCHES a kind that waits for a launch
+        (a DRS drill: its job may stay PENDING/STARTED for hours) declares how long it may take in
+        all (`apply_deadline`): each call polls for an attempt (heartbeating) and hands a "not yet"
+        back, the workflow asks again after a durable timer, until done or the declared deadline
+        passes. What it launched so far is kept at once, so no call's instants are lost."""
+        opts = self._options
+        declared = assessment.traits.apply_deadline if assessment.traits is not None else None
+        if not versions.times_launches() or declared is None:
+            return await workflow.execute_activity_method(
+                ExecutionActivities.apply, step,
+                start_to_close_timeout=opts.step_timeout, schedule_to_close_timeout=MUTATE_DEADLINE,
+                retry_policy=MUTATE_RETRY, cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+        until, asking = workflow.now() + declared, step.model_copy(update={"hand_back": True})
+        while True:
+            result: StepResult = await workflow.execute_activity_method(
+                ExecutionActivities.apply, asking,
+                start_to_close_timeout=opts.step_timeout, schedule_to_close_timeout=MUTATE_DEADLINE,
+                heartbeat_timeout=APPLY_HEARTBEAT,
+                retry_policy=MUTATE_RETRY, cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            )
+            self._keep_launches(result)
+            if not result.data.get("in_progress"):
+                return result
+            if workflow.now() >= until:
+                raise ApplicationError(f"not done within the kind's apply deadline ({declared}): {result.message}",
+                                       type="ApplyDeadlinePassed", non_retryable=True)
+            wait = min(max(float(result.data.get("poll_after_seconds") or 30.0), 1.0), 300.0)
+            await workflow.sleep(min(timedelta(seconds=wait), until - workflow.now()))
+
+    def _keep_launches(self, result: StepResult) -> None:
+        """The first instant each thing was seen launched (server clock): the per-server time to launch."""
+        launched = result.data.get("launched_at")
+        if isinstance(launched, dict):
+            for key, at in launched.items():
+                self._ledger.view.launches.setdefault(str(key), datetime.fromisoformat(str(at)))
 
     def _watch_period(self, assessment: Assessment) -> timedelta:
         """Since TELLING_AHEAD: the kind's bake period unless the execution's options say otherwise,

@@ -30,6 +30,9 @@ MUTATE_RETRY = RetryPolicy(
     non_retryable_error_types=NON_RETRYABLE_TYPES,
 )
 MUTATE_DEADLINE = timedelta(minutes=30)
+#: The heartbeat timeout of an apply whose kind declares a longer deadline (`apply_deadline`): a
+#: lost worker is noticed within this, not a step timeout later.
+APPLY_HEARTBEAT = timedelta(minutes=2)
 VERIFY_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500),
     backoff_coefficient=1.5,

@@ -71,12 +71,19 @@ NOTIFYING: Final = "generation-2026-12-05"
 #: Histories: tests/histories/v8/.
 TELLING_AHEAD: Final = "generation-2026-12-05-ahead"
 
+#: Since 2026-12-05 (evening): the generation that times launches. A kind that declares a longer
+#: apply (`ActionTraits.apply_deadline`: a DRS drill's launch may outlast MUTATE_DEADLINE) gets it as
+#: the apply's deadline, with a heartbeat timeout; what the apply launched, and when (per server),
+#: is kept in the execution's view (`launches`) for the plan report. Asked in the first activation
+#: instead of TELLING_AHEAD, whose branches it takes too. Histories: tests/histories/v9/.
+TIMING_LAUNCHES: Final = "generation-2026-12-05-launches"
+
 #: In the order they are asked at the start of a run.
 EXECUTION_PATCHES: Final = (READ_MODEL_LOCAL_WRITES, COOLDOWN, POLICY_AFTER_MAINTENANCE_WAIT, AWAIT_LEASE_RELEASE)
 PLAN_PATCHES: Final = (PLAN_DRY_RUN_IDS, PLAN_MANUAL_STEPS)
 #: The generations, newest first: a run asks the newest in its first activation, and an older
 #: one only when replaying a history that lacks the newer marker.
-GENERATIONS: Final = (TELLING_AHEAD, NOTIFYING, DECIDED_AT_START)
+GENERATIONS: Final = (TIMING_LAUNCHES, TELLING_AHEAD, NOTIFYING, DECIDED_AT_START)
 ALL: Final = (*GENERATIONS, *EXECUTION_PATCHES, *PLAN_PATCHES)
 
 
@@ -103,12 +110,17 @@ def decided_at_start() -> bool:
 
 def notifies() -> bool:
     """This run tells people of its progress (generation-2026-12-05 or later)."""
-    return any(workflow.patched(g) for g in (TELLING_AHEAD, NOTIFYING))
+    return any(workflow.patched(g) for g in (TIMING_LAUNCHES, TELLING_AHEAD, NOTIFYING))
 
 
 def tells_ahead() -> bool:
     """This run reminds, warns owners, repeats its alarm and scores the recommender's risk inputs."""
-    return workflow.patched(TELLING_AHEAD)
+    return any(workflow.patched(g) for g in (TIMING_LAUNCHES, TELLING_AHEAD))
+
+
+def times_launches() -> bool:
+    """This run gives a kind's apply the deadline the kind declares, and keeps what it launched."""
+    return workflow.patched(TIMING_LAUNCHES)
 
 
 def uses(patch_id: str) -> bool:

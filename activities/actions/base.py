@@ -57,6 +57,9 @@ class Action(ABC, Generic[P, S]):
     """Backup to verified, on a quiet account: a change window must have this much left to start it."""
     watch_period: ClassVar[timedelta] = timedelta(0)
     """How long the resource's metrics are watched after the change; 0: not."""
+    apply_deadline: ClassVar[timedelta | None] = None
+    """Set by a kind whose apply waits for something slow (a launch) longer than MUTATE_DEADLINE; its
+    apply must then heartbeat at least every APPLY_HEARTBEAT (workflows/options.py)."""
     watched: ClassVar[tuple[WatchedMetric, ...]] = ()
     """The CloudWatch metrics that would show the change hurt the workload (`domain/watch.py`)."""
     permissions: ClassVar[tuple[str, ...]]
@@ -94,7 +97,16 @@ class Action(ABC, Generic[P, S]):
             destroys_data=cls.destroys_data,
             expected_duration=cls.expected_duration,
             watch_period=cls.watch_period,
+            apply_deadline=cls.apply_deadline,
         )
+
+    def poll_after_seconds(self) -> float:
+        """How long the workflow waits before asking an apply that is still under way again."""
+        return 30.0
+
+    def progress(self) -> dict[str, Any]:
+        """What an apply still under way has done so far that the workflow keeps (JSON values)."""
+        return {}
 
     def client(self, service: str) -> Any:
         return self.sessions.client(self.rec.account_id, self.rec.region, service)

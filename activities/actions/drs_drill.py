@@ -41,6 +41,8 @@ _FAIL_EVENTS = frozenset({"LAUNCH_FAILED", "CONVERSION_FAIL", "SNAPSHOT_FAIL", "
                           "CLEANUP_FAIL", "SERVER_SKIPPED", "NETWORK_RECOVERY_FAIL"})
 #: Outside an activity (unit tests, scripts) one apply polls at most this long before InProgress.
 DEFAULT_ATTEMPT_BUDGET = 60.0
+#: Between polls an attempt heartbeats at least this often (well inside options.APPLY_HEARTBEAT).
+HEARTBEAT_EVERY = 30.0
 
 
 class Probe(StrictModel):
@@ -115,6 +117,22 @@ class DrsDrill(Action[DrillParams, DrillServers]):
         "ec2:DescribeInstanceStatus", "ec2:DescribeInstances",
     )
     volatile_state = frozenset({"servers"})  # replication state moves on its own; refusal() re-judges it
+    # A launch (snapshot, conversion, boot) can take DRS hours for a big server: the apply may wait this
+    # long in all (one step timeout per attempt, retried on InProgress, heartbeating while it polls).
+    apply_deadline = timedelta(hours=6)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._clock = _ServerClock()
+        self._launched: dict[str, str] = _carried_launches()
+        """Source server id -> when a poll first saw it LAUNCHED (server clock), kept across attempts."""
+
+    def poll_after_seconds(self) -> float:
+        return max(self.params.poll_interval_seconds, 1.0)
+
+    def progress(self) -> dict[str, Any]:
+        """The servers seen launched so far, and when: the workflow keeps the first instant of each."""
+        return {"launched_at": dict(self._launched)}
 
     @property
     def server_ids(self) -> list[str]:
@@ -181,8 +199,10 @@ class DrsDrill(Action[DrillParams, DrillServers]):
         seconds = round((ended - created).total_seconds(), 1) if created and ended else None
         took = f" in {seconds:g} s (DRS job clock)" if seconds is not None else ""
         servers = ", ".join(f"{sid} as {iid}" for sid, iid in launched.items())
+        now = _iso_exact(self._clock.now())
         return StepResult(changed=True, message=f"drill job {job['jobID']} launched {servers}{took}", data={
-            "job_id": job["jobID"], "recovery_instance_ids": launched, "launch_seconds": seconds})
+            "job_id": job["jobID"], "recovery_instance_ids": launched, "launch_seconds": seconds,
+            "launched_at": {sid: self._launched.get(sid, now) for sid in launched}})
 
     def verify(self, seen: Observation, backup: BackupRecord) -> StepResult:
         job = self._job(backup)
@@ -257,6 +277,9 @@ class DrsDrill(Action[DrillParams, DrillServers]):
         if failed:
             raise VerificationFailed(f"drill job {job['jobID']}: launch failed for {', '.join(failed)}: "
                                      f"{self._failure_reason(job['jobID'], failed)}")
+        for sid, s in servers.items():  # the per-server time to launch (to within a poll interval)
+            if s.get("launchStatus") == "LAUNCHED" and s.get("recoveryInstanceID") and sid not in self._launched:
+                self._launched[sid] = _iso_exact(self._clock.now())
         if job.get("status") != "COMPLETED":
             return False
         unlaunched = [sid for sid in self.server_ids
@@ -297,8 +320,9 @@ class DrsDrill(Action[DrillParams, DrillServers]):
             if job and done(job):
                 return job
             if time.monotonic() + wait > deadline:
+                _heartbeat(f"drill job {job_id}: {job.get('status', 'throttled')}", self._launched)
                 raise InProgress(f"drill job {job_id} is {job.get('status', 'not answered (throttled)')}")
-            _pause(wait, f"drill job {job_id}: {job.get('status', 'throttled')}")
+            _pause(wait, f"drill job {job_id}: {job.get('status', 'throttled')}", self._launched)
 
     # ---- the recovery instances ----------------------------------------------------------
 
@@ -411,13 +435,62 @@ def _attempt_budget() -> float:
     return DEFAULT_ATTEMPT_BUDGET if timeout is None else max(timeout.total_seconds() * 0.75 - 1.0, 0.0)
 
 
-def _pause(seconds: float, details: str) -> None:
-    """Wait between polls; in an activity, heartbeat first and end at once when cancelled."""
+def _heartbeat(details: str, launched: dict[str, str]) -> bool:
+    """Heartbeat with what a retried attempt must not lose (the servers seen launched, and when);
+    False outside an activity."""
     try:
-        activity.heartbeat(details)
+        activity.heartbeat({"status": details, "launched": dict(launched)})
     except RuntimeError:
+        return False
+    return True
+
+
+def _pause(seconds: float, details: str, launched: dict[str, str]) -> None:
+    """Wait between polls; in an activity, heartbeat at least every HEARTBEAT_EVERY and end at once
+    when cancelled."""
+    if not _heartbeat(details, launched):
         time.sleep(seconds)
         return
-    activity.wait_for_cancelled_sync(seconds)
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        activity.wait_for_cancelled_sync(min(left, HEARTBEAT_EVERY))
+        if activity.is_cancelled():
+            raise CancelledError(f"cancelled while waiting: {details}")
+        if end - time.monotonic() > 0:
+            _heartbeat(details, launched)
     if activity.is_cancelled():
         raise CancelledError(f"cancelled while waiting: {details}")
+
+
+def _carried_launches() -> dict[str, str]:
+    """The servers an earlier attempt of this activity saw launched (its last heartbeat)."""
+    try:
+        details = activity.info().heartbeat_details
+    except RuntimeError:
+        return {}
+    last = details[-1] if details else None
+    launched = last.get("launched") if isinstance(last, dict) else None
+    return {str(k): str(v) for k, v in launched.items()} if isinstance(launched, dict) else {}
+
+
+def _iso_exact(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat()
+
+
+class _ServerClock:
+    """Now on the Temporal server's clock, the one the workflow's log uses: the attempt's start as
+    the server recorded it plus what has passed since (monotonic). Time to launch is measured from
+    the execution entering APPLYING, so both ends must be on one clock. The wall clock outside an
+    activity."""
+
+    def __init__(self) -> None:
+        try:
+            self._origin: datetime | None = activity.info().started_time
+        except RuntimeError:
+            self._origin = None
+        self._since = time.monotonic()
+
+    def now(self) -> datetime:
+        if self._origin is None:
+            return datetime.now(UTC)
+        return self._origin + timedelta(seconds=time.monotonic() - self._since)
