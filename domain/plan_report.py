@@ -37,6 +37,8 @@ class ReportItem(StrictModel):
     approved: bool = False
     launch_started_at: datetime | None = Field(default=None, description="A drill: when it asked DRS to launch.")
     launched_at: datetime | None = Field(default=None, description="A drill: when every instance was launched.")
+    server_launches: dict[str, datetime] = Field(
+        default_factory=dict, description="A drill: when each source server was seen launched (its view's launches).")
     current_status: str | None = Field(
         default=None, description="The execution's status now (a rollback after the plan ended shows here)."
     )

@@ -207,18 +207,22 @@ class PlanRecords:
         ])
 
     async def _launch_windows(self, items: list[ReportItem]) -> list[ReportItem]:
-        """Drills' launch request and launch instants, from their executions' logs (the report's recovery time)."""
+        """Drills' launch request and launch instants, from their executions' logs, and each server's
+        launch, from their views' `launches` (the report's recovery time)."""
         ids = [i.execution_id for i in items if i.execution_id and i.recommendation is not None
                and i.recommendation.kind in LAUNCH_TIMED_KINDS]
-        windows = {}
+        windows, launches = {}, {}
         for start in range(0, len(ids), 500):
             async with self._engine.connect() as conn:
                 rows = (await conn.execute(select(ExecutionRow.execution_id, ExecutionRow.view).where(
                     ExecutionRow.execution_id.in_(ids[start:start + 500])))).all()
             windows.update({r.execution_id: launch_window(r.view.get("log") or []) for r in rows})
+            launches.update({r.execution_id: {str(sid): datetime.fromisoformat(str(at))
+                                              for sid, at in (r.view.get("launches") or {}).items()} for r in rows})
         for item in items:
             if (window := windows.get(item.execution_id or "")) is not None:
                 item.launch_started_at, item.launched_at = window
+            item.server_launches = launches.get(item.execution_id or "", {})
         return items
 
     @cancellation_safe

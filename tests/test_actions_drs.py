@@ -272,37 +272,63 @@ def test_probe_problem_tcp_and_http() -> None:
 
 
 def test_report_times_each_server_and_wave() -> None:
+    """Several servers per item, several waves: one figure per server (from its own launch, kept by
+    the execution), per wave from its first launch request to its last server launched; an item of
+    an older generation (no per-server launches) gives its servers its own figure, marked (item)."""
     t0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    s = [server_id(n) for n in range(1, 9)]
 
-    def log(start: int, end: int) -> list[dict[str, Any]]:
-        entries = [StepLogEntry(at=t0 + timedelta(seconds=s), status=st, message="")
-                   for s, st in ((0, ExecutionStatus.BACKING_UP), (start, ExecutionStatus.APPLYING),
-                                 (end, ExecutionStatus.VERIFYING), (end + 5, ExecutionStatus.COMPLETED))]
-        return [e.model_dump(mode="json") for e in entries]
+    def log(start: int, end: int | None) -> list[dict[str, Any]]:
+        steps = [(0, ExecutionStatus.BACKING_UP), (start, ExecutionStatus.APPLYING)]
+        steps += [(end, ExecutionStatus.VERIFYING), (end + 5, ExecutionStatus.COMPLETED)] if end is not None else \
+            [(start + 400, ExecutionStatus.ROLLED_BACK)]
+        return [StepLogEntry(at=t0 + timedelta(seconds=at), status=st, message="").model_dump(mode="json")
+                for at, st in steps]
 
-    def item(position: int, wave: int, sid: str, window: tuple[int, int] | None, status: str = "COMPLETED"
-             ) -> ReportItem:
+    def item(position: int, wave: int, servers: list[str], window: tuple[int, int | None] | None,
+             launches: dict[str, int] | None = None, status: str = "COMPLETED") -> ReportItem:
         rec = Recommendation(id=f"drill-{position}", customer_id="acme", account_id=ACCOUNT, region=REGION,
-                             kind="drs.drill", resource_id=sid, params={"source_server_ids": [sid]},
+                             kind="drs.drill", resource_id=servers[0], params={"source_server_ids": servers},
                              estimated_monthly_savings=0)
         launched = launch_window(log(*window)) if window else None
         return ReportItem(position=position, wave=wave, recommendation=rec, status=status, execution_id=f"e{position}",
                           estimated_monthly_savings=0, launch_started_at=launched[0] if launched else None,
-                          launched_at=launched[1] if launched else None)
+                          launched_at=launched[1] if launched else None,
+                          server_launches={sid: t0 + timedelta(seconds=at) for sid, at in (launches or {}).items()})
 
     assert launch_window(log(10, 70)) == (t0 + timedelta(seconds=10), t0 + timedelta(seconds=70))
-    assert launch_window(log(10, 70)[:2]) is None
-    items = [item(0, 0, S1, (1, 61)), item(1, 1, S2, (100, 190)), item(2, 1, server_id(3), (102, 250)),
-             item(3, 2, server_id(4), None, "SKIPPED")]
+    assert launch_window(log(10, None)) == (t0 + timedelta(seconds=10), None)  # launch asked, never finished
+    assert launch_window(log(10, 70)[:1]) is None
+    items = [
+        item(0, 0, s[0:2], (1, 125), {s[0]: 61, s[1]: 121}),                 # db: two servers, 60 s and 120 s
+        item(1, 1, s[2:3], (200, 290), {s[2]: 290}),                          # app: parallel items
+        item(2, 1, s[3:6], (202, 500), {s[3]: 262, s[4]: 382, s[5]: 497}),
+        item(3, 2, s[6:7], (600, 700)),                                       # web: older run, item figure only
+        item(4, 2, s[7:8], (601, None), {}, "ROLLED_BACK"),                   # launch failed: no figure
+    ]
     waves = [WaveProgress(index=i, name=n, mode=WaveMode.PARALLEL, size=1) for i, n in enumerate(["db", "app", "web"])]
     view = PlanView(plan_id="p", name="drill", customer_ids=["acme"], requested_by="alice", phase="execute",
-                    dry_run=False, strategy=Strategy.WAVES, rate=RateControl(), total=4, waves=waves,
+                    dry_run=False, strategy=Strategy.WAVES, rate=RateControl(), total=5, waves=waves,
                     started_at=t0, updated_at=t0)
     report = build_report(view, items)
-    assert report.recovery is not None
-    assert [(w.wave, w.launched, w.time_to_launch_seconds, w.slowest_item_seconds) for w in report.recovery.waves] == [
-        ("db", 1, 60.0, 60.0), ("app", 2, 150.0, 148.0), ("web", 0, None, None)]
-    assert [s.time_to_launch_seconds for s in report.recovery.servers] == [60.0, 90.0, 148.0, None]
-    assert report.recovery.total_seconds == 249.0
+    recovery = report.recovery
+    assert recovery is not None
+    assert [(r.recommendation_id, r.server_id, r.time_to_launch_seconds, r.measured) for r in recovery.servers] == [
+        ("drill-0", s[0], 60.0, "server"), ("drill-0", s[1], 120.0, "server"),
+        ("drill-1", s[2], 90.0, "server"),
+        ("drill-2", s[3], 60.0, "server"), ("drill-2", s[4], 180.0, "server"), ("drill-2", s[5], 295.0, "server"),
+        ("drill-3", s[6], 100.0, "item"), ("drill-4", s[7], None, None)]
+    assert [(w.wave, w.items, w.launched, w.servers, w.servers_launched, w.time_to_launch_seconds,
+             w.slowest_item_seconds, w.slowest_server_seconds) for w in recovery.waves] == [
+        ("db", 1, 1, 2, 2, 120.0, 120.0, 120.0),     # first request 1 s, last server 121 s
+        ("app", 2, 2, 4, 4, 297.0, 295.0, 295.0),    # first request 200 s, last server 497 s
+        ("web", 2, 1, 2, 1, 100.0, 100.0, 100.0)]    # 600 s to 700 s; the failed launch adds nothing
+    assert recovery.total_seconds == 699.0
+    # JSON as stored and served, and Markdown.
+    assert build_report(view, items).model_dump(mode="json")["recovery"]["servers"][4]["time_to_launch_seconds"] == 180.0
     markdown = render_markdown(report)
-    assert "## Recovery time (drills)" in markdown and f"| drill-1 | app | {S2} | COMPLETED | 90 s |" in markdown
+    assert "## Recovery time (drills)" in markdown
+    assert "| app | 2 | 2 | 4 of 4 | 297 s | 295 s |" in markdown
+    assert f"| drill-2 | app | {s[4]} | COMPLETED | 180 s |" in markdown
+    assert f"| drill-3 | web | {s[6]} | COMPLETED | 100 s (item) |" in markdown
+    assert f"| drill-4 | web | {s[7]} | ROLLED_BACK |  |" in markdown

@@ -63,7 +63,7 @@ class DrillParams(StrictModel):
         default_factory=list, max_length=100,
         validation_alias=AliasChoices("source_server_ids", "sourceServerIDs"),
         description="The DRS source servers this item launches (default: the item's resource_id). "
-                    "One server per item gives a time-to-launch per server in the plan report.")
+                    "The plan report gives each its own time to launch.")
     ec2_status_checks: bool = Field(default=True, description="Verify waits for the EC2 status checks to pass.")
     probe: Probe | None = None
     poll_interval_seconds: float = Field(

@@ -85,7 +85,8 @@ async def test_three_wave_drill_plan(plans: Plans, stack: Stack, aws: AwsAccount
                                                                              ("web", 1, 1)]
     assert all(s.time_to_launch_seconds is not None and s.time_to_launch_seconds >= 0
                for s in report.recovery.servers)
-    assert [s.servers for s in report.recovery.servers] == [[s] for s in servers]
+    assert [s.server_id for s in report.recovery.servers] == servers
+    assert all(s.measured == "server" for s in report.recovery.servers)
     assert "## Recovery time (drills)" in render_markdown(report)
     await until_terminated(fake)  # end of drill: every instance it launched, and only those, terminated
     assert fake.count("TerminateRecoveryInstances") == 4
