@@ -108,8 +108,9 @@ def create_codec_app(codec: EncryptionCodec, readers: Readers, *, ui_origins: Se
     )
 
     async def convert(request: Request, direction: Direction, subject: str | JSONResponse) -> Response:
-        if isinstance(subject, JSONResponse):
-            log.warning("%s refused (%s) from %s", direction, subject.status_code, _client(request))
+        if isinstance(subject, JSONResponse):  # why, for whoever sets up the UI's sign-in (never the token)
+            detail = json.loads(bytes(subject.body)).get("detail", "")
+            log.warning("%s refused (%s) from %s: %s", direction, subject.status_code, _client(request), detail)
             return subject
         try:
             payloads = json_format.Parse(await request.body(), Payloads())
