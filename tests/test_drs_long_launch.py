@@ -5,11 +5,13 @@ its "not yet" back, and the workflow asks again after a durable timer (skipped b
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from temporalio import activity
+from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.aws import SessionFactory
@@ -23,6 +25,7 @@ from tests.conftest import ACCOUNT, REGION, AwsAccount
 from tests.drs_fake import FakeDrs, server_id
 from tests.helpers import recommendation
 from worker import build_worker
+from workflows.execution import ExecutionWorkflow
 from workflows.options import MUTATE_DEADLINE
 
 
@@ -74,3 +77,41 @@ async def test_a_launch_longer_than_the_mutation_deadline_completes(
     assert fake.count("StartRecovery") == 1  # every retried attempt adopted its own job
     assert fake.count("DescribeJobs") > 45  # it kept looking through PENDING and STARTED
     assert fake.count("TerminateRecoveryInstances") == 1 and not fake.recovery  # the drill cleaned up
+
+
+async def test_a_launch_past_the_kinds_own_deadline_fails_and_terminates_what_it_launched(
+    skipping_env: WorkflowEnvironment, aws: AwsAccount, sessions: SessionFactory, store: Store,
+    activity_executor: ThreadPoolExecutor,
+) -> None:
+    """The wait is bounded still: a job that has launched nothing 6 hours on fails the item, and the
+    undo waits for the job to end, then terminates exactly what it launched."""
+    sid = server_id()
+    fake = FakeDrs(sessions.client(ACCOUNT, REGION, "drs"), launch=lambda s: aws.instance("t3.micro"),
+                   terminate=lambda iid: aws.ec2.terminate_instances(InstanceIds=[iid]), clock=server_clock)
+    fake.add_server(sid, {"app": "ledger"})
+    fake.launch_after[sid] = timedelta(hours=6, minutes=20)
+    fake.activate()
+    try:
+        rec = recommendation("drs.drill", sid, {"source_server_ids": [sid], "poll_interval_seconds": 300}, savings=0)
+        options = ExecutionOptions(step_timeout=timedelta(seconds=10), rollback_window=timedelta(0))
+        queue = f"drill-{uuid.uuid4()}"
+        async with build_worker(skipping_env.client, task_queue=queue, sessions=sessions, store=store,
+                                executor=activity_executor, max_concurrent_activities=16):
+            executions = Executions(skipping_env.client, queue)
+            eid = (await executions.start(ExecutionRequest(recommendation=rec, requested_by="alice",
+                                                           options=options))).execution_id
+            await executions.wait(eid)
+            await executions.decide(eid, True, ApprovalInput(actor="bob", role=Role.APPROVER))
+            await skipping_env.sleep(timedelta(hours=7))
+            with contextlib.suppress(WorkflowFailureError):
+                await executions.handle(eid).result()
+            view = await executions.handle(eid).query(ExecutionWorkflow.status)
+    finally:
+        fake.deactivate()
+
+    assert view.status is S.ROLLED_BACK, (view.status, view.reason)
+    assert "apply deadline (6:00:00)" in (view.reason or ""), view.reason
+    window = launch_window([e.model_dump(mode="json") for e in view.log])
+    assert window is not None and window[1] is None  # it never got past applying
+    assert fake.count("StartRecovery") == 1
+    assert fake.count("TerminateRecoveryInstances") == 1 and not fake.recovery
