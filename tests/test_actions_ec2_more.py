@@ -332,3 +332,22 @@ def test_eip_release_check_permissions_changes_nothing(ec2: Any, factory: Sessio
     assert world(ec2) == before
     assert kind.traits().base_risk.name == "MEDIUM" and kind.traits().reversible is True
     assert kind.estimate_monthly_savings(seen) == round(flat("eip_idle_hourly", REGION) * hours_per_month(), 2)
+
+
+def test_terminate_revert_launches_with_a_token_derived_from_the_execution(ec2: Any) -> None:
+    """The find-by-tag lookup is eventually consistent on AWS: a retried revert that misses the first
+    replacement sends the same ClientToken, so AWS answers with it instead of launching a second
+    (moto ignores the token, so the test checks what is sent)."""
+    sent: list[dict[str, Any]] = []
+
+    def capture(session: Any) -> None:
+        session.events.register("provide-client-params.ec2.RunInstances",
+                                lambda params, **_: sent.append(dict(params)))
+
+    iid = launch(ec2)["id"]
+    kind = action(SessionFactory(session_hooks=[capture]), "ec2.terminate", iid)
+    seen = kind.inspect()
+    backup = converge(kind.backup, seen)
+    converge(kind.apply, seen, backup)
+    converge(kind.revert, seen, backup)
+    assert [p.get("ClientToken") for p in sent] == [f"{EXEC}-revert"]
