@@ -199,10 +199,9 @@ async def run_demo(settings: Settings, *, port: int, ui_port: int, keep_up: bool
         sessions = SessionFactory(endpoint_url=endpoint, session_hooks=[FaultInjector(rules).install])
         tokens = demo_tokens()
         settings.api_tokens = json.dumps([t.model_dump(exclude_none=True) for t in tokens])
-        api_port = settings.api_port if not port_open("127.0.0.1", settings.api_port) else free_port()
         async with embedded_stack(settings, port=port, ui_port=ui_port, sessions=sessions,
                                   codec_port=codec_port) as stack, \
-                api_running(stack, api_port) as api_url:
+                api_running(stack, settings.api_port, any_port_if_taken=True) as api_url:
             console.print(f"Temporal Web UI: [bold]{stack.server.ui_url}[/bold]  (mock AWS at {endpoint})")
             if stack.codec is not None:
                 console.print(f"Payloads encrypted; the Web UI decodes through {stack.codec.url}; stock CLI: "

@@ -89,15 +89,20 @@ def api_services(stack: Embedded) -> Services:
 
 
 @contextlib.asynccontextmanager
-async def api_running(stack: Embedded, port: int, services: Services | None = None) -> AsyncIterator[str]:
-    """The REST API beside the worker, sharing its client and store, until the block ends."""
-    from starter.api.server import serve
+async def api_running(stack: Embedded, port: int, services: Services | None = None, *,
+                      any_port_if_taken: bool = False) -> AsyncIterator[str]:
+    """The REST API beside the worker, sharing its client and store, until the block ends; its URL.
+    `any_port_if_taken`: on a free port when another process has `port` (the demo)."""
+    from starter.api.server import listening_socket, serve
 
+    host = stack.settings.api_host
+    sock = listening_socket(host, port) if any_port_if_taken else None
+    if sock is not None:
+        port = sock.getsockname()[1]
     stop = asyncio.Event()
-    task = asyncio.create_task(serve(stack.settings, stack.settings.api_host, port,
-                                     services or api_services(stack), stop))
+    task = asyncio.create_task(serve(stack.settings, host, port, services or api_services(stack), stop, sock))
     try:
-        yield f"http://{stack.settings.api_host}:{port}"
+        yield f"http://{host}:{port}"
     finally:
         stop.set()
         await task

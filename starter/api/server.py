@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import signal
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,18 +36,43 @@ async def serve_until_interrupted(settings: Settings, host: str, port: int, app:
 
 
 async def serve(settings: Settings, host: str, port: int, services: Services | None = None,
-                stop: asyncio.Event | None = None) -> None:
-    await serve_asgi(create_app(services, settings), host, port, stop)
+                stop: asyncio.Event | None = None, sock: socket.socket | None = None) -> None:
+    await serve_asgi(create_app(services, settings), host, port, stop, sock)
 
 
-async def serve_asgi(app: Any, host: str, port: int, stop: asyncio.Event | None = None) -> None:
-    """Serve an ASGI app until `stop` is set (None: until uvicorn's own Ctrl-C handling)."""
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket already listening on `port`, or on a free port when another process has `port`.
+
+    Bound and listening before it is handed to uvicorn: a check that the port is free, followed by
+    uvicorn's own bind, lets two demos started at once both see the port free and the second die
+    with a traceback on EADDRINUSE (seen on a shared machine).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            sock.bind((host, 0))
+        sock.listen(2048)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve_asgi(app: Any, host: str, port: int, stop: asyncio.Event | None = None,
+                     sock: socket.socket | None = None) -> None:
+    """Serve an ASGI app until `stop` is set (None: until uvicorn's own Ctrl-C handling), on `sock`
+    when given (already listening), else on `host`:`port`."""
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     server = _Server(config) if stop is not None else uvicorn.Server(config)
+    sockets = [sock] if sock is not None else None
     if stop is None:
-        await server.serve()
+        await server.serve(sockets)
         return
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets))
     await stop.wait()
     server.should_exit = True
     await task

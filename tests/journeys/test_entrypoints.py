@@ -41,6 +41,33 @@ def test_demo_exits_zero_with_its_summary_every_time_it_is_run(tmp_path: Path) -
     assert "REST API" in out and "approver" in out  # the demo tokens are printed
 
 
+def test_two_demos_started_at_once_both_pass(tmp_path: Path) -> None:
+    """Engineers share a machine: two demos started together must not fight over the API's port
+    (both saw 8000 free; the second met EADDRINUSE binding it, printed a traceback and exited 1 or
+    hung without ever ending)."""
+    homes = [tmp_path / "one", tmp_path / "two"]
+    runs = []
+    for home in homes:
+        home.mkdir()
+        runs.append(subprocess.Popen(
+            [RECLAIM, "demo", "--exit", "--ui-port", str(free_port())], cwd=home, env=_env(home),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True))  # its own process group: a hung demo goes with its dev server
+    apis = set()
+    try:
+        for run in runs:
+            out, err = run.communicate(timeout=300)  # the losing demo hung after the traceback
+            assert run.returncode == 0, out + err
+            assert "all outcomes as expected" in out and "Traceback" not in err, out + err
+            apis |= {line.split()[2] for line in out.splitlines() if line.startswith("REST API:")}
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                os.killpg(run.pid, signal.SIGKILL)
+                run.wait()
+    assert len(apis) == 2, apis  # each demo printed its own API
+
+
 def test_dev_runs_in_the_foreground_and_exits_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     port, ui_port, api_port = free_port(), free_port(), free_port()
     proc = subprocess.Popen(
