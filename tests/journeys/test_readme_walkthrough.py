@@ -66,6 +66,7 @@ def test_every_line_of_the_readme_walkthrough_works_as_written(tmp_path: Path) -
                 status = subprocess.run(
                     ["bash", "-c", f"{source} && .venv/bin/reclaim status exec-$WALK-{name} --json"],
                     cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+                assert status.returncode == 0, f"status of {name} -> {status.returncode}\n{status.stdout}\n{status.stderr}"
                 seen[name] = json.loads(status.stdout)["status"]
             if seen == expected:
                 break
