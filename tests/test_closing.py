@@ -213,6 +213,33 @@ async def test_the_web_ui_shows_a_summary_and_how_to_approve(stack: Stack, aws: 
     await stack.executions.cancel(started.execution_id)
 
 
+async def test_the_web_ui_tells_a_change_in_its_rollback_window_from_one_awaiting_approval(
+    stack: Stack, aws: AwsAccount
+) -> None:
+    """Both are RUNNING to Temporal: the details say which, and how to undo the one that stands."""
+    volume = aws.volume(100, "gp2")
+    started = await stack.executions.start(request(recommendation("ebs.gp2_to_gp3", volume, savings=3.0)))
+    await stack.executions.wait(started.execution_id, until=frozenset({S.COMPLETED}), timeout=CLOSE_TIMEOUT)
+    handle = stack.executions.handle(started.execution_id)
+    assert (await handle.describe()).status is WorkflowExecutionStatus.RUNNING
+    summary = await (await handle.describe()).static_summary()
+    assert summary is not None and f"ebs.gp2_to_gp3 {volume}" in summary and "$3.00/month" in summary
+
+    async def details() -> str:
+        metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+        return str(metadata.current_details)
+
+    async def says_completed() -> bool:
+        """the details have caught up with COMPLETED"""
+        return "**COMPLETED**" in await details()
+
+    await eventually(says_completed)
+    shown = await details()
+    assert "Can be rolled back until" in shown and f"reclaim rollback {started.execution_id}" in shown
+    assert "Approve with one of" not in shown
+    await stack.executions.rollback(started.execution_id, RollbackInput(actor="carol", reason="done looking"))
+
+
 def child_error(cause: BaseException) -> ChildWorkflowError:
     error = ChildWorkflowError("child workflow execution failed", namespace="default", workflow_id="exec-x",
                                run_id="r", workflow_type="ExecutionWorkflow", initiated_event_id=1,
