@@ -275,6 +275,35 @@ async def test_refusals_by_policy_are_counted_apart_and_never_reach_the_threshol
     assert "## Refused by policy" in render_markdown(report)
 
 
+async def test_busy_resources_are_refusals_too_never_failures(plans: Plans, stack: Stack, aws: AwsAccount) -> None:
+    """Items whose resource another execution holds are refused (busy) and counted apart, as the
+    production and protected traps are: a threshold of 1 is not reached, the wave succeeds."""
+    from domain.execution import lease_id_for
+    from tests.conftest import ACCOUNT, REGION
+    from workflows.lease import LeaseInput, ResourceLeaseWorkflow
+
+    held = [aws.instance("m5.large") for _ in range(2)]
+    fine = aws.instance("m5.large")
+    leases = [await stack.client.start_workflow(
+        ResourceLeaseWorkflow.run, LeaseInput(holder="exec-someone-else"),
+        id=lease_id_for(ACCOUNT, REGION, i), task_queue=stack.task_queue) for i in held]
+    try:
+        recs = [recommendation("ec2.stop", i, {"expected_instance_type": "m5.large"}) for i in [*held, fine]]
+        spec = _spec(recs, strategy="parallel", rate={"error_threshold": "1"})
+        plan_id = (await plans.submit(spec, requested_by="alice")).plan_id
+        done = await plans.wait(plan_id, until=PLAN_TERMINAL, timeout=120)
+        assert done.status is PlanStatus.COMPLETED, done.reason
+        assert done.counts == {"REFUSED": 2, S.COMPLETED.value: 1}
+        assert done.failures == 0 and done.waves[0].state is WaveState.SUCCEEDED
+        report = await plans.report(plan_id)
+        assert report.failures == [] and {(r.reason or "").split(":")[0] for r in report.refusals} == {
+            "refused (busy)"}
+        assert [aws.instance_state(i)[0] for i in held] == ["running"] * 2
+    finally:
+        for lease in leases:
+            await lease.signal(ResourceLeaseWorkflow.release)
+
+
 async def test_a_plan_that_fails_itself_says_so_in_the_store_too(plans: Plans, stack: Stack, aws: AwsAccount) -> None:
     """Wave 2's items vanish from the store while the plan waits to start it: the plan ends FAILED,
     with the reason, in the store as well (it used to stay RUNNING there for ever)."""
