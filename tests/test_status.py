@@ -44,7 +44,8 @@ def test_every_state_is_reachable_from_pending() -> None:
 
 
 #: The one loop in the graph: a change approved, then scheduled, whose resource became riskier
-#: during the wait is asked about again (the workflow does this at most once).
+#: during the wait is asked about again (at most once since generation-2026-12-05-launches; an older
+#: run asked again at each look after a closed change window, each passing at once on that decision).
 REAPPROVAL_LOOP = {S.AWAITING_APPROVAL, S.SCHEDULED}
 
 

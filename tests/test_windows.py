@@ -17,7 +17,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.aws import SessionFactory
 from activities.windows import WindowActivities, WindowsFileError, parse_windows_file
-from domain.execution import ExecutionOptions, ExecutionRequest, Refusal
+from domain.execution import ApprovalInput, ExecutionOptions, ExecutionRequest, Refusal
+from domain.policy import Policy, Role
 from domain.status import ExecutionStatus as S
 from domain.windows import ChangeScope, ChangeWindow, Freeze, WindowsFile, next_start
 from starter.executions import Executions
@@ -153,3 +154,33 @@ async def test_a_change_no_window_can_hold_is_refused_with_the_reason(
     final = await executions.handle(started.execution_id).result()
     assert final.status is S.REJECTED_BY_VALIDATION and final.refusal is Refusal.NO_WINDOW
     assert "no opening of blink fits 15 min" in (final.reason or "")
+
+
+async def test_one_approval_covers_a_maintenance_wait_and_a_window_wait_after_it(
+    skipping_env: WorkflowEnvironment, windowed: tuple[Executions, Path], aws: AwsAccount,
+) -> None:
+    """Auto-approved, then tagged production during its maintenance wait: bob approves once at
+    not_before; the change window is still closed then, and at its opening that one approval
+    covers the change (no second AWAITING_APPROVAL; generation-2026-12-05-launches)."""
+    executions, path = windowed
+    now = await skipping_env.get_current_time()
+    opens = (now + timedelta(hours=4)).replace(minute=0, second=0, microsecond=0)
+    _write(path, f"  - name: nightly\n    cron: '0 {opens.hour} * * *'\n    duration: PT2H")
+    instance = aws.instance()
+    started = await executions.start(ExecutionRequest(
+        recommendation=recommendation("ec2.stop", instance), requested_by="alice",
+        policy=Policy(refuse_production=False),
+        options=ExecutionOptions(not_before=now + timedelta(hours=1), rollback_window=timedelta(0))))
+    await executions.wait(started.execution_id, until=frozenset({S.SCHEDULED}))
+    aws.ec2.create_tags(Resources=[instance], Tags=[{"Key": "env", "Value": "production"}])
+    await skipping_env.sleep(timedelta(hours=1, minutes=5))
+    view = await executions.wait(started.execution_id, until=frozenset({S.AWAITING_APPROVAL}))
+    await executions.decide(started.execution_id, True, ApprovalInput(actor="bob", role=Role.APPROVER))
+    view = await executions.wait(started.execution_id, until=frozenset({S.SCHEDULED}))
+    assert "outside its window nightly" in (view.step or "")
+    await skipping_env.sleep(opens - now)
+    final = await executions.handle(started.execution_id).result()
+    assert final.status is S.COMPLETED, final.reason
+    entered = [b.status for a, b in zip(final.log, final.log[1:], strict=False) if a.status is not b.status]
+    assert entered.count(S.AWAITING_APPROVAL) == 1, "\n".join(f"{e.at} {e.status} {e.message}" for e in final.log)
+    assert aws.instance_state(instance)[0] in ("stopping", "stopped")

@@ -193,6 +193,9 @@ class ExecutionWorkflow:
                     and not approved_by_human
                     and not self._auto_approved(assessment)):
                 await self._approval.wait()
+                # That decision covers the window wait after it too (before this generation a
+                # closed window asked again, and each later look passed at once on it).
+                approved_by_human = versions.times_launches()
                 assessment = await self._validate(again=True)
 
         if versions.tells_ahead():

@@ -74,7 +74,9 @@ TELLING_AHEAD: Final = "generation-2026-12-05-ahead"
 #: Since 2026-12-05 (evening): the generation that times launches. A kind that declares a longer
 #: apply (`ActionTraits.apply_deadline`: a DRS drill's launch may outlast MUTATE_DEADLINE) gets it as
 #: the apply's deadline, with a heartbeat timeout; what the apply launched, and when (per server),
-#: is kept in the execution's view (`launches`) for the plan report. Asked in the first activation
+#: is kept in the execution's view (`launches`) for the plan report. A person's approval after a
+#: maintenance wait also covers the change-window wait after it (older runs asked again there).
+#: Asked in the first activation
 #: instead of TELLING_AHEAD, whose branches it takes too. Histories: tests/histories/v9/.
 TIMING_LAUNCHES: Final = "generation-2026-12-05-launches"
 
