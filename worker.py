@@ -17,6 +17,7 @@ from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxRestrictions
 
+from activities.accounts import AccountsSource
 from activities.aws import SessionFactory
 from activities.execution import ExecutionActivities
 from activities.imports import ImportActivities
@@ -31,6 +32,7 @@ from runtime import logmask
 from runtime.codec import codec_from_settings
 from runtime.settings import Settings
 from runtime.temporal_client import connect_patiently
+from runtime.worker_metrics import metrics_served
 from store.repository import Store
 from workflows.alarm import RollbackAlarmWorkflow
 from workflows.execution import ExecutionWorkflow
@@ -165,6 +167,15 @@ async def run_worker(stop: asyncio.Event | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    # Served from here, before Temporal is sought: a scraper sees the worker up while it waits.
+    with metrics_served(settings.worker_metrics_host, settings.worker_metrics_port) as metrics_url:
+        if metrics_url is not None:
+            logging.getLogger("reclaim.worker").info("worker metrics at %s", metrics_url)
+        await _serve(settings, stop, notify, accounts)
+
+
+async def _serve(settings: Settings, stop: asyncio.Event, notify: NotifyActivities | None,
+                 accounts: AccountsSource | None) -> None:
     client = await connect_patiently(settings, stop, logging.getLogger("reclaim.worker"))
     if client is None:  # stopped before Temporal ever answered
         return

@@ -79,6 +79,12 @@ class Settings(BaseSettings):
         default=None, description="The notify file (YAML): channels and rules of who is told what "
         "(README, Notifications). Unset: nobody is told; executions go on.")
 
+    worker_metrics_host: str = Field(default="127.0.0.1", description="Where the worker's /metrics listens "
+                                     "(0.0.0.0 for a scraper on another host or container).")
+    worker_metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="The worker's /metrics (notification deliveries: sent, "
+        "failed, latency per channel; runtime/worker_metrics.py). Unset: not served; 0: any free port.")
+
     windows_file: Path | None = Field(
         default=None, description="Change windows and freezes (YAML; README, Across an organization). "
         "Unset: a change may start whenever it is approved.")

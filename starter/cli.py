@@ -393,12 +393,16 @@ def dev(
     encrypt: Annotated[bool, typer.Option("--encrypt", help="Encrypt payloads (as RECLAIM_ENCRYPT=true); the "
                                           "Web UI decodes through a codec server.")] = False,
     codec_port: Annotated[int | None, typer.Option(help="Codec server port (default RECLAIM_CODEC_SERVER_PORT or 8234).")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve the worker's /metrics here (default "
+                                                     "RECLAIM_WORKER_METRICS_PORT; unset: not served; 0: any free port).")] = None,
 ) -> None:
     """The embedded stack in the foreground: Temporal dev server + Web UI + worker + API. Ctrl-C stops it."""
     from starter.stack import run_dev
 
     settings = state.settings
     settings.encrypt = settings.encrypt or encrypt
+    if metrics_port is not None:
+        settings.worker_metrics_port = metrics_port
     run(lambda: run_dev(settings, port=port, ui_port=ui_port, api_port=api_port or settings.api_port,
                         codec_port=codec_port))
 

@@ -14,6 +14,7 @@ from activities.aws import SessionFactory
 from activities.windows import WindowActivities
 from runtime.settings import Settings
 from runtime.temporal_client import connect_when_ready
+from runtime.worker_metrics import metrics_served
 from starter.api.deps import Services
 from starter.codec_server import DevCodec, codec_running, dev_codec
 from starter.devserver import DevServer, dev_server, port_open
@@ -28,6 +29,7 @@ class Embedded:
     store: Store
     settings: Settings
     codec: DevCodec | None = None  # with encryption on: the codec server the Web UI decodes through
+    metrics_url: str | None = None  # with RECLAIM_WORKER_METRICS_PORT set: the worker's /metrics
 
 
 @contextlib.asynccontextmanager
@@ -37,7 +39,8 @@ async def embedded_stack(
 ) -> AsyncIterator[Embedded]:
     """Dev server + store + one worker, torn down in reverse order. With encryption on (RECLAIM_ENCRYPT,
     `--encrypt`), a codec server too (`codec_port`, default RECLAIM_CODEC_SERVER_PORT), and the Web UI
-    decodes through it."""
+    decodes through it. With RECLAIM_WORKER_METRICS_PORT set, the worker's /metrics as `reclaim worker`
+    serves it."""
     codec = None
     if settings.encrypt:
         codec_port = codec_port or settings.codec_server_port
@@ -63,8 +66,10 @@ async def embedded_stack(
             async with contextlib.AsyncExitStack() as running:
                 if codec is not None:
                     await running.enter_async_context(codec_running(codec))
+                metrics_url = running.enter_context(
+                    metrics_served(settings.worker_metrics_host, settings.worker_metrics_port))
                 await running.enter_async_context(worker)
-                yield Embedded(server, client, store, settings, codec)
+                yield Embedded(server, client, store, settings, codec, metrics_url)
         finally:
             await store.close()
 
@@ -113,6 +118,8 @@ async def run_dev(settings: Settings, *, port: int, ui_port: int, api_port: int,
             api_running(stack, api_port) as api_url:
         print(f"Temporal at {stack.server.address}; Web UI at {stack.server.ui_url}")
         print(f"API at {api_url} (OpenAPI: {api_url}/docs)")
+        if stack.metrics_url is not None:
+            print(f"worker metrics (notification deliveries) at {stack.metrics_url}")
         if stack.codec is not None:
             print(f"payloads encrypted (another terminal's CLI: RECLAIM_ENCRYPT=true); codec server at "
                   f"{stack.codec.url} (the Web UI decodes through it); "

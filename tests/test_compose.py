@@ -383,6 +383,20 @@ def test_the_worker_scales_horizontally() -> None:
     assert not published_ports("worker"), "replicas cannot share a host port"
 
 
+def test_each_worker_serves_its_metrics_inside_the_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deliveries are counted in the worker process: its own /metrics, on the port compose exposes."""
+    from runtime.settings import Settings
+
+    for name, value in environment("worker").items():
+        if name.startswith("RECLAIM_WORKER_METRICS_"):
+            assert value is not None
+            monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.worker_metrics_port is not None, "the worker's /metrics is off in compose"
+    assert settings.worker_metrics_host == "0.0.0.0", "bound to loopback, no scraper in the stack reaches it"
+    assert str(settings.worker_metrics_port) in [str(p) for p in SERVICES["worker"].get("expose") or []]
+
+
 def reclaim_commands() -> list[tuple[str, list[str]]]:
     """(service, argv) for every service whose command runs the `reclaim` console script."""
     found = []

@@ -1,8 +1,7 @@
 """Delivery metrics of this worker process, in their own `CollectorRegistry`.
 
-The worker serves no HTTP today, so nothing scrapes these yet: `generate_latest(REGISTRY)` is
-what a worker metrics endpoint (or `prometheus_client.start_http_server(port, registry=REGISTRY)`)
-would expose. The API's /metrics runs in another process and cannot see them.
+The worker serves them on its own `/metrics` when RECLAIM_WORKER_METRICS_PORT is set
+(`runtime/worker_metrics.py`); the API's /metrics runs in another process and cannot see them.
 """
 
 from __future__ import annotations

@@ -69,20 +69,23 @@ def test_two_demos_started_at_once_both_pass(tmp_path: Path) -> None:
 
 
 def test_dev_runs_in_the_foreground_and_exits_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    port, ui_port, api_port = free_port(), free_port(), free_port()
+    port, ui_port, api_port, metrics_port = free_port(), free_port(), free_port(), free_port()
     proc = subprocess.Popen(
-        [RECLAIM, "dev", "--port", str(port), "--ui-port", str(ui_port), "--api-port", str(api_port)],
+        [RECLAIM, "dev", "--port", str(port), "--ui-port", str(ui_port), "--api-port", str(api_port),
+         "--metrics-port", str(metrics_port)],
         cwd=tmp_path, env=_env(tmp_path), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )
     try:
         deadline = time.monotonic() + 90
-        while not all(port_open("127.0.0.1", p) for p in (port, ui_port, api_port)):
+        while not all(port_open("127.0.0.1", p) for p in (port, ui_port, api_port, metrics_port)):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "dev server did not come up"
             time.sleep(0.2)
         health = urllib.request.urlopen(f"http://127.0.0.1:{api_port}/healthz", timeout=10)
         assert json.load(health)["checks"] == {"temporal": "ok", "database": "ok"}
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as metrics:
+            assert "# TYPE reclaim_notifications_sent_total counter" in metrics.read().decode()
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
@@ -91,6 +94,8 @@ def test_dev_runs_in_the_foreground_and_exits_cleanly_on_ctrl_c(tmp_path: Path) 
             proc.communicate()
     assert proc.returncode == 0, stdout + stderr
     assert "Traceback" not in stderr
+    assert f"worker metrics (notification deliveries) at http://127.0.0.1:{metrics_port}/metrics" in stdout
+    assert not port_open("127.0.0.1", metrics_port)
     assert (tmp_path / ".reclaim" / "temporal.db").exists()  # persistent history
     assert not port_open("127.0.0.1", port)  # the dev server went down with it
 
