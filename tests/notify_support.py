@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.time)  # arrival, seconds since the epoch (the history's clock)
 
 
 @dataclass
@@ -66,6 +68,7 @@ class Mail:
     sender: str
     recipients: list[str]
     message: EmailMessage
+    at: float = field(default_factory=time.time)  # arrival, seconds since the epoch
 
 
 class MailBox:
@@ -79,6 +82,28 @@ class MailBox:
         assert isinstance(parsed, EmailMessage)
         self.mails.append(Mail(envelope.mail_from, list(envelope.rcpt_tos), parsed))
         return "250 OK"
+
+
+@contextmanager
+def smtp_receiver(users: dict[str, str]) -> Iterator[tuple[MailBox, int]]:
+    """A local aiosmtpd server on a free port that accepts `users`' LOGIN/PLAIN (no TLS) and keeps every mail."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    from starter.devserver import free_port
+
+    def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and users.get(data.login.decode()) == data.password.decode()
+        return AuthResult(success=ok, handled=False)
+
+    box, port = MailBox(), free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port, authenticator=authenticate,
+                            auth_require_tls=False)
+    controller.start()
+    try:
+        yield box, port
+    finally:
+        controller.stop()
 
 
 def self_signed(tmp: Path) -> tuple[Path, Path]:

@@ -16,7 +16,7 @@ import boto3
 import jsonschema
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import AuthResult
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -39,7 +39,7 @@ from domain.notifications import (
 )
 from starter.devserver import free_port
 from tests.conftest import AwsAccount
-from tests.notify_support import HttpReceiver, MailBox, approval_request, self_signed
+from tests.notify_support import HttpReceiver, MailBox, approval_request, self_signed, smtp_receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOK_SECRET = "whsec-test-5f2c9a"
@@ -249,18 +249,8 @@ async def test_rate_limit_per_channel(receiver: HttpReceiver, secrets_env: None)
 
 @pytest.fixture
 def smtp() -> Iterator[tuple[MailBox, int]]:
-    box, port = MailBox(), free_port()
-    users = {"reclaim": "smtp-pass-77"}
-
-    def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
-        ok = isinstance(data, LoginPassword) and users.get(data.login.decode()) == data.password.decode()
-        return AuthResult(success=ok, handled=False)
-
-    controller = Controller(box, hostname="127.0.0.1", port=port, authenticator=authenticate,
-                            auth_require_tls=False)
-    controller.start()
-    yield box, port
-    controller.stop()
+    with smtp_receiver({"reclaim": "smtp-pass-77"}) as got:
+        yield got
 
 
 def email_acts(port: int, extra: str = "") -> NotifyActivities:
