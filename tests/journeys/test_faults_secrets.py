@@ -1,11 +1,16 @@
 """No secret in any history or log line: AWS access and secret key, session token, API bearer token,
-the approval signing key.
+the approval signing key, and every notification channel's: the webhook's HMAC key, the Slack and
+Teams incoming-webhook URLs, the SMTP password (and its AUTH encodings), the Slack signing secret
+and a Slack response_url.
 
 The worker (`python -m worker`) and the API (`reclaim api`) run as processes at DEBUG
 (RECLAIM_LOG_LEVEL), so botocore logs every request's headers, session token and
 signing key id included: the log masking (runtime/logmask.py) must hide them. Their
 environment holds recognisable fake credentials; executions go
-through the API with a bearer token, including refusals and a rejected token.
+through the API with a bearer token, including refusals and a rejected token. The worker's
+notify file sends everything to a webhook, Slack, Teams (a local HTTP receiver) and e-mail
+(aiosmtpd, with auth), each secret under an environment name that does not look like one; the
+API answers a signed Slack callback (refused: the user is unknown), its replay and a tampered one.
 Afterwards every workflow history on the task queue (payloads decoded), every
 captured log line, the CLI's output and the read-model database are searched.
 """
@@ -21,6 +26,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,14 +38,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from temporalio.client import Client
 
+from activities.notify.signature import HEADER, verify_signature
 from domain.signing import public_key_text
+from starter.api.slack import signature
 from starter.devserver import free_port, port_open
 from tests.conftest import AwsAccount
 from tests.fault_support import stop_process
 from tests.helpers import ACCOUNT, REGION, eventually
+from tests.notify_support import HttpReceiver, MailBox, smtp_receiver
 from workflows.execution import ExecutionWorkflow
 
 ROOT = Path(__file__).parents[2]
+SMTP_PASSWORD = f"scan-smtp-{uuid.uuid4().hex}"
 RECLAIM = str(Path(sys.executable).parent / "reclaim")
 
 
@@ -74,6 +84,34 @@ async def _status_is(client: Client, execution_id: str, status: str) -> bool:
     return view.status.value == status
 
 
+@pytest.fixture
+def mailbox() -> Iterator[tuple[MailBox, int]]:
+    with smtp_receiver({"reclaim": SMTP_PASSWORD}) as got:
+        yield got
+
+
+def _notify_file(folder: Path, hook_url: str, smtp_port: int) -> Path:
+    path = folder / "notify.yaml"
+    path.write_text(f"""
+channels:
+  hook: {{type: webhook, url: "{hook_url}", secret: env:T_SCAN_HOOK}}
+  slack: {{type: slack, webhook_url: env:T_SCAN_SLACK}}
+  teams: {{type: teams, webhook_url: env:T_SCAN_TEAMS}}
+  mail: {{type: email, host: 127.0.0.1, port: {smtp_port}, starttls: false, username: reclaim,
+         password: env:T_SCAN_SMTP, sender: reclaim@example.com, to: [finops@example.com]}}
+rules:
+  - channels: [hook, slack, teams, mail]
+""")
+    return path
+
+
+def _slack_callback(signing_secret: str, payload: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    body = ("payload=" + urllib.parse.quote(json.dumps(payload))).encode()
+    stamp = str(int(time.time()))
+    return body, {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": signature(signing_secret, stamp, body),
+                  "Content-Type": "application/x-www-form-urlencoded"}
+
+
 def _rec(n: str, kind: str, resource: str, **params: Any) -> dict[str, Any]:
     return {"id": f"secret-{n}-{uuid.uuid4().hex[:8]}", "customer_id": "acme", "account_id": ACCOUNT,
             "region": REGION, "kind": kind, "resource_id": resource, "params": params,
@@ -82,7 +120,7 @@ def _rec(n: str, kind: str, resource: str, **params: Any) -> dict[str, Any]:
 
 @pytest.mark.timeout(240)
 async def test_no_secret_reaches_a_history_a_log_line_or_the_store(
-    client: Client, aws: AwsAccount, tmp_path: Path,
+    client: Client, aws: AwsAccount, tmp_path: Path, receiver: HttpReceiver, mailbox: tuple[MailBox, int],
 ) -> None:
     marker = uuid.uuid4().hex
     secrets = {
@@ -91,6 +129,14 @@ async def test_no_secret_reaches_a_history_a_log_line_or_the_store(
         "AWS session token": f"FaultSessionToken{marker}",
         "API bearer token": f"fault-bearer-{marker}",
         "approver bearer token": f"fault-approver-bearer-{marker}",
+        "webhook HMAC secret": f"scan-hmac-{marker}",
+        "Slack webhook URL's secret path": f"slackpath{marker}",
+        "Teams webhook URL's secret path": f"teamspath{marker}",
+        "SMTP password": SMTP_PASSWORD,
+        "SMTP AUTH PLAIN": base64.b64encode(b"\0reclaim\0" + SMTP_PASSWORD.encode()).decode(),
+        "SMTP AUTH LOGIN": base64.b64encode(SMTP_PASSWORD.encode()).decode(),
+        "Slack signing secret": f"scan-signing-{marker}",
+        "Slack response_url's secret path": f"responsepath{marker}",
     }
     # Signed approvals on: the API alone holds the private key (the worker never needs it); the
     # approval below is signed with it, and neither its PEM nor its raw bytes may show anywhere.
@@ -99,6 +145,9 @@ async def test_no_secret_reaches_a_history_a_log_line_or_the_store(
     secrets["approval signing key (PEM body)"] = pem.splitlines()[1]
     secrets["approval signing key (raw, base64)"] = base64.b64encode(
         signing_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())).decode()
+    box, smtp_port = mailbox
+    slack_path, teams_path = f"/services/T0SCAN/B0SCAN/slackpath{marker}", f"/teams/teamspath{marker}"
+    response_path = f"/actions/T0SCAN/responsepath{marker}"
     wrong_token = f"fault-wrong-bearer-{marker}"
     task_queue, port, database = f"secrets-{uuid.uuid4()}", free_port(), tmp_path / "reclaim.db"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RECLAIM_", "TEMPORAL_"))}
@@ -108,6 +157,10 @@ async def test_no_secret_reaches_a_history_a_log_line_or_the_store(
         AWS_SESSION_TOKEN=secrets["AWS session token"], AWS_ENDPOINT_URL=aws.endpoint,
         TEMPORAL_ADDRESS=client.service_client.config.target_host, RECLAIM_TASK_QUEUE=task_queue,
         DATABASE_URL=f"sqlite:///{database}",
+        RECLAIM_NOTIFY_FILE=str(_notify_file(tmp_path, f"{receiver.url}/hook", smtp_port)),
+        T_SCAN_HOOK=secrets["webhook HMAC secret"], T_SCAN_SLACK=receiver.url + slack_path,
+        T_SCAN_TEAMS=receiver.url + teams_path, T_SCAN_SMTP=SMTP_PASSWORD,
+        RECLAIM_SLACK_SIGNING_SECRET=secrets["Slack signing secret"],
         RECLAIM_API_TOKENS=json.dumps({"tokens": [
             {"subject": "ci", "role": "admin", "customers": ["*"], "token": secrets["API bearer token"]},
             {"subject": "bob", "role": "approver", "customers": ["acme"],
@@ -152,6 +205,17 @@ async def test_no_secret_reaches_a_history_a_log_line_or_the_store(
                 await asyncio.sleep(0.3)
             assert statuses == ["COMPLETED", "AWAITING_APPROVAL", "REJECTED_BY_VALIDATION",
                                 "REJECTED_BY_VALIDATION", "REJECTED_BY_VALIDATION"], statuses
+            # A Slack click from someone not in the identities file: signed, so answered (refused, through
+            # the response_url); the same callback again and a tampered one: 401.
+            click = {"type": "block_actions", "user": {"id": "U0SCANNER"},
+                     "actions": [{"action_id": "reclaim_approve", "value": ids[1]}],
+                     "response_url": receiver.url + response_path}
+            body, signed = _slack_callback(secrets["Slack signing secret"], click)
+            slack_url = "/api/v1/integrations/slack/actions"
+            assert (await http.post(slack_url, content=body, headers=signed)).status_code == 200
+            assert (await http.post(slack_url, content=body, headers=signed)).status_code == 401
+            tampered = body.replace(b"U0SCANNER", b"U0SCANNEX")
+            assert (await http.post(slack_url, content=tampered, headers=signed)).status_code == 401
             approved = await http.post(f"/api/v1/executions/{ids[1]}/approve", json={"comment": "ok"}, headers={
                 "Authorization": "Bearer " + secrets["approver bearer token"]})
             assert approved.status_code == 200, approved.text  # signed by the API: its policy has the key
@@ -162,6 +226,13 @@ async def test_no_secret_reaches_a_history_a_log_line_or_the_store(
             cli_output.append(done.stdout + done.stderr)
         # Completed executions stay open for their rollback window: their histories are read as they stand.
         await eventually(lambda: _status_is(client, ids[1], "COMPLETED"), timeout=90)
+        told = f"{ids[1]}:completed:0"
+        deadline = time.monotonic() + 60
+        while (sum(told in r.body.decode() for r in receiver.requests) < 3
+               or not any(m.message["X-Reclaim-Delivery"] == told for m in box.mails)
+               or not any(r.path == response_path for r in receiver.requests)):
+            assert time.monotonic() < deadline, [r.path for r in receiver.requests]
+            await asyncio.sleep(0.2)
     finally:
         stop_process(api)
         stop_process(worker)
@@ -182,6 +253,15 @@ async def test_no_secret_reaches_a_history_a_log_line_or_the_store(
     assert "worker polling task queue" in texts["worker log"]
     # the approval went through signed: the run's policy has the public key, the update its signature
     assert public_key_text(signing_key) in histories[ids[1]] and '"signature":"' in histories[ids[1]]
+    # Every channel's secret was used: the receivers got what only those secrets reach or sign.
+    paths = {r.path for r in receiver.requests}
+    assert {"/hook", slack_path, teams_path, response_path} <= paths, paths
+    hook = next(r for r in receiver.requests if r.path == "/hook")
+    assert verify_signature(secrets["webhook HMAC secret"], hook.headers[HEADER], hook.body, time.time())
+    assert any(m.message["X-Reclaim-Delivery"] == f"{ids[1]}:approval_requested:0" for m in box.mails)
+    refusal = next(r for r in receiver.requests if r.path == response_path)
+    assert b"not in the identities file" in refusal.body
+    assert "deliver_notification" in histories[ids[1]] and "Slack callback refused" in texts["api log"]
     # botocore logged the headers that carry them (masked): the search is not vacuous for the logs either
     assert "X-Amz-Security-Token" in texts["worker log"] and "Credential=AKIA***" in texts["worker log"]
     assert ids[1] in texts["CLI output"] and recs[0]["id"] in texts["read model"]
