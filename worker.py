@@ -138,7 +138,7 @@ def build_worker(
     return ReclaimWorker(main, writer)
 
 
-def _mask_notify_secrets(notify: NotifyActivities) -> None:
+def mask_notify_secrets(notify: NotifyActivities) -> None:
     """The notify file's secrets as they resolve now, masked in this process's logs."""
     from activities.notify.config import SecretError, resolve
 
@@ -154,7 +154,7 @@ async def run_worker(stop: asyncio.Event | None = None) -> None:
     logmask.install()
     notify = settings.notify()  # a malformed notify file stops start-up at once, naming its line and field
     if notify is not None:
-        _mask_notify_secrets(notify)
+        mask_notify_secrets(notify)
     if settings.windows_file is not None:
         load_windows_file(settings.windows_file)  # a malformed file stops start-up too
     accounts = settings.accounts()

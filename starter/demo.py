@@ -28,8 +28,10 @@ from domain.execution import ApprovalInput, ExecutionOptions, ExecutionRequest, 
 from domain.policy import Role
 from domain.recommendation import Recommendation
 from domain.status import ExecutionStatus as S
+from runtime import logmask
 from runtime.settings import Settings
 from starter.api.auth import TokenEntry
+from starter.demo_receiver import SECRET_ENV, DemoReceiver, demo_receiver, notify_file
 from starter.devserver import free_port, port_open, webui_executions_path
 from starter.executions import Executions
 from starter.stack import api_running, embedded_stack, wait_for_interrupt
@@ -45,6 +47,7 @@ class Scene:
     expected: S
     dry_run: bool = False
     steer: Callable[[Executions, str], Awaitable[None]] | None = None
+    asks: bool = False  # waits for a person: its approval request must reach the webhook receiver
 
 
 class DemoAccount:
@@ -134,18 +137,19 @@ def scenes(account: DemoAccount, run: str) -> tuple[list[Scene], list[FaultRule]
         Scene("oversized instance rightsized after bob approves alice's request",
               _rec(run, "rightsize", "ec2.rightsize", oversized, 210.24,
                    expected_instance_type="m5.2xlarge", target_instance_type="m5.large"),
-              S.COMPLETED, steer=_approve("bob")),
+              S.COMPLETED, steer=_approve("bob"), asks=True),
         Scene("unattached volume snapshotted, then deleted after approval",
               _rec(run, "delete-orphan", "ebs.delete", orphan, 10.0, expected_size_gib=100),
-              S.COMPLETED, steer=_approve("bob")),
+              S.COMPLETED, steer=_approve("bob"), asks=True),
         Scene("volume deletion rejected by bob",
-              _rec(run, "delete-kept", "ebs.delete", kept, 5.0, expected_size_gib=50), S.REJECTED, steer=_reject),
+              _rec(run, "delete-kept", "ebs.delete", kept, 5.0, expected_size_gib=50), S.REJECTED, steer=_reject,
+              asks=True),
         Scene("production instance refused by validation",
               _rec(run, "stop-prod", "ec2.stop", prod, 70.08), S.REJECTED_BY_VALIDATION),
         Scene("rightsize fails to start (no capacity): compensated back to c5.2xlarge",
               _rec(run, "rightsize-flaky", "ec2.rightsize", flaky, 180.0,
                    expected_instance_type="c5.2xlarge", target_instance_type="c5.large"),
-              S.ROLLED_BACK, steer=_approve("bob")),
+              S.ROLLED_BACK, steer=_approve("bob"), asks=True),
         Scene("gp2 -> gp3 completed, then rolled back on carol's request",
               _rec(run, "gp3", "ebs.gp2_to_gp3", gp2, 10.0), S.ROLLED_BACK, steer=_roll_back),
         Scene("S3 bucket gets a Standard-IA transition after 30 days (auto-approved)",
@@ -153,7 +157,7 @@ def scenes(account: DemoAccount, run: str) -> tuple[list[Scene], list[FaultRule]
                    transition_days=30), S.COMPLETED),
         Scene("log group kept forever gets 30-day retention after approval (old events go)",
               _rec(run, "logs-retention", "logs.retention", logs, 12.5, retention_days=30), S.COMPLETED,
-              steer=_approve("bob")),
+              steer=_approve("bob"), asks=True),
         Scene("dry run: permissions checked, nothing changed",
               _rec(run, "dry-run", "ec2.stop", spare, 60.74), S.PLANNED, dry_run=True),
     ], faults
@@ -193,30 +197,43 @@ async def run_demo(settings: Settings, *, port: int, ui_port: int, keep_up: bool
         ui_port = free_port()
     codec_port = settings.codec_server_port if not port_open("127.0.0.1", settings.codec_server_port) else free_port()
     run = time.strftime("%Y%m%d%H%M%S")
+    # The receiver's key, fresh each run: in this process's environment (the notify file names it,
+    # the delivery activity reads it at send time) and masked in its logs, never in a file or a history.
+    hook_secret = secrets.token_urlsafe(24)
+    os.environ[SECRET_ENV] = hook_secret
+    logmask.register_secret(hook_secret)
     try:
         account = DemoAccount(endpoint)
         story, rules = scenes(account, run)
         sessions = SessionFactory(endpoint_url=endpoint, session_hooks=[FaultInjector(rules).install])
         tokens = demo_tokens()
         settings.api_tokens = json.dumps([t.model_dump(exclude_none=True) for t in tokens])
-        async with embedded_stack(settings, port=port, ui_port=ui_port, sessions=sessions,
-                                  codec_port=codec_port) as stack, \
-                api_running(stack, settings.api_port, any_port_if_taken=True) as api_url:
-            console.print(f"Temporal Web UI: [bold]{stack.server.ui_url}[/bold]  (mock AWS at {endpoint})")
-            if stack.codec is not None:
-                console.print(f"Payloads encrypted; the Web UI decodes through {stack.codec.url}; stock CLI: "
-                              f"{stack.codec.cli_flags()}", soft_wrap=True)
-            executions = Executions(stack.client, settings.task_queue, signer=settings.approval_signer())
-            policy = settings.policy()
-            views = await asyncio.gather(*(play(executions, scene, policy) for scene in story))
-            ok = _summary(console, story, list(views), stack.server.ui_url)
-            _print_api(console, api_url, tokens)
-            if keep_up:
-                walk = write_walkthrough(account, settings, stack.server.address, run)
-                console.print(f"The stack stays up for exploring; Ctrl-C to stop. README walkthrough, in a "
-                              f"second terminal: [bold]source {walk / 'env.sh'}[/bold]", soft_wrap=True)
-                await wait_for_interrupt()
-            return ok
+        if settings.worker_metrics_port is None:
+            settings.worker_metrics_port = 0
+        with demo_receiver(hook_secret, settings.home / "webhook.jsonl") as receiver:
+            settings.notify_file = notify_file(settings.home, receiver)
+            async with embedded_stack(settings, port=port, ui_port=ui_port, sessions=sessions,
+                                      codec_port=codec_port) as stack, \
+                    api_running(stack, settings.api_port, any_port_if_taken=True) as api_url:
+                console.print(f"Temporal Web UI: [bold]{stack.server.ui_url}[/bold]  (mock AWS at {endpoint})")
+                if stack.codec is not None:
+                    console.print(f"Payloads encrypted; the Web UI decodes through {stack.codec.url}; stock CLI: "
+                                  f"{stack.codec.cli_flags()}", soft_wrap=True)
+                console.print(f"Notifications: every event goes to a local webhook receiver at "
+                              f"[bold]{receiver.hook_url}[/bold] (signed; the notify file: {settings.notify_file})",
+                              soft_wrap=True)
+                executions = Executions(stack.client, settings.task_queue, signer=settings.approval_signer())
+                policy = settings.policy()
+                views = await asyncio.gather(*(play(executions, scene, policy) for scene in story))
+                ok = _summary(console, story, list(views), stack.server.ui_url)
+                ok &= await told(console, receiver, story, list(views), stack.metrics_url)
+                _print_api(console, api_url, tokens)
+                if keep_up:
+                    walk = write_walkthrough(account, settings, stack.server.address, run)
+                    console.print(f"The stack stays up for exploring; Ctrl-C to stop. README walkthrough, in a "
+                                  f"second terminal: [bold]source {walk / 'env.sh'}[/bold]", soft_wrap=True)
+                    await wait_for_interrupt()
+                return ok
     finally:
         moto.stop()
 
@@ -257,6 +274,26 @@ def _print_api(console: Console, api_url: str, tokens: list[TokenEntry]) -> None
     for t in tokens:
         console.print(f"  {t.subject:<6} {t.role.value:<9} {', '.join(t.customers):<5} {t.token}")
     console.print(f"  e.g. curl -H 'Authorization: Bearer {tokens[2].token}' {api_url}/api/v1/executions")
+
+
+async def told(console: Console, receiver: DemoReceiver, story: list[Scene], views: list[ExecutionView],
+               metrics_url: str | None, timeout: float = 30) -> bool:
+    """Did every approval-needing scene's request reach the webhook receiver (signature verified)?"""
+    asking = [view.execution_id for scene, view in zip(story, views, strict=True) if scene.asks]
+    missing = await receiver.missing("approval_requested", asking, timeout=timeout)
+    got = receiver.deliveries()
+    verified = [d for d in got if d.verified]
+    console.print(f"Webhook receiver got {len(verified)} signed notifications so far "
+                  f"({', '.join(sorted({str(d.event) for d in verified}))}); "
+                  f"approval requests of {len(asking) - len(missing)}/{len(asking)} approval-needing scenes",
+                  soft_wrap=True)
+    console.print(f"  what it got: [bold]curl {receiver.url}/[/bold]  or  {receiver.log}", soft_wrap=True)
+    if metrics_url is not None:
+        console.print(f"  deliveries counted by the worker: {metrics_url}", soft_wrap=True)
+    if missing:
+        console.print(f"[red]no approval request reached the receiver for {', '.join(sorted(missing))}[/red]",
+                      soft_wrap=True)
+    return not missing
 
 
 def _summary(console: Console, story: list[Scene], views: list[ExecutionView], ui_url: str | None) -> bool:

@@ -19,7 +19,7 @@ from starter.api.deps import Services
 from starter.codec_server import DevCodec, codec_running, dev_codec
 from starter.devserver import DevServer, dev_server, port_open
 from store.repository import Store
-from worker import build_worker
+from worker import build_worker, mask_notify_secrets
 
 
 @dataclass
@@ -58,9 +58,12 @@ async def embedded_stack(
             role_arn_template=settings.role_arn_template, endpoint_url=settings.aws_endpoint_url,
             budget=settings.aws_budget(), coalesce_window=settings.aws_coalesce_window_ms / 1000,
         )
+        notify = settings.notify()
+        if notify is not None:
+            mask_notify_secrets(notify)  # as `reclaim worker` does: the channels' secrets masked in its logs
         worker = build_worker(client, task_queue=settings.task_queue, sessions=sessions, store=store,
                               max_concurrent_activities=settings.max_concurrent_activities,
-                              max_cached_workflows=settings.max_cached_workflows, notify=settings.notify(),
+                              max_cached_workflows=settings.max_cached_workflows, notify=notify,
                               windows=WindowActivities(settings.windows_file, sessions=sessions))
         try:
             async with contextlib.AsyncExitStack() as running:

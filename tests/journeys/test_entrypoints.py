@@ -24,8 +24,13 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+#: The demo's scenes that wait for a person: each one's approval request must reach its webhook receiver.
+ASKING = {"rightsize", "delete-orphan", "delete-kept", "rightsize-flaky", "logs-retention"}
+
+
 def test_demo_exits_zero_with_its_summary_every_time_it_is_run(tmp_path: Path) -> None:
-    """Twice in the same home: its store (and the cooldown it records) outlives a run."""
+    """Twice in the same home: its store (and the cooldown it records) outlives a run. Each run's
+    approval requests reach its local webhook receiver, signed, and it says where to look."""
     for _ in range(2):
         result = subprocess.run(
             [RECLAIM, "demo", "--exit", "--ui-port", str(free_port())],
@@ -33,6 +38,14 @@ def test_demo_exits_zero_with_its_summary_every_time_it_is_run(tmp_path: Path) -
             timeout=240,
         )
         assert result.returncode == 0, result.stdout + result.stderr
+        received = [json.loads(line) for line in
+                    (tmp_path / ".reclaim" / "demo" / "webhook.jsonl").read_text().splitlines()]
+        asked = {d["subject_id"] for d in received if d["verified"] and d["event"] == "approval_requested"}
+        runs = {i.split("-")[2] for i in asked}
+        assert len(runs) == 1, asked  # this run's, the file starts afresh
+        assert {i.split("-", 3)[3] for i in asked} == ASKING, asked
+        assert "approval requests of 5/5 approval-needing scenes" in result.stdout
+        assert "curl http://127.0.0.1:" in result.stdout and ".reclaim/demo/webhook.jsonl" in result.stdout
     out = result.stdout
     assert "all outcomes as expected" in out
     for status in ("COMPLETED", "REJECTED", "REJECTED_BY_VALIDATION", "ROLLED_BACK", "PLANNED"):
