@@ -111,6 +111,8 @@ def build_worker(
     savings = SavingsActivities(sessions, store)
     imports = ImportActivities(sessions, store)
     notify = notify or NotifyActivities(NotifyFile())
+    if notify.ledger is None:  # deliveries kept where every worker of this store sees them
+        notify.ledger = store.deliveries
     windows = windows or WindowActivities(sessions=sessions)
     watch = WatchActivities(sessions)
     main = Worker(

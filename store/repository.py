@@ -28,6 +28,7 @@ from domain.recommendation import Recommendation
 from domain.status import ACTIVE, ExecutionStatus
 from domain.sync import Stored, SyncPlan, SyncScope, plan_sync
 from store import db
+from store.deliveries import DeliveryRecords
 from store.measurements import MeasurementRecords
 from store.plans import PlanRecords
 from store.savings import KindSavings, LedgerStatus, SavingsEntry, SavingsSummary
@@ -73,6 +74,7 @@ class Store:
         self._writes = db.Writes(engine)
         self.plans = PlanRecords(engine, self._writes, self._insert)
         self.measurements = MeasurementRecords(engine, self._writes, self._insert)
+        self.deliveries = DeliveryRecords(engine, self._writes, self._insert)
 
     @classmethod
     async def open(cls, url: str | None = None, *, migrate: bool = True) -> Store:

@@ -237,3 +237,15 @@ class SavingsMeasurementRow(Base):
     period_start: Mapped[datetime]
     period_end: Mapped[datetime]
     measured_at: Mapped[datetime]
+
+
+class NotificationDeliveryRow(Base):
+    """A notification delivered to a channel, by its (channel, dedup key): the guard that keeps a
+    delivery retried on another worker from posting again (`activities/notify/delivery.py`).
+    `result` is the `DeliveryResult` as JSON (never a secret: channels keep those out of it)."""
+
+    __tablename__ = "notification_deliveries"
+
+    key: Mapped[str] = mapped_column(String, primary_key=True)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON_DOCUMENT)
+    delivered_at: Mapped[datetime] = mapped_column(index=True)

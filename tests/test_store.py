@@ -193,7 +193,7 @@ async def _schema(url: str) -> tuple[str | None, set[str], list[Any]]:
 async def test_migrations_apply_and_reopen_is_a_noop(store: Store, db_url: str) -> None:
     await store.upsert_execution(view(1, sequence=2))
     revision, tables, _ = await _schema(db_url)
-    assert revision == head_revision() == "0006"
+    assert revision == head_revision() == "0007"
     assert {"recommendations", "executions", "approvals", "savings_ledger", "plans", "plan_items",
             "alembic_version"} <= tables
 

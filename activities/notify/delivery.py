@@ -11,12 +11,14 @@ Errors: a channel that answered 5xx/429 or could not be reached raises a retryab
 `ChannelMisconfigured`. The caller (the workflow observer) schedules it so that none of these can
 fail or delay the execution.
 
-Limitation: the guard is in this process's memory. An attempt whose send reached the channel but
-whose completion Temporal never recorded (the worker died in between, or the activity timed out
-while the receiver was slow) is retried, perhaps on another worker, and posts again: delivery is
-at least once across processes. Every payload carries the dedup key (webhook body and
+Across workers: with a `ledger` (the worker's read model, `store/deliveries.py`) a delivery is
+also kept there by its key and asked for before sending, so an attempt retried on another worker
+after its send reached the channel (the first worker died, or the activity timed out while the
+receiver was slow) returns `duplicate` instead of posting again. The one repeat left: a worker that
+dies between the send and keeping it. Every payload carries the dedup key (webhook body and
 `X-Reclaim-Delivery`, Slack context line, e-mail Message-ID, SNS attribute and FIFO deduplication
-id) so the receiver can drop the repeat; exactly once across workers needs the key kept in the store.
+id) so such a receiver can still drop it. A ledger that does not answer never holds a message:
+the delivery goes on with the in-process guard alone, and says so in the log.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -58,13 +60,27 @@ NON_RETRYABLE_TYPES = [REJECTED, MISCONFIGURED]
 
 #: Longer than this behind the rate limit: give the slot back and let Temporal retry later.
 MAX_RATE_WAIT = 10.0
+#: How long a delivery waits for the ledger before going on without it (an outage of the read
+#: model must not hold a message; the in-process guard still stands).
+LEDGER_PATIENCE = 5.0
+
+
+class DeliveryLedger(Protocol):
+    """Deliveries kept by key where every worker sees them (`store.deliveries.DeliveryRecords`)."""
+
+    def done(self, key: str) -> Awaitable[DeliveryResult | None]: ...
+
+    def record(self, key: str, result: DeliveryResult) -> Awaitable[None]: ...
 
 
 class NotifyActivities:
-    def __init__(self, notify_file: NotifyFile, *, remember: int = 10_000, links: LinkBase | None = None) -> None:
-        """`links`: where the Web UI and the approval page are, to link them in each message sent."""
+    def __init__(self, notify_file: NotifyFile, *, remember: int = 10_000, links: LinkBase | None = None,
+                 ledger: DeliveryLedger | None = None) -> None:
+        """`links`: where the Web UI and the approval page are, to link them in each message sent;
+        `ledger`: deliveries kept across workers (`build_worker` gives its store's)."""
         self.file = notify_file
         self.links = links
+        self.ledger = ledger
         self._delivered: OrderedDict[str, DeliveryResult] = OrderedDict()
         self._remember = remember
         self._locks: dict[str, asyncio.Lock] = {}
@@ -111,6 +127,9 @@ class NotifyActivities:
             async with lock:
                 if (seen := self._seen(key)) is not None:
                     return seen
+                if (kept := await self._kept(key)) is not None:
+                    self._remember_delivery(key, kept)
+                    return kept.model_copy(update={"status": DeliveryStatus.DUPLICATE})
                 return await self._send(key, request)
         finally:
             if not lock.locked():
@@ -144,9 +163,32 @@ class NotifyActivities:
         finally:
             metrics.LATENCY.labels(channel, config.type).observe(time.monotonic() - started)
         outcome = outcome.model_copy(update={"channel": channel})
-        self._delivered[key] = outcome
-        while len(self._delivered) > self._remember:
-            self._delivered.popitem(last=False)
+        self._remember_delivery(key, outcome)
+        await self._keep(key, outcome)
         metrics.SENT.labels(channel, config.type, outcome.status.value).inc()
         log.info("notification %s to %s: %s (%s)", n.dedup_key, channel, outcome.status.value, outcome.detail)
         return outcome
+
+    def _remember_delivery(self, key: str, outcome: DeliveryResult) -> None:
+        self._delivered[key] = outcome
+        while len(self._delivered) > self._remember:
+            self._delivered.popitem(last=False)
+
+    async def _kept(self, key: str) -> DeliveryResult | None:
+        if self.ledger is None:
+            return None
+        try:
+            return await asyncio.wait_for(self.ledger.done(key), LEDGER_PATIENCE)
+        except Exception as exc:  # an unreadable ledger never holds a message
+            log.warning("delivery ledger unreadable (%s); %s goes on the in-process guard alone",
+                        type(exc).__name__, key.split("|", 1)[-1])
+            return None
+
+    async def _keep(self, key: str, outcome: DeliveryResult) -> None:
+        """After the send: failing here must not fail the activity (a retry would post again)."""
+        if self.ledger is None:
+            return
+        try:
+            await asyncio.wait_for(self.ledger.record(key, outcome), LEDGER_PATIENCE)
+        except Exception as exc:  # sent is sent; the in-process guard still holds
+            log.warning("delivery ledger did not keep %s (%s)", outcome.dedup_key, type(exc).__name__)
