@@ -16,10 +16,18 @@ from __future__ import annotations
 import re
 from datetime import datetime, time, timedelta
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from domain.base import StrictModel, TimeZoneName
 from domain.policy import RiskLevel, Role
@@ -154,6 +162,19 @@ class DeliveryResult(StrictModel):
     status: DeliveryStatus
     detail: str = ""
     latency_ms: float = 0.0
+    receipt: dict[str, str] = Field(
+        default_factory=dict,
+        description="What the receiver answered naming the message, to update it later (Slack chat API: "
+                    "channel, ts). Never a secret.")
+
+    @model_serializer(mode="wrap")
+    def _no_empty_receipt(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """Left out when empty: a result without one is what workers before it wrote and can read back
+        (they refuse unknown fields), so only a chat-API delivery's result carries the new field."""
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("receipt"):
+            data.pop("receipt", None)
+        return data
 
 
 # ---- the notify file ---------------------------------------------------------------------------
@@ -215,14 +236,44 @@ class WebhookChannel(ChannelBase):
         return {"secret": self.secret}
 
 
+def _field_error(field: str, message: str) -> ValidationError:
+    """An error located at `field` of the model raising it, so the notify file names that field's line."""
+    return ValidationError.from_exception_data(
+        "notify file", [InitErrorDetails(type=PydanticCustomError("notify_file", message), loc=(field,), input=None)])
+
+
 class SlackChannel(ChannelBase):
-    """A Slack incoming webhook; its URL is the secret."""
+    """Slack, one of two ways: an incoming webhook (its URL is the secret) or the chat API
+    (`chat.postMessage` with a bot token, the secret, to `channel`). The chat API answers with the
+    message's `ts`, which the delivery result keeps: a later `chat.update` needs it and the channel."""
 
     type: Literal["slack"]
-    webhook_url: SecretRef
+    webhook_url: SecretRef | None = Field(default=None, description="An incoming webhook's URL (a reference).")
+    bot_token: SecretRef | None = Field(default=None, description="A bot token, xoxb-... (a reference).")
+    channel: str | None = Field(default=None, pattern=r"^[CDG][A-Z0-9]{5,}$",
+                                description="The Slack channel id to post to with bot_token, e.g. C0123456789.")
+    api_url: PlainStr = Field(default="https://slack.com/api", pattern=r"^https?://",
+                              description="Slack's Web API; another only to test against a local one.")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> SlackChannel:
+        if self.webhook_url and self.bot_token:
+            raise _field_error("bot_token", "give either webhook_url (an incoming webhook) or bot_token and "
+                                            "channel (the chat API), not both")
+        if not self.webhook_url and not self.bot_token:
+            raise _field_error("webhook_url", "give webhook_url (an incoming webhook) or bot_token and channel "
+                                              "(the chat API)")
+        if self.bot_token and not self.channel:
+            raise _field_error("channel", "bot_token posts with the chat API, which needs channel "
+                                          "(a Slack channel id, e.g. C0123456789)")
+        if self.webhook_url and self.channel:
+            raise _field_error("channel", "an incoming webhook posts to its own channel: channel goes with "
+                                          "bot_token only")
+        return self
 
     def secret_refs(self) -> dict[str, str]:
-        return {"webhook_url": self.webhook_url}
+        refs = {"webhook_url": self.webhook_url, "bot_token": self.bot_token}
+        return {name: ref for name, ref in refs.items() if ref}
 
 
 class TeamsChannel(ChannelBase):

@@ -27,6 +27,7 @@ from domain.notifications import (
     Notification,
     NotifyFile,
     Rule,
+    SlackChannel,
     SnsChannel,
     WebhookChannel,
 )
@@ -64,6 +65,8 @@ def _target(channel: ChannelBase) -> str:
         return f"{channel.host}:{channel.port} -> {', '.join(to)}"
     if isinstance(channel, SnsChannel):
         return channel.topic_arn
+    if isinstance(channel, SlackChannel) and channel.channel:
+        return f"{channel.channel} via {channel.api_url.rstrip('/')}/chat.postMessage"
     return "(the webhook URL is the secret)"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -54,6 +55,74 @@ def http_receiver() -> Iterator[HttpReceiver]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass
+class SlackApi:
+    """A local Slack Web API: `POST /api/chat.postMessage` as Slack answers it.
+
+    HTTP 200 and `{"ok": true, "channel", "ts", "message"}` when the bearer token is `token` and the
+    channel one of `channels`; else HTTP 200 and `{"ok": false, "error": "not_authed" | "invalid_auth" |
+    "channel_not_found" | "invalid_json"}`. `replies` are answered first, one per request, in order:
+    (HTTP status, headers, JSON body), for rate limits and outages. `url` is what `api_url` is set to.
+    """
+
+    url: str
+    token: str
+    channels: set[str]
+    requests: list[Received] = field(default_factory=list)
+    replies: list[tuple[int, dict[str, str], dict[str, Any]]] = field(default_factory=list)
+    posted: int = 0
+
+    def answer(self, path: str, auth: str | None, body: bytes) -> tuple[int, dict[str, str], dict[str, Any]]:
+        if self.replies:
+            return self.replies.pop(0)
+        if path != "/api/chat.postMessage":
+            return 404, {}, {"ok": False, "error": "unknown_method"}
+        if auth is None:
+            return 200, {}, {"ok": False, "error": "not_authed"}
+        if auth != f"Bearer {self.token}":
+            return 200, {}, {"ok": False, "error": "invalid_auth"}
+        try:
+            sent = json.loads(body)
+        except ValueError:
+            return 200, {}, {"ok": False, "error": "invalid_json"}
+        if sent.get("channel") not in self.channels:
+            return 200, {}, {"ok": False, "error": "channel_not_found"}
+        self.posted += 1
+        return 200, {}, {"ok": True, "channel": sent["channel"], "ts": f"1764927000.{self.posted:06d}",
+                         "message": {"type": "message", "text": sent.get("text"), "blocks": sent.get("blocks")}}
+
+
+@contextmanager
+def slack_api(token: str, channels: set[str]) -> Iterator[SlackApi]:
+    state = SlackApi(url="", token=token, channels=channels)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            state.requests.append(Received(self.path, dict(self.headers.items()), body))
+            status, extra, answer = state.answer(self.path, self.headers.get("Authorization"), body)
+            data = json.dumps(answer).encode()
+            self.send_response(status)
+            for name, value in {"Content-Type": "application/json; charset=utf-8", **extra}.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/api"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

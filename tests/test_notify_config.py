@@ -123,5 +123,7 @@ def test_the_readme_example_is_a_valid_file() -> None:
     section = readme.split("## Notifications", 1)[1]
     example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
     parsed = parse_notify_file(example, "README")
-    assert sorted(parsed.channels) == ["alarms", "finops-slack", "finops-teams", "ops-hook", "owners"]
-    assert sorted(c.type for c in parsed.channels.values()) == ["email", "slack", "sns", "teams", "webhook"]
+    assert sorted(parsed.channels) == ["alarms", "finops-slack", "finops-slack-bot", "finops-teams", "ops-hook",
+                                       "owners"]
+    assert sorted(c.type for c in parsed.channels.values()) == ["email", "slack", "slack", "sns", "teams", "webhook"]
+    assert parsed.channels["finops-slack-bot"].secret_refs() == {"bot_token": "env:RECLAIM_SLACK_BOT_TOKEN"}

@@ -24,11 +24,15 @@ from domain.notifications import DeliveryResult, DeliveryStatus, Notification
 
 
 class ChannelError(Exception):
-    """A send that failed. `retryable`: worth another attempt (5xx, 429, connection); else not (4xx)."""
+    """A send that failed. `retryable`: worth another attempt (5xx, 429, connection); else not (4xx).
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    `retry_after`: seconds the receiver asked us to wait (a 429's Retry-After), for the next attempt.
+    """
+
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.retry_after = retry_after
 
 
 class Secrets:
@@ -52,7 +56,8 @@ class Secrets:
 Sender = Callable[[Notification, Any, Secrets], Awaitable[DeliveryResult]]
 
 _REGISTRY: dict[str, Sender] = {}
-_SUPPORT = frozenset({"base", "config", "delivery", "links", "metrics", "ratelimit", "render", "signature"})
+_SUPPORT = frozenset({"base", "config", "delivery", "links", "metrics", "ratelimit", "render", "signature",
+                      "slackapi"})
 
 
 def register(channel_type: str) -> Callable[[Sender], Sender]:
@@ -75,18 +80,43 @@ def registry() -> dict[str, Sender]:
 
 
 def result(notification: Notification, config: Any, started: float, detail: str,
-           status: DeliveryStatus = DeliveryStatus.SENT) -> DeliveryResult:
+           status: DeliveryStatus = DeliveryStatus.SENT, receipt: Mapping[str, str] | None = None) -> DeliveryResult:
     """The outcome of one send; `channel` is filled in by the delivery activity."""
     return DeliveryResult(channel="", channel_type=config.type, dedup_key=notification.dedup_key, status=status,
-                          detail=detail, latency_ms=round((time.monotonic() - started) * 1000, 1))
+                          detail=detail, latency_ms=round((time.monotonic() - started) * 1000, 1),
+                          receipt=dict(receipt or {}))
 
 
 def _retryable_status(status: int) -> bool:
     return status >= 500 or status in (408, 425, 429)
 
 
+def retry_after(response: httpx.Response) -> float | None:
+    """A Retry-After in seconds (Slack and most APIs send seconds; an HTTP date is not honoured)."""
+    try:
+        seconds = float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < 3600 else None
+
+
+def refused(host: str, response: httpx.Response) -> ChannelError:
+    """The error for a non-2xx answer: retryable for 5xx, 408, 425 and 429 (after its Retry-After)."""
+    return ChannelError(f"{host} answered HTTP {response.status_code}",
+                        retryable=_retryable_status(response.status_code),
+                        retry_after=retry_after(response) if response.status_code == 429 else None)
+
+
 async def post_json(url: str, body: bytes, *, timeout: float, headers: Mapping[str, str] | None = None) -> str:
-    """POST a JSON body; a 2xx returns "HTTP <status>", anything else raises `ChannelError`.
+    """POST a JSON body; a 2xx returns "HTTP <status>", anything else raises `ChannelError`."""
+    response = await post(url, body, timeout=timeout, headers=headers)
+    if response.is_success:
+        return f"HTTP {response.status_code}"
+    raise refused(httpx.URL(url).host, response)
+
+
+async def post(url: str, body: bytes, *, timeout: float, headers: Mapping[str, str] | None = None) -> httpx.Response:
+    """POST a JSON body and read the whole answer, whatever its status; unreachable raises `ChannelError`.
 
     Through the transport, not an `httpx.AsyncClient`: the client logs every request's full URL
     at INFO, and a Slack or Teams webhook URL's path is its secret. Errors name the host only.
@@ -104,7 +134,4 @@ async def post_json(url: str, body: bytes, *, timeout: float, headers: Mapping[s
                 await response.aclose()
     except httpx.HTTPError as exc:
         raise ChannelError(f"{host}: {type(exc).__name__}", retryable=True) from None
-    if response.is_success:
-        return f"HTTP {response.status_code}"
-    raise ChannelError(f"{host} answered HTTP {response.status_code}",
-                       retryable=_retryable_status(response.status_code))
+    return response

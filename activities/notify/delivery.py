@@ -6,9 +6,9 @@ remembers the (channel, dedup key) it delivered, so a retried or repeated activi
 returns `duplicate` without posting again.
 
 Errors: a channel that answered 5xx/429 or could not be reached raises a retryable
-`ChannelUnavailable`; one that refused (4xx, SMTP 5xx, SNS validation) a non-retryable
-`ChannelRejected`; an unknown channel or a secret that does not resolve, a non-retryable
-`ChannelMisconfigured`. The caller (the workflow observer) schedules it so that none of these can
+`ChannelUnavailable` (a receiver's Retry-After becomes the next retry's delay); one that refused
+(4xx, SMTP 5xx, SNS validation) a non-retryable `ChannelRejected`; an unknown channel or a secret
+that does not resolve, a non-retryable `ChannelMisconfigured`. The caller (the workflow observer) schedules it so that none of these can
 fail or delay the execution.
 
 Across workers: with a `ledger` (the worker's read model, `store/deliveries.py`) a delivery is
@@ -158,8 +158,9 @@ class NotifyActivities:
                 message = message.replace(value, "***")
             metrics.FAILED.labels(channel, config.type, str(exc.retryable).lower()).inc()
             log.warning("notification %s to %s failed: %s", n.dedup_key, channel, message)
+            wait = timedelta(seconds=exc.retry_after) if exc.retryable and exc.retry_after else None
             raise ApplicationError(f"channel {channel}: {message}", type=UNAVAILABLE if exc.retryable else REJECTED,
-                                   non_retryable=not exc.retryable) from None
+                                   non_retryable=not exc.retryable, next_retry_delay=wait) from None
         finally:
             metrics.LATENCY.labels(channel, config.type).observe(time.monotonic() - started)
         outcome = outcome.model_copy(update={"channel": channel})

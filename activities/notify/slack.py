@@ -1,4 +1,4 @@
-"""Slack: a message through an incoming webhook (its URL is the secret), in Block Kit.
+"""Slack: a message in Block Kit, through an incoming webhook (its URL is the secret) or the chat API.
 
 An approval request (and its reminders) carries Approve and Reject buttons: `action_id`
 `reclaim_approve` / `reclaim_reject`, `value` the execution id; Slack posts the click to the
@@ -9,6 +9,13 @@ which decides and rewrites the message. The message's blocks end with the dedup 
       finops-slack:
         type: slack
         webhook_url: env:RECLAIM_SLACK_WEBHOOK_URL
+      finops-slack-bot:                        # the chat API: chat.postMessage with a bot token
+        type: slack
+        bot_token: env:RECLAIM_SLACK_BOT_TOKEN
+        channel: C0123456789
+
+The chat API answers with the message's channel and `ts`; the delivery result keeps them in its
+`receipt` (an incoming webhook answers only "ok", so there is nothing to keep).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any
 
 from activities.notify import render
 from activities.notify.base import Secrets, post_json, register, result
+from activities.notify.slackapi import post_message
 from activities.notify.webhook import encode
 from domain.notifications import DeliveryResult, Notification, SlackChannel
 
@@ -59,5 +67,10 @@ def message(n: Notification) -> dict[str, Any]:
 @register("slack")
 async def send(n: Notification, config: SlackChannel, secrets: Secrets) -> DeliveryResult:
     started = time.monotonic()
+    if config.bot_token is not None and config.channel is not None:
+        posted = await post_message(config.api_url, secrets.get("bot_token"), config.channel, message(n),
+                                    timeout=config.timeout_seconds)
+        return result(n, config, started, f"chat.postMessage to {posted.channel}, ts {posted.ts}",
+                      receipt={"channel": posted.channel, "ts": posted.ts})
     detail = await post_json(secrets.get("webhook_url"), encode(message(n)), timeout=config.timeout_seconds)
     return result(n, config, started, detail)

@@ -1,6 +1,6 @@
 """No secret in any history or log line: AWS access and secret key, session token, API bearer token,
 the approval signing key, and every notification channel's: the webhook's HMAC key, the Slack and
-Teams incoming-webhook URLs, the SMTP password (and its AUTH encodings), the Slack signing secret
+Teams incoming-webhook URLs, the Slack bot token (chat API), the SMTP password (and its AUTH encodings), the Slack signing secret
 and a Slack response_url.
 
 The worker (`python -m worker`) and the API (`reclaim api`) run as processes at DEBUG
@@ -8,8 +8,8 @@ The worker (`python -m worker`) and the API (`reclaim api`) run as processes at 
 signing key id included: the log masking (runtime/logmask.py) must hide them. Their
 environment holds recognisable fake credentials; executions go
 through the API with a bearer token, including refusals and a rejected token. The worker's
-notify file sends everything to a webhook, Slack, Teams (a local HTTP receiver) and e-mail
-(aiosmtpd, with auth), each secret under an environment name that does not look like one; the
+notify file sends everything to a webhook, Slack, Teams (a local HTTP receiver), Slack's chat API
+(a local Web API checking the bearer token) and e-mail (aiosmtpd, with auth), each secret under an environment name that does not look like one; the
 API answers a signed Slack callback (refused: the user is unknown), its replay and a tampered one.
 Afterwards every workflow history on the task queue (payloads decoded), every
 captured log line, the CLI's output and the read-model database are searched.
@@ -45,11 +45,14 @@ from starter.devserver import free_port, port_open
 from tests.conftest import AwsAccount
 from tests.fault_support import stop_process
 from tests.helpers import ACCOUNT, REGION, eventually
-from tests.notify_support import HttpReceiver, MailBox, smtp_receiver
+from tests.notify_support import HttpReceiver, MailBox, SlackApi, slack_api, smtp_receiver
 from workflows.execution import ExecutionWorkflow
 
 ROOT = Path(__file__).parents[2]
 SMTP_PASSWORD = f"scan-smtp-{uuid.uuid4().hex}"
+# Not xoxb-shaped: the worker must mask it because the notify file names it, not by its look.
+SLACK_BOT_TOKEN = f"scan-slackbot-{uuid.uuid4().hex}"
+SLACK_BOT_CHANNEL = "C0SCANBOT1"
 RECLAIM = str(Path(sys.executable).parent / "reclaim")
 
 
@@ -90,17 +93,24 @@ def mailbox() -> Iterator[tuple[MailBox, int]]:
         yield got
 
 
-def _notify_file(folder: Path, hook_url: str, smtp_port: int) -> Path:
+@pytest.fixture
+def slackbot() -> Iterator[SlackApi]:
+    with slack_api(SLACK_BOT_TOKEN, {SLACK_BOT_CHANNEL}) as api:
+        yield api
+
+
+def _notify_file(folder: Path, hook_url: str, smtp_port: int, slack_api_url: str) -> Path:
     path = folder / "notify.yaml"
     path.write_text(f"""
 channels:
   hook: {{type: webhook, url: "{hook_url}", secret: env:T_SCAN_HOOK}}
   slack: {{type: slack, webhook_url: env:T_SCAN_SLACK}}
   teams: {{type: teams, webhook_url: env:T_SCAN_TEAMS}}
+  slackbot: {{type: slack, bot_token: env:T_SCAN_BOT, channel: {SLACK_BOT_CHANNEL}, api_url: "{slack_api_url}"}}
   mail: {{type: email, host: 127.0.0.1, port: {smtp_port}, starttls: false, username: reclaim,
          password: env:T_SCAN_SMTP, sender: reclaim@example.com, to: [finops@example.com]}}
 rules:
-  - channels: [hook, slack, teams, mail]
+  - channels: [hook, slack, teams, slackbot, mail]
 """)
     return path
 
@@ -121,6 +131,7 @@ def _rec(n: str, kind: str, resource: str, **params: Any) -> dict[str, Any]:
 @pytest.mark.timeout(240)
 async def test_no_secret_reaches_a_history_a_log_line_or_the_store(
     client: Client, aws: AwsAccount, tmp_path: Path, receiver: HttpReceiver, mailbox: tuple[MailBox, int],
+    slackbot: SlackApi,
 ) -> None:
     marker = uuid.uuid4().hex
     secrets = {
@@ -132,6 +143,7 @@ async def test_no_secret_reaches_a_history_a_log_line_or_the_store(
         "webhook HMAC secret": f"scan-hmac-{marker}",
         "Slack webhook URL's secret path": f"slackpath{marker}",
         "Teams webhook URL's secret path": f"teamspath{marker}",
+        "Slack bot token": SLACK_BOT_TOKEN,
         "SMTP password": SMTP_PASSWORD,
         "SMTP AUTH PLAIN": base64.b64encode(b"\0reclaim\0" + SMTP_PASSWORD.encode()).decode(),
         "SMTP AUTH LOGIN": base64.b64encode(SMTP_PASSWORD.encode()).decode(),
@@ -157,9 +169,9 @@ async def test_no_secret_reaches_a_history_a_log_line_or_the_store(
         AWS_SESSION_TOKEN=secrets["AWS session token"], AWS_ENDPOINT_URL=aws.endpoint,
         TEMPORAL_ADDRESS=client.service_client.config.target_host, RECLAIM_TASK_QUEUE=task_queue,
         DATABASE_URL=f"sqlite:///{database}",
-        RECLAIM_NOTIFY_FILE=str(_notify_file(tmp_path, f"{receiver.url}/hook", smtp_port)),
+        RECLAIM_NOTIFY_FILE=str(_notify_file(tmp_path, f"{receiver.url}/hook", smtp_port, slackbot.url)),
         T_SCAN_HOOK=secrets["webhook HMAC secret"], T_SCAN_SLACK=receiver.url + slack_path,
-        T_SCAN_TEAMS=receiver.url + teams_path, T_SCAN_SMTP=SMTP_PASSWORD,
+        T_SCAN_TEAMS=receiver.url + teams_path, T_SCAN_SMTP=SMTP_PASSWORD, T_SCAN_BOT=SLACK_BOT_TOKEN,
         RECLAIM_SLACK_SIGNING_SECRET=secrets["Slack signing secret"],
         RECLAIM_API_TOKENS=json.dumps({"tokens": [
             {"subject": "ci", "role": "admin", "customers": ["*"], "token": secrets["API bearer token"]},
@@ -230,6 +242,7 @@ async def test_no_secret_reaches_a_history_a_log_line_or_the_store(
         deadline = time.monotonic() + 60
         while (sum(told in r.body.decode() for r in receiver.requests) < 3
                or not any(m.message["X-Reclaim-Delivery"] == told for m in box.mails)
+               or not any(told in r.body.decode() for r in slackbot.requests)
                or not any(r.path == response_path for r in receiver.requests)):
             assert time.monotonic() < deadline, [r.path for r in receiver.requests]
             await asyncio.sleep(0.2)
@@ -259,6 +272,11 @@ async def test_no_secret_reaches_a_history_a_log_line_or_the_store(
     hook = next(r for r in receiver.requests if r.path == "/hook")
     assert verify_signature(secrets["webhook HMAC secret"], hook.headers[HEADER], hook.body, time.time())
     assert any(m.message["X-Reclaim-Delivery"] == f"{ids[1]}:approval_requested:0" for m in box.mails)
+    # the local Slack Web API posted only with the right bearer token; the delivery result's receipt
+    # (Slack's channel and ts) is in the history, the token is not
+    assert slackbot.posted >= 3 and all(r.headers["Authorization"] == f"Bearer {SLACK_BOT_TOKEN}"
+                                        for r in slackbot.requests)
+    assert f'"channel":"{SLACK_BOT_CHANNEL}","ts":"1764927000.' in histories[ids[1]]
     refusal = next(r for r in receiver.requests if r.path == response_path)
     assert b"not in the identities file" in refusal.body
     assert "deliver_notification" in histories[ids[1]] and "Slack callback refused" in texts["api log"]
