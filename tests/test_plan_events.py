@@ -10,19 +10,32 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
+from hypothesis import given
+from hypothesis import strategies as st
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from activities.aws import SessionFactory
 from activities.faults import FaultInjector, FaultRule
 from activities.notify.delivery import NotifyActivities
 from activities.notify.links import LinkBase
-from domain.plan import PLAN_TERMINAL, PlanControl, PlanDecision, PlanSpec, PlanStatus
+from domain.notifications import NotificationEvent, Severity
+from domain.plan import (
+    PLAN_TERMINAL,
+    PlanControl,
+    PlanDecision,
+    PlanSpec,
+    PlanStatus,
+    PlanView,
+    RateControl,
+    Strategy,
+)
+from domain.plan_events import FINISHED_SEVERITY, plan_notification
 from domain.policy import Role
 from starter.plans import Plans
 from store.repository import Store
@@ -178,3 +191,23 @@ async def test_a_pause_at_the_threshold_is_told_and_a_dead_channel_does_not_hold
         await asyncio.sleep(0.2)
     assert "503" in pending[0].last_failure.message
     await handle.terminate("test done: the dead channel's deliveries would retry for 2 minutes")
+
+
+@given(counts=st.dictionaries(st.text(min_size=1, max_size=40), st.integers(min_value=0, max_value=10_000),
+                              max_size=200),
+       status=st.sampled_from(list(PlanStatus)), reason=st.text(max_size=5000))
+def test_a_plans_notification_always_fits_and_ranks_its_end(counts: dict[str, int], status: PlanStatus,
+                                                          reason: str) -> None:
+    now = datetime(2026, 12, 5, 18, 0, tzinfo=UTC)
+    view = PlanView(plan_id="p-1", customer_ids=["acme", "globex"], requested_by="alice", strategy=Strategy.PARALLEL,
+                    rate=RateControl(), total=sum(counts.values()), waves=[], counts=counts, status=status,
+                    reason=reason, started_at=now, updated_at=now)
+    finished = plan_notification(view, NotificationEvent.PLAN_FINISHED, 2, now)
+    assert finished.dedup_key == "p-1:plan_finished:2" and finished.customer_id is None  # several customers
+    assert finished.severity is FINISHED_SEVERITY.get(status, Severity.INFO)
+    assert finished.reason is not None and len(finished.reason) <= 4000
+    paused = plan_notification(view, NotificationEvent.PLAN_PAUSED, 0, now)
+    assert paused.severity is Severity.WARNING and paused.verified_monthly_savings is None
+    filled = LINKS.fill(finished)
+    assert filled.links.report == "https://reclaim.example.com/api/v1/plans/p-1/report?format=md"
+    assert LINKS.fill(paused).links.report is None and LINKS.fill(paused).links.approval_page is None
