@@ -534,6 +534,9 @@ class PlanInput(StrictModel):
                     "submit); an account not named here gets `policy`.")
     view: PlanView
     cursor: PlanCursor | None = None
+    check_accounts: bool = Field(
+        default=False, description="Ask the worker's accounts file before items start and hold the refused "
+                                   "(set when the submitter has an accounts file, as the edge checks one).")
     told: dict[str, int] = Field(default_factory=dict,
                                  description="Notifications sent per event so far (the n of the next dedup key).")
     history_limit: int = Field(default=10_000, ge=100,

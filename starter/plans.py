@@ -138,6 +138,7 @@ class Plans:
         plan = PlanInput(options=spec.options.model_copy(update={"dry_run": spec.dry_run}),
                          policy=policy or Policy(), view=view)
         plan.account_policies = account_policies(accounts, plan.policy, recs)
+        plan.check_accounts = accounts is not None
         if history_limit is not None:
             plan.history_limit = history_limit
         with contextlib.suppress(WorkflowAlreadyStartedError):  # an earlier attempt of this submission started it

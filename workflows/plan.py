@@ -83,7 +83,7 @@ class PlanWorkflow:
         self._telling = PlanTelling(self._ledger, plan)
         self._controls = PlanControls(self._ledger, plan, self._telling)
         self._items = PlanItems(self._ledger, plan, lambda: self._controls.abort is not None)
-        self._holds = PlanHolds(self._ledger)
+        self._holds = PlanHolds(self._ledger, plan)
 
     # ---- run ---------------------------------------------------------------------------
 

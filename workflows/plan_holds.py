@@ -1,7 +1,8 @@
 """Items a running plan holds because the worker's accounts file refuses their account now.
 
 The file is checked at submit; a plan runs for hours, and an account may be disabled
-meanwhile (the kill switch). Since PLAN_TELLS_AND_HOLDS the plan asks once per batch of
+meanwhile (the kill switch). Since PLAN_TELLS_AND_HOLDS a plan submitted with an accounts file
+(`PlanInput.check_accounts`; without one nothing is checked, at the edge or here) asks once per batch of
 items about to start (`check_plan_accounts`, an ordinary activity on the records queue) and
 holds the refused ones: not started, counted HELD, listed per account with the reason in
 the plan's view. A held item takes no slot and never counts as failed, so the rest of the
@@ -27,7 +28,16 @@ with workflow.unsafe.imports_passed_through():
     from activities.account_checks import AccountCheckActivities
     from activities.plans import PlanActivities
     from domain.accounts import AccountQuestion, AccountsAnswer, AccountsAsked
-    from domain.plan import HeldAccount, ItemPage, ItemResult, ItemState, PlanItem, WaveProgress, hold_expired
+    from domain.plan import (
+        HeldAccount,
+        ItemPage,
+        ItemResult,
+        ItemState,
+        PlanInput,
+        PlanItem,
+        WaveProgress,
+        hold_expired,
+    )
     from workflows.options import RECORD_RETRY, STORE_TIMEOUT
     from workflows.plan_ledger import PlanLedger
 
@@ -35,10 +45,11 @@ HELD = ItemState.HELD.value
 
 
 class PlanHolds:
-    def __init__(self, ledger: PlanLedger) -> None:
+    def __init__(self, ledger: PlanLedger, plan: PlanInput) -> None:
         self._ledger = ledger
+        self._wanted = plan.check_accounts
         self.on = False
-        """Decided in the plan's first activation (PLAN_TELLS_AND_HOLDS)."""
+        """Decided in the plan's first activation (PLAN_TELLS_AND_HOLDS) and asked for by the submitter."""
         self._items: dict[int, PlanItem] = {}
         """Held items this run has seen (after continue-as-new, loaded again when first asked)."""
         self._ready: list[int] = []
@@ -67,7 +78,7 @@ class PlanHolds:
     async def refusals(self, items: list[PlanItem]) -> dict[int, str]:
         """Position -> why the accounts file refuses that item now; one activity for the batch."""
         questions = [AccountQuestion.of(i.position, i.recommendation) for i in items if i.recommendation is not None]
-        if not self.on or not questions:
+        if not self.on or not self._wanted or not questions:
             return {}
         return (await self._ask(questions)).refused
 
@@ -87,7 +98,7 @@ class PlanHolds:
 
     def take_ready(self, n: int) -> list[PlanItem]:
         """Up to `n` released items, no longer held (their count moves when they start)."""
-        taken, self._ready = self._ready[:n], self._ready[n:]
+        taken, self._ready = [p for p in self._ready[:n] if p in self._items], self._ready[n:]
         view = self._ledger.view
         for held in view.held:
             held.positions = [p for p in held.positions if p not in taken]
@@ -111,11 +122,13 @@ class PlanHolds:
             )
             self._items.update({i.position: i for i in loaded})
         questions = [AccountQuestion.of(p, rec) for p in waiting
-                     if (rec := self._items[p].recommendation) is not None]
+                     if p in self._items and (rec := self._items[p].recommendation) is not None]
         refused = (await self._ask(questions)).refused if questions else {}
         now, bound = workflow.now(), view.rate.pause_timeout
         for held in list(view.held):
-            still = {p: refused[p] for p in held.positions if p in refused}
+            # An item the store no longer returns stays held until the bound: never started unchecked.
+            still = {p: refused.get(p, held.reason) for p in held.positions
+                     if p in refused or (p not in self._items and p not in self._ready)}
             if not still:
                 if any(p not in self._ready for p in held.positions):
                     ledger.event(f"account {held.account_id} is allowed again: its {len(held.positions)} "
