@@ -17,8 +17,9 @@ from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxRestrictions
 
+from activities.account_checks import AccountCheckActivities
 from activities.accounts import AccountsSource
-from activities.aws import SessionFactory
+from activities.aws import AccountsLookup, SessionFactory
 from activities.execution import ExecutionActivities
 from activities.imports import ImportActivities
 from activities.notify.delivery import NotifyActivities
@@ -102,9 +103,12 @@ def build_worker(
     executor: ThreadPoolExecutor | None = None,
     notify: NotifyActivities | None = None,
     windows: WindowActivities | None = None,
+    accounts: AccountsLookup | None = None,
 ) -> ReclaimWorker:
     """`notify`: the notify file's channels and rules (none: nobody is told, executions go on);
-    `windows`: the change windows and freezes (none: a change starts once approved)."""
+    `windows`: the change windows and freezes (none: a change starts once approved);
+    `accounts`: the accounts file as it is now, which running plans check before starting items
+    (none: every account is allowed)."""
     execution = ExecutionActivities(sessions)
     records = RecordActivities(store)
     plans = PlanActivities(store)
@@ -115,6 +119,7 @@ def build_worker(
         notify.ledger = store.deliveries
     windows = windows or WindowActivities(sessions=sessions)
     watch = WatchActivities(sessions)
+    account_checks = AccountCheckActivities(accounts)
     main = Worker(
         client,
         task_queue=task_queue,
@@ -133,7 +138,9 @@ def build_worker(
     writer = Worker(
         client,
         task_queue=records_task_queue(task_queue),
-        activities=[records.record_execution, *plans.all(), notify.deliver],
+        # Plans route their notifications here as ordinary activities (a plan runs no local activity)
+        # and check their items' accounts here: neither needs AWS, neither may take its slots.
+        activities=[records.record_execution, *plans.all(), notify.deliver, notify.route, *account_checks.all()],
         max_concurrent_activities=RECORD_SLOTS,
         interceptors=interceptors,
     )
@@ -188,7 +195,8 @@ async def _serve(settings: Settings, stop: asyncio.Event, notify: NotifyActiviti
     windows = WindowActivities(settings.windows_file, sessions=sessions)  # SSM windows read through the accounts' roles
     worker = build_worker(client, task_queue=settings.task_queue, sessions=sessions, store=store,
                           max_concurrent_activities=settings.max_concurrent_activities,
-                          max_cached_workflows=settings.max_cached_workflows, notify=notify, windows=windows)
+                          max_cached_workflows=settings.max_cached_workflows, notify=notify, windows=windows,
+                          accounts=accounts)
     try:
         async with worker:
             logging.getLogger("reclaim").info("worker polling task queue %s", settings.task_queue)

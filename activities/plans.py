@@ -47,7 +47,8 @@ class PlanActivities:
     @activity.defn(name="load_plan_items")
     @store_call
     async def load_plan_items(self, page: ItemPage) -> list[PlanItem]:
-        return await self.store.plans.page(page.plan_id, page.wave, page.offset, page.limit, page.approved_only)
+        return await self.store.plans.page(page.plan_id, page.wave, page.offset, page.limit, page.approved_only,
+                                           page.positions)
 
     @activity.defn(name="record_plan_items")
     @store_call

@@ -40,6 +40,33 @@ RoleArn = Annotated[str, Field(
 _ARN_ACCOUNT = re.compile(r"^arn:aws[a-z-]*:iam::([0-9]{12}):role/")
 
 
+class AccountQuestion(StrictModel):
+    """One plan item about to start, as the accounts file judges it (no recommendation payload)."""
+
+    position: int
+    account_id: str
+    customer_id: str
+    region: str
+    kind: str
+
+    @classmethod
+    def of(cls, position: int, rec: Recommendation) -> AccountQuestion:
+        return cls(position=position, account_id=rec.account_id, customer_id=rec.customer_id, region=rec.region,
+                   kind=rec.kind)
+
+
+class AccountsAsked(StrictModel):
+    """The input of `check_plan_accounts`: a batch of items a plan is about to start (or holds)."""
+
+    items: list[AccountQuestion] = Field(default_factory=list)
+
+
+class AccountsAnswer(StrictModel):
+    """Its output: the items the worker's accounts file refuses now, with the reason (the rest may start)."""
+
+    refused: dict[int, str] = Field(default_factory=dict)
+
+
 class PolicyOverrides(StrictModel):
     """What an account changes of the deployment's policy (`domain.policy.Policy`); unset: unchanged."""
 
@@ -109,7 +136,7 @@ class AccountsFile(StrictModel):
                               f"the role is in account {match.group(1)}, not in {account.id}"))
         return found
 
-    def refusal(self, rec: Recommendation) -> str | None:
+    def refusal(self, rec: Recommendation | AccountQuestion) -> str | None:
         """Why no new execution of `rec` may start under this file, or None."""
         account = self.get(rec.account_id)
         if account is None:
@@ -128,6 +155,10 @@ class AccountsFile(StrictModel):
         if kinds is not None and rec.kind not in kinds:
             return f"{rec.kind} is not allowed in account {account.id} (allowed: {', '.join(kinds) or 'none'})"
         return None
+
+    def refusals(self, questions: list[AccountQuestion]) -> dict[int, str]:
+        """Position -> why the file refuses that item now; an item it allows is not named."""
+        return {q.position: why for q in questions if (why := self.refusal(q)) is not None}
 
     def policy_for(self, account_id: str, policy: Policy) -> Policy:
         """`policy` with the account's overrides applied (unchanged for an account not listed)."""

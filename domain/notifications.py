@@ -88,6 +88,7 @@ class Subject(StrEnum):
 class Links(StrictModel):
     web_ui: str | None = Field(default=None, description="The workflow in the Temporal Web UI.")
     approval_page: str | None = Field(default=None, description="Where a person approves or rejects it.")
+    report: str | None = Field(default=None, description="A finished plan's report (Markdown).")
 
 
 class Notification(StrictModel):

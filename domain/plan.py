@@ -105,6 +105,10 @@ class RateControl(StrictModel):
                                      description="A paused plan nobody resumes is aborted after this.")
     approval_timeout: timedelta = Field(default=timedelta(hours=24), gt=timedelta(0),
                                         description="How long an approved-dry-run plan waits for its approval.")
+    hold_recheck: timedelta = Field(
+        default=timedelta(seconds=60), gt=timedelta(0),
+        description="How often items held for their account (disabled in the accounts file) are checked "
+                    "again; an account held for pause_timeout has its held items SKIPPED.")
 
     def concurrency(self, wave_size: int) -> int:
         return max(1, self.max_concurrency.of(wave_size))
@@ -113,6 +117,11 @@ class RateControl(StrictModel):
         if self.error_threshold is None:
             return None
         return max(1, self.error_threshold.of(plan_size))
+
+
+def hold_expired(since: datetime, now: datetime, bound: timedelta) -> bool:
+    """An account held this long has its held items SKIPPED: a hold is bounded like a pause."""
+    return now - since >= bound
 
 
 def ramp_limit(limit: int, ramp_up: bool, succeeded_in_wave: int) -> int:
@@ -314,6 +323,9 @@ class ItemState(StrEnum):
     """The recommendation already has an execution of its own."""
     REFUSED = "REFUSED"
     """Policy refused it (protected, production, cooldown, busy, drifted): an answer, not a failure."""
+    HELD = "HELD"
+    """Not started: the worker's accounts file refuses its account now (disabled, say); it starts
+    once the account is allowed again, or ends SKIPPED after the plan's pause_timeout."""
 
 
 class Outcome(StrEnum):
@@ -444,6 +456,16 @@ class WaveProgress(StrictModel):
     finished_at: datetime | None = None
 
 
+class HeldAccount(StrictModel):
+    """Items of one account the running plan holds: the worker's accounts file refuses the account now."""
+
+    account_id: str
+    reason: str = Field(description="The accounts file's refusal, as the worker read it last.")
+    since: datetime = Field(description="When the plan first held an item of this account (the hold's bound "
+                                        "counts from here).")
+    positions: list[int] = Field(default_factory=list, description="The held items' positions in the plan.")
+
+
 class PlanDecision(SignedDecision):
     """Approval (or rejection) of a dry-run report as a whole, or of a subset of it."""
 
@@ -490,6 +512,8 @@ class PlanView(StrictModel):
     not_approved: int = Field(default=0, description="Items left out of the approved dry run.")
     manual: list[ManualProgress] = Field(default_factory=list,
                                          description="Manual items: instructions, who may answer, the answer.")
+    held: list[HeldAccount] = Field(default_factory=list,
+                                    description="Accounts whose items wait: the accounts file refuses them now.")
     events: list[PlanEvent] = Field(default_factory=list)
     started_at: datetime
     updated_at: datetime
@@ -504,10 +528,23 @@ class PlanInput(StrictModel):
 
     options: ExecutionOptions
     policy: Policy = Field(default_factory=Policy)
+    account_policies: dict[str, Policy] = Field(
+        default_factory=dict,
+        description="Account id -> the policy with that account's overrides applied (the accounts file at "
+                    "submit); an account not named here gets `policy`.")
     view: PlanView
     cursor: PlanCursor | None = None
+    check_accounts: bool = Field(
+        default=False, description="Ask the worker's accounts file before items start and hold the refused "
+                                   "(set when the submitter has an accounts file, as the edge checks one).")
+    told: dict[str, int] = Field(default_factory=dict,
+                                 description="Notifications sent per event so far (the n of the next dedup key).")
     history_limit: int = Field(default=10_000, ge=100,
                                description="Continue as new past this many history events (tests lower it).")
+
+    def policy_for(self, account_id: str) -> Policy:
+        """The policy an item in `account_id` runs under."""
+        return self.account_policies.get(account_id, self.policy)
 
 
 class PlanCursor(StrictModel):
@@ -526,6 +563,8 @@ class ItemPage(StrictModel):
     offset: int
     limit: int
     approved_only: bool = False
+    positions: list[int] | None = Field(default=None, description="Exactly these items (held ones released), "
+                                                                  "instead of the wave's page at offset.")
 
 
 PlanInput.model_rebuild()

@@ -16,6 +16,7 @@ from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.markdown import Markdown
 from rich.table import Table
+from rich.text import Text
 
 from domain.manual import AWAITING_CONFIRMATION, ManualDecision
 from domain.plan import (
@@ -357,11 +358,15 @@ def list_plans(
 
 
 def progress_table(view: PlanView) -> RenderableType:
-    """Counts per wave, then every waiting manual item with its instructions."""
+    """Counts per wave, then the accounts whose items are held, then every waiting manual item
+    with its instructions."""
     waiting = [m for m in view.manual if m.status == AWAITING_CONFIRMATION]
-    if not waiting:
+    if not waiting and not view.held:
         return _waves_table(view)
     parts: list[RenderableType] = [_waves_table(view)]
+    for held in view.held:
+        parts.append(Text(f"account {held.account_id}: {len(held.positions)} items held since "
+                          f"{held.since:%Y-%m-%d %H:%M:%S} UTC: {held.reason}"))
     for step in waiting:
         deadline = f", by {step.deadline:%Y-%m-%d %H:%M:%S} UTC" if step.deadline else ""
         parts.append(f"[bold]manual item {step.id}[/bold] waits for {step.role.value}{deadline}: "
@@ -371,7 +376,7 @@ def progress_table(view: PlanView) -> RenderableType:
 
 
 def _waves_table(view: PlanView) -> Table:
-    unsettled = ("RUNNING", *WAITING_FOR_PEOPLE)
+    unsettled = ("RUNNING", "HELD", *WAITING_FOR_PEOPLE)
     title = (f"plan {view.plan_id}  [bold]{view.status.value}[/bold]  {view.phase}  "
              f"{sum(n for s, n in view.counts.items() if s not in unsettled)}/{view.total + view.not_approved} "
              f"settled, {view.running} running" + (f" ({view.awaiting_person} awaiting approval)"

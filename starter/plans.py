@@ -18,6 +18,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.aws import AccountsLookup
+from domain.accounts import AccountsFile
 from domain.manual import ManualDecision, ManualProgress, ManualStep
 from domain.plan import (
     PLAN_TERMINAL,
@@ -59,6 +60,16 @@ PLAN_SETTLED = PLAN_TERMINAL | {PlanStatus.AWAITING_APPROVAL, PlanStatus.PAUSED}
 QUERY_TIMEOUT = timedelta(seconds=5)
 
 
+def account_policies(accounts: AccountsFile | None, policy: Policy, recs: list[Recommendation]) -> dict[str, Policy]:
+    """Each account of the plan whose overrides change `policy`, with its own policy: a plan item
+    runs under its account's policy, as a direct execution does (applied at submit, in the input,
+    so the history shows what was applied)."""
+    if accounts is None:
+        return {}
+    return {account: own for account in sorted({r.account_id for r in recs})
+            if (own := accounts.policy_for(account, policy)) != policy}
+
+
 class Plans:
     def __init__(self, client: Client, task_queue: str, store: Store, *, accounts: AccountsLookup | None = None,
                  signer: ApprovalSigner | None = None) -> None:
@@ -97,7 +108,7 @@ class Plans:
         recs = recommendations if recommendations is not None else await self.resolve(spec)
         accounts = accounts_now(self.accounts)
         refused = [f"{rec.id}: {why}" for rec in recs if accounts and (why := accounts.refusal(rec))]
-        if refused:  # refused whole, before anything is stored or started (the plan carries one policy)
+        if refused:  # refused whole, before anything is stored or started
             raise AccountRefused(f"{len(refused)} of the plan's items are refused by the accounts file: "
                                  + "; ".join(refused[:5]) + ("; ..." if len(refused) > 5 else ""))
         try:
@@ -126,6 +137,8 @@ class Plans:
             raise ReclaimError(f"plan {plan_id} already exists") from None
         plan = PlanInput(options=spec.options.model_copy(update={"dry_run": spec.dry_run}),
                          policy=policy or Policy(), view=view)
+        plan.account_policies = account_policies(accounts, plan.policy, recs)
+        plan.check_accounts = accounts is not None
         if history_limit is not None:
             plan.history_limit = history_limit
         with contextlib.suppress(WorkflowAlreadyStartedError):  # an earlier attempt of this submission started it

@@ -64,7 +64,8 @@ async def embedded_stack(
         worker = build_worker(client, task_queue=settings.task_queue, sessions=sessions, store=store,
                               max_concurrent_activities=settings.max_concurrent_activities,
                               max_cached_workflows=settings.max_cached_workflows, notify=notify,
-                              windows=WindowActivities(settings.windows_file, sessions=sessions))
+                              windows=WindowActivities(settings.windows_file, sessions=sessions),
+                              accounts=settings.accounts())
         try:
             async with contextlib.AsyncExitStack() as running:
                 if codec is not None:

@@ -96,14 +96,18 @@ class PlanRecords:
                  if allowed is None or set(r.customer_ids.split(",")) <= allowed]
         return views[:limit]
 
-    async def page(self, plan_id: str, wave: int, offset: int, limit: int, approved_only: bool) -> list[PlanItem]:
+    async def page(self, plan_id: str, wave: int, offset: int, limit: int, approved_only: bool,
+                   positions: Collection[int] | None = None) -> list[PlanItem]:
+        """A wave's items from `offset`, or (`positions`) exactly those items, in the wave's order."""
         query = (
             select(PlanItemRow.position, PlanItemRow.wave, PlanItemRow.payload, PlanItemRow.observed)
             .where(PlanItemRow.plan_id == plan_id, PlanItemRow.wave == wave)
             .order_by(PlanItemRow.wave_position)
-            .offset(offset)
-            .limit(limit)
         )
+        if positions is not None:
+            query = query.where(PlanItemRow.position.in_(list(positions)))
+        else:
+            query = query.offset(offset).limit(limit)
         if approved_only:
             query = query.where(PlanItemRow.approved.is_(True))
         async with self._engine.connect() as conn:

@@ -49,6 +49,8 @@ def test_every_path_is_recorded() -> None:
                                          "rightsize_watched_then_window_closed"}} <= names
     assert {f"v9/{p}" for p in paths | {"approval_reminded_then_approved", "undo_failed_alarm_acknowledged",
                                          "drill_launch_waited_then_cleaned_up"}} <= names
+    assert {"v9/plan_told_dry_run_approved_finished", "v9/plan_told_threshold_paused_resumed_finished",
+            "v9/plan_held_account_then_released"} <= names
     assert "v3/demo_rightsize_flaky_nondeterministic" in names
 
 
@@ -201,3 +203,26 @@ def test_manual_items_ask_their_patch_where_the_first_one_is_met() -> None:
     assert signals.count("confirm") == 1 and signals.count("fail") == 1
     assert any(e["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED" for e in events)
     assert any(e["eventType"] == "EVENT_TYPE_TIMER_FIRED" for e in events)
+
+
+def _activities(path: Path) -> list[str]:
+    return [e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
+            for e in json.loads(path.read_text())["events"] if "activityTaskScheduledEventAttributes" in e]
+
+
+def test_plans_that_tell_and_hold_decide_their_patch_in_their_first_workflow_task() -> None:
+    """v9 plans: the patch's marker in the first task; their notifications routed and delivered by
+    ordinary activities (a plan records no local-activity marker); held items checked in batches."""
+    for path in sorted((ROOT / "v9").glob("plan_*.json")):
+        markers = _patch_markers(path)
+        assert markers[0] == (1, versions.PLAN_TELLS_AND_HOLDS), f"{_name(path)}: {markers}"
+        assert all(p != versions.PLAN_TELLS_AND_HOLDS for _, p in markers[1:])
+        text = path.read_text()
+        assert '"core_local_activity"' not in text, _name(path)
+    told = _activities(ROOT / "v9" / "plan_told_dry_run_approved_finished.json")
+    assert told.count("route_notification") == 2 and told.count("deliver_notification") == 2
+    paused = _decoded(ROOT / "v9" / "plan_told_threshold_paused_resumed_finished.json")
+    assert "plan_paused" in paused and "plan_finished" in paused
+    held = ROOT / "v9" / "plan_held_account_then_released.json"
+    assert _activities(held).count("check_plan_accounts") >= 4
+    assert "is disabled in the accounts file" in _decoded(held)

@@ -1,9 +1,11 @@
 """Telling people from a workflow: route by the worker's rules, then deliver per channel.
 
-Shared by the execution's Notifier and the rollback alarm. Which channels is asked
-by a local activity (the notify file lives on the worker); each delivery is an
-activity on the records queue, so a wedged channel never takes a slot AWS work
-needs. It never raises: a channel that refuses or is down fails its own delivery,
+Shared by the execution's Notifier, the rollback alarm and the plan. Which channels is asked
+by an activity on the worker (the notify file lives there): a local one for executions and the
+alarm (`tell`), an ordinary one on the records queue for a plan (`tell_durably`: a plan runs
+no local activity, whose marker could move a lazily asked patch marker into another workflow
+task). Each delivery is an activity on the records queue, so a wedged channel never takes a
+slot AWS work needs. Neither raises: a channel that refuses or is down fails its own delivery,
 visible in the history, after a bounded number of tries.
 """
 
@@ -35,6 +37,23 @@ async def tell(notification: Notification) -> None:
         )
     except FailureError:
         return  # no rules answered: nobody to tell (the worker logs why)
+    await _deliver(notification, routing)
+
+
+async def tell_durably(notification: Notification) -> None:
+    """`tell` with the routing asked by an ordinary activity on the records queue (retried a bounded time)."""
+    try:
+        routing: Routing = await workflow.execute_activity_method(
+            NotifyActivities.route, notification, task_queue=records_task_queue(workflow.info().task_queue),
+            start_to_close_timeout=ROUTE_TIMEOUT, schedule_to_close_timeout=DELIVERY_DEADLINE,
+            retry_policy=DELIVERY_RETRY,
+        )
+    except FailureError:
+        return  # no worker routed it in time: nobody to tell (its history says why)
+    await _deliver(notification, routing)
+
+
+async def _deliver(notification: Notification, routing: Routing) -> None:
     queue = records_task_queue(workflow.info().task_queue)
     deliveries = [
         workflow.execute_activity_method(

@@ -14,12 +14,18 @@ observed so that drift is refused, never changed silently.
 
 A manual item waits for a person's `confirm` or `fail` (signal or update) or its
 timeout instead of running an execution (`plan_manual.py`).
+
+Since PLAN_TELLS_AND_HOLDS (asked in the first activation) a plan tells people when its dry
+run awaits approval, when it pauses at its error threshold and when it ends
+(`plan_telling.py`), and holds the items of an account the worker's accounts file refuses
+now (`plan_holds.py`). Each item runs under its account's policy (`PlanInput.policy_for`).
 """
 
 from __future__ import annotations
 
 import contextlib
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
@@ -27,6 +33,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 with workflow.unsafe.imports_passed_through():
     from activities.plans import PlanActivities, WaveMark
     from domain.manual import ManualDecision
+    from domain.notifications import NotificationEvent
     from domain.plan import (
         ItemPage,
         ItemSettled,
@@ -48,11 +55,14 @@ with workflow.unsafe.imports_passed_through():
         ramp_limit,
     )
     from workflows import search_attributes as sa
+    from workflows import versions
     from workflows.options import READ_DEADLINE, RECORD_RETRY, STORE_TIMEOUT
     from workflows.outcomes import describe_error, refuse_update
     from workflows.plan_controls import PlanControls
+    from workflows.plan_holds import HELD, PlanHolds
     from workflows.plan_items import PlanItems, approved_only
     from workflows.plan_ledger import PlanLedger
+    from workflows.plan_telling import PlanTelling
 
 PAGE = 100
 FLUSH_AT = 50
@@ -70,13 +80,17 @@ class PlanWorkflow:
         self._input = plan
         self._view = plan.view
         self._ledger = PlanLedger(plan.view, plan.cursor or PlanCursor(wave=0, offset=0))
-        self._controls = PlanControls(self._ledger, plan)
+        self._telling = PlanTelling(self._ledger, plan)
+        self._controls = PlanControls(self._ledger, plan, self._telling)
         self._items = PlanItems(self._ledger, plan, lambda: self._controls.abort is not None)
+        self._holds = PlanHolds(self._ledger, plan)
 
     # ---- run ---------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, plan: PlanInput) -> PlanView:
+        # Decided here, in the first activation: a plan tells and holds for its whole run, or never.
+        self._telling.on = self._holds.on = workflow.patched(versions.PLAN_TELLS_AND_HOLDS)
         customers = self._view.customer_ids
         attributes = [sa.EXECUTION_STATUS.value_set(self._view.status.value)]
         if len(customers) == 1:
@@ -107,6 +121,8 @@ class PlanWorkflow:
                     start_to_close_timeout=STORE_TIMEOUT, schedule_to_close_timeout=READ_DEADLINE,
                     retry_policy=RECORD_RETRY, task_queue=self._ledger.store_queue,
                 )
+            self._telling.tell(NotificationEvent.PLAN_FINISHED)
+            await self._telling.drain()
             raise ApplicationError(reason, type="PlanFailed", non_retryable=True) from None
         return await self._finish()
 
@@ -122,6 +138,8 @@ class PlanWorkflow:
                                        failed_waves=ledger.cursor.failed_waves, phase_done=ledger.cursor.phase_done)
         abort = self._controls.abort
         if abort is not None:
+            if ledger.cursor.wave < len(waves):
+                self._holds.drop(waves[ledger.cursor.wave])
             for wave in waves[ledger.cursor.wave:]:
                 if wave.state in (WaveState.PENDING, WaveState.WAITING, WaveState.RUNNING):
                     await self._close_wave(wave, ItemState.NOT_STARTED, f"plan aborted: {abort.reason}")
@@ -162,19 +180,22 @@ class PlanWorkflow:
     async def _drive(self, wave: WaveProgress, spec: WavePlan) -> None:
         """Start items while the rate control allows; return when the wave is done."""
         buffer: list[PlanItem] = []
-        ledger, controls, unsettled = self._ledger, self._controls, self._items.unsettled
+        ledger, controls, unsettled, holds = self._ledger, self._controls, self._items.unsettled, self._holds
         limit = 1 if spec.mode.value == "ordered" else self._view.rate.concurrency(wave.size)
         while True:
+            def free() -> int:
+                return ramp_limit(limit, self._view.rate.ramp_up, ledger.cursor.succeeded_in_wave) - len(unsettled)
+
             def may_start() -> bool:
-                current = ramp_limit(limit, self._view.rate.ramp_up, ledger.cursor.succeeded_in_wave)
-                return (ledger.cursor.offset < wave.size and not controls.paused and controls.abort is None
-                        and not self._threshold_reached() and not self._history_full()
-                        and len(unsettled) < current)
+                return ((ledger.cursor.offset < wave.size or holds.ready()) and not controls.paused
+                        and controls.abort is None and not self._threshold_reached() and not self._history_full()
+                        and free() > 0)
 
             def wake() -> bool:
                 return (may_start() or controls.abort is not None or len(ledger.results) >= FLUSH_AT
-                        or (self._threshold_reached() and not controls.paused)
-                        or (not unsettled and (ledger.cursor.offset >= wave.size or self._history_full())))
+                        or (self._threshold_reached() and not controls.paused) or holds.due()
+                        or (not unsettled and ((ledger.cursor.offset >= wave.size and not holds.any())
+                                               or self._history_full())))
 
             with contextlib.suppress(TimeoutError):  # time to flush, or to check the pause deadline
                 await workflow.wait_condition(wake, timeout=self._wake_timeout())
@@ -190,12 +211,20 @@ class PlanWorkflow:
             if self._threshold_reached() and not controls.paused:
                 threshold = self._view.rate.threshold(self._view.total)
                 controls.pause(f"error threshold reached: {self._view.failures} failed items (threshold {threshold})")
+                self._telling.tell(NotificationEvent.PLAN_PAUSED)
                 continue
-            if not unsettled and ledger.cursor.offset >= wave.size:
+            if holds.due():
+                await holds.recheck(wave)
+            if not unsettled and ledger.cursor.offset >= wave.size and not holds.any():
                 return
             if not unsettled and self._history_full():
                 await self._continue_as_new()
             while may_start():
+                released = holds.take_ready(free())
+                if released:  # items held for their account, allowed again: before new ones
+                    for item in released:
+                        self._items.start(wave, item, was=HELD)
+                    continue
                 if not buffer:
                     buffer = await workflow.execute_activity_method(
                         PlanActivities.load_plan_items,
@@ -208,6 +237,19 @@ class PlanWorkflow:
                         raise ApplicationError(f"wave {wave.name} has fewer stored items than planned",
                                                type="PlanItemsMissing", non_retryable=True)
                     continue  # the rate control may have changed while the page loaded
+                if holds.on:
+                    batch = buffer[:min(free(), wave.size - ledger.cursor.offset)]
+                    refused = await holds.refusals(batch)  # one activity per batch about to start
+                    if not may_start():
+                        continue  # paused, aborted or full while the accounts file was read: ask again
+                    del buffer[:len(batch)]
+                    ledger.cursor.offset += len(batch)
+                    for item in batch:
+                        if item.position in refused:
+                            holds.hold(wave, item, refused[item.position])
+                        else:
+                            self._items.start(wave, item)
+                    continue
                 item = buffer.pop(0)
                 ledger.cursor.offset += 1
                 self._items.start(wave, item)
@@ -219,6 +261,8 @@ class PlanWorkflow:
         if self._controls.paused:
             timeouts.append(max(self._view.rate.pause_timeout - (workflow.now() - self._controls.paused_at),
                                 timedelta(seconds=1)))
+        if self._holds.any():
+            timeouts.append(max(self._holds.until_check(), timedelta(seconds=1)))
         return min(timeouts) if timeouts else None
 
     def _threshold_reached(self) -> bool:
@@ -351,9 +395,13 @@ class PlanWorkflow:
 
     async def _continue_as_new(self) -> None:
         await self._ledger.flush()
+        await self._telling.drain()
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._ledger.event(f"continuing as new after {workflow.info().get_current_history_length()} history events")
-        workflow.continue_as_new(self._input.model_copy(update={"view": self._view, "cursor": self._ledger.cursor}))
+        update: dict[str, Any] = {"view": self._view, "cursor": self._ledger.cursor}
+        if self._telling.on:
+            update["told"] = self._telling.told
+        workflow.continue_as_new(self._input.model_copy(update=update))
 
     async def _finish(self) -> PlanView:
         abort = self._controls.abort
@@ -366,6 +414,8 @@ class PlanWorkflow:
             start_to_close_timeout=timedelta(minutes=5), retry_policy=RECORD_RETRY,
             task_queue=self._ledger.store_queue,
         )
+        self._telling.tell(NotificationEvent.PLAN_FINISHED)  # the report is stored: its link works
+        await self._telling.drain()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._view
 

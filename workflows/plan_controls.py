@@ -12,20 +12,23 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.plans import ApprovedSet, PlanActivities
     from domain.execution import PlanApproval
+    from domain.notifications import NotificationEvent
     from domain.plan import ItemState, PlanControl, PlanCursor, PlanDecision, PlanInput, PlanStatus, WaveState
     from domain.policy import Role, approval_refusal
     from domain.signing import plan_decision, signature_refusal
     from domain.status import ExecutionStatus
     from workflows.options import RECORD_RETRY, STORE_TIMEOUT
     from workflows.plan_ledger import PlanLedger
+    from workflows.plan_telling import PlanTelling
 
 CONTROL_ROLES = (Role.OPERATOR, Role.APPROVER, Role.ADMIN)
 _ENDED = (PlanStatus.COMPLETED, PlanStatus.COMPLETED_WITH_FAILURES, PlanStatus.ABORTED, PlanStatus.FAILED)
 
 
 class PlanControls:
-    def __init__(self, ledger: PlanLedger, plan: PlanInput) -> None:
+    def __init__(self, ledger: PlanLedger, plan: PlanInput, telling: PlanTelling) -> None:
         self._ledger = ledger
+        self._telling = telling
         self._policy = plan.policy
         self.paused = ledger.view.status is PlanStatus.PAUSED
         self.paused_at = workflow.now()
@@ -105,6 +108,7 @@ class PlanControls:
         ledger.set_status(PlanStatus.AWAITING_APPROVAL, f"dry run done: {planned} of {view.total} items can run; "
                                                         "waiting for the report's approval")
         await ledger.flush()
+        self._telling.tell(NotificationEvent.PLAN_AWAITING_APPROVAL)
         timeout = view.rate.approval_timeout
         try:
             await workflow.wait_condition(lambda: self.decision is not None or self.abort is not None,

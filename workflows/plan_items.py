@@ -68,10 +68,11 @@ class PlanItems:
         """The count key an item is shown under while it waits for a person."""
         self.manual = ManualItems(ledger, aborted, plan.policy.approval_public_keys)
 
-    def start(self, wave: WaveProgress, item: PlanItem) -> None:
-        """Start the item in its own task: items started together are started in the same workflow task."""
+    def start(self, wave: WaveProgress, item: PlanItem, was: str | None = None) -> None:
+        """Start the item in its own task: items started together are started in the same workflow task.
+        `was`: the count it leaves (HELD for an item held for its account)."""
         self.unsettled.add(item.position)
-        self._ledger.count(wave, None, ItemState.RUNNING.value)
+        self._ledger.count(wave, was, ItemState.RUNNING.value)
         task = asyncio.ensure_future(self._run(wave, item))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -110,7 +111,8 @@ class PlanItems:
                         else execution_id_for(rec.id, dry_run))
         options = ExecutionOptions.model_validate({**self._plan.options.model_dump(), "dry_run": dry_run})
         request = ExecutionRequest(
-            recommendation=rec, options=options, requested_by=view.requested_by, policy=self._plan.policy,
+            recommendation=rec, options=options, requested_by=view.requested_by,
+            policy=self._plan.policy_for(rec.account_id),
             plan_id=view.plan_id, plan_approval=view.approval if approved_only(self._ledger) else None,
             expected=item.expected,
         )

@@ -60,6 +60,13 @@ class PlanLedger:
         self.view.awaiting_person = sum(self.view.counts.get(key, 0) for key in WAITING_FOR_PEOPLE)
         self.view.running = self.view.counts.get(ItemState.RUNNING.value, 0) + self.view.awaiting_person
 
+    def uncount(self, wave: WaveProgress, status: str, n: int) -> None:
+        """Take `n` items out of `status` (they go back to the wave's not-started ones)."""
+        for counts in (wave.counts, self.view.counts):
+            counts[status] = counts.get(status, 0) - n
+            if counts[status] <= 0:
+                del counts[status]
+
     def count_many(self, wave: WaveProgress, status: str, n: int) -> None:
         for counts in (wave.counts, self.view.counts):
             counts[status] = counts.get(status, 0) + n

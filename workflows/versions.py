@@ -58,6 +58,15 @@ PLAN_DRY_RUN_IDS: Final = "plan-dry-run-ids"
 #: Deprecable once no plan started before 2026-12-05 is open. Histories: tests/histories/v7/.
 PLAN_MANUAL_STEPS: Final = "plan-manual-steps"
 
+#: Since 2026-12-05 (evening). A plan tells people (`plan_awaiting_approval`, `plan_paused` at its error
+#: threshold, `plan_finished` with its report's summary: route and deliveries as ordinary activities on
+#: the records queue, `workflows/plan_telling.py`), and holds the items of an account the worker's
+#: accounts file refuses now, checking each batch before it starts and the held ones on a timer
+#: (`workflows/plan_holds.py`). Unlike the plan patches above, asked in the plan's first activation
+#: (`PlanWorkflow.run`), so a plan is of one kind for its whole run and no later timing can move the
+#: marker. Deprecable once no plan started before it is open. Histories: tests/histories/v9/plan_*.
+PLAN_TELLS_AND_HOLDS: Final = "plan-tells-and-holds"
+
 #: Since 2026-12-05: the generation of this date. Executions tell people (the notify file's
 #: channels, `workflows/observers.py` Notifier). Asked in the first activation instead of
 #: DECIDED_AT_START, whose branches it takes too. Histories: tests/histories/v6/.
@@ -82,7 +91,7 @@ TIMING_LAUNCHES: Final = "generation-2026-12-05-launches"
 
 #: In the order they are asked at the start of a run.
 EXECUTION_PATCHES: Final = (READ_MODEL_LOCAL_WRITES, COOLDOWN, POLICY_AFTER_MAINTENANCE_WAIT, AWAIT_LEASE_RELEASE)
-PLAN_PATCHES: Final = (PLAN_DRY_RUN_IDS, PLAN_MANUAL_STEPS)
+PLAN_PATCHES: Final = (PLAN_DRY_RUN_IDS, PLAN_MANUAL_STEPS, PLAN_TELLS_AND_HOLDS)
 #: The generations, newest first: a run asks the newest in its first activation, and an older
 #: one only when replaying a history that lacks the newer marker.
 GENERATIONS: Final = (TIMING_LAUNCHES, TELLING_AHEAD, NOTIFYING, DECIDED_AT_START)

@@ -33,9 +33,15 @@ class LinkBase:
         return (f"{self.web_ui_url.rstrip('/')}/namespaces/{quote(self.namespace, safe='')}"
                 f"/workflows/{quote(workflow_id, safe='')}")
 
+    def report(self, n: Notification) -> str:
+        return f"{self.public_url.rstrip('/')}/api/v1/plans/{quote(n.subject_id, safe='')}/report?format=md"
+
     def fill(self, n: Notification) -> Notification:
-        """`n` with the links it lacks: the Web UI always, the approval page when it asks for a decision."""
+        """`n` with the links it lacks: the Web UI always, the approval page when it asks for a decision,
+        a finished plan's report."""
         asks = n.asks_decision or n.event is NotificationEvent.PLAN_AWAITING_APPROVAL
+        finished = n.subject is Subject.PLAN and n.event is NotificationEvent.PLAN_FINISHED
         links = Links(web_ui=n.links.web_ui or self.web_ui(n),
-                      approval_page=n.links.approval_page or (self.approval_page(n) if asks else None))
+                      approval_page=n.links.approval_page or (self.approval_page(n) if asks else None),
+                      report=n.links.report or (self.report(n) if finished else None))
         return n if links == n.links else n.model_copy(update={"links": links})

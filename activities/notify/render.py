@@ -56,6 +56,10 @@ def text(n: Notification) -> str:
         lines += ["", "Planned steps:", *(f"  {i}. {step}" for i, step in enumerate(n.planned_steps, 1))]
     if n.links.approval_page and n.asks_decision:
         lines += ["", f"Approve or reject: {n.links.approval_page}"]
+    if n.links.approval_page and n.event is NotificationEvent.PLAN_AWAITING_APPROVAL:
+        lines += ["", f"Review the dry run: {n.links.approval_page}"]
+    if n.links.report:
+        lines += [f"Report: {n.links.report}"]
     if n.links.web_ui:
         lines += [f"Web UI: {n.links.web_ui}"]
     return "\n".join(lines) + "\n"
@@ -68,6 +72,8 @@ def to_html(n: Notification) -> str:
     links = []
     if n.links.approval_page and n.asks_decision:
         links.append(f"<a href='{e(n.links.approval_page)}'>Approve or reject</a>")
+    if n.links.report:
+        links.append(f"<a href='{e(n.links.report)}'>Report</a>")
     if n.links.web_ui:
         links.append(f"<a href='{e(n.links.web_ui)}'>Web UI</a>")
     return (f"<html><body><h2>{e(title(n))}</h2><table>{rows}</table>"

@@ -54,6 +54,7 @@ def message(n: Notification) -> dict[str, Any]:
              "text": {"type": "plain_text", "text": "Reject"}},
         ]
     for label, url, action_id in (("Approval page", n.links.approval_page, "reclaim_open_page"),
+                                  ("Report", n.links.report, "reclaim_open_report"),
                                   ("Web UI", n.links.web_ui, "reclaim_open_web_ui")):
         if url:
             actions.append({"type": "button", "action_id": action_id, "url": url,

@@ -36,6 +36,8 @@ def card(n: Notification) -> dict[str, Any]:
     if n.links.approval_page:
         label = "Approve or reject" if n.asks_decision else "Open in Reclaim"
         actions.append({"type": "Action.OpenUrl", "title": label, "url": n.links.approval_page})
+    if n.links.report:
+        actions.append({"type": "Action.OpenUrl", "title": "Report", "url": n.links.report})
     if n.links.web_ui:
         actions.append({"type": "Action.OpenUrl", "title": "Web UI", "url": n.links.web_ui})
     content = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard",
