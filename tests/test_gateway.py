@@ -131,6 +131,37 @@ def test_a_batched_stop_that_aws_refuses_for_one_id_fails_only_that_caller(aws: 
     assert seen.calls["StopInstances"] == 1 + 4  # the batch, then each id alone
 
 
+def test_a_coalesced_describe_refused_for_one_id_fails_only_that_caller(aws: AwsAccount) -> None:
+    """AWS refuses the batch for one resource's sake (here: the injected refusal of any request naming
+    it): the batch is asked again id by id, and only that caller gets the refusal."""
+    instances = [aws.instance() for _ in range(4)]
+    sessions, seen = counted(aws)
+    seen.rules.append(FaultRule("DescribeInstances", "UnauthorizedOperation", resource=instances[2]))
+    ec2 = sessions.client(ACCOUNT, REGION, "ec2")
+    answers = at_once(4, lambda i: ec2.describe_instances(InstanceIds=[instances[i]]))
+    assert isinstance(answers[2], ClientError)
+    assert answers[2].response["Error"]["Code"] == "UnauthorizedOperation"
+    for i in (0, 1, 3):
+        assert answers[i]["Reservations"][0]["Instances"][0]["InstanceId"] == instances[i]
+    assert seen.calls["DescribeInstances"] == 1 + 4  # the batch, then each id alone
+
+
+def test_throttling_of_a_coalesced_describe_is_the_whole_calls_not_split() -> None:
+    """Throttling (and AWS's own faults) concern the call, not an id: asking again id by id would
+    only spend more of the bucket. Every caller gets it; the activity retries."""
+    calls: list[list[str]] = []
+    throttled = ClientError({"Error": {"Code": "RequestLimitExceeded", "Message": "slow down"}}, "DescribeInstances")
+
+    def describe(**kwargs: Any) -> dict[str, Any]:
+        calls.append(kwargs["Filters"][0]["Values"])
+        raise throttled
+
+    reader = ReadCoalescer(READS[("ec2", "describe_instances")], describe, window=0.2)
+    answers = at_once(3, lambda i: reader.read(f"i-{i}"))
+    assert all(a is throttled for a in answers)
+    assert sorted(i for c in calls for i in c) == ["i-0", "i-1", "i-2"]  # each id asked once: no split
+
+
 def test_a_read_never_gets_an_answer_sent_before_it_was_asked() -> None:
     """Read-your-writes: a read that arrives while a batch is in flight forms the next batch."""
     state = {"i-1": "running"}

@@ -3,7 +3,9 @@
 Concurrent `describe_instances(InstanceIds=[one])`, `describe_volumes(VolumeIds=[one])`, …
 made within a short window become one call that filters on all their ids (up to
 the API's limit on filter values); each caller gets the answer it would have had
-alone, or AWS's own NotFound error for its id.
+alone, or AWS's own NotFound error for its id. A batch AWS refuses (other than by
+throttling or a fault of its own) is asked again id by id, so a refusal that concerns
+one resource answers only its caller.
 
 A batch stays open while it waits for its token of AWS's bucket (`pay`): the more
 the account's budget is spent, the more reads share each call, which is when it
@@ -27,6 +29,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 from temporalio import activity
+
+from activities.gateway.buckets import THROTTLE_CODES
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,24 @@ class ReadCoalescer(_Gatherer):
         return self._answer(batch, resource_id)
 
     def _send(self, batch: _Batch, ids: list[str]) -> None:
+        """One call for every id; a batch AWS refuses for what may be one id's sake (an access
+        denied on one resource, say) is asked again id by id, so that error answers only its own
+        caller and never fails a neighbour. Throttling and AWS's own faults are the whole call's:
+        those go to every caller, as each would have met them alone (the activity retries)."""
+        try:
+            self._read(batch, ids)
+        except ClientError as exc:
+            if len(ids) == 1 or not _may_be_one_ids(exc):
+                raise
+            for one in ids:
+                if self._on_batch is not None:
+                    self._on_batch(1)
+                try:
+                    self._read(batch, [one])
+                except ClientError as alone:
+                    batch.found[one] = alone
+
+    def _read(self, batch: _Batch, ids: list[str]) -> None:
         kwargs: dict[str, Any] = {"Filters": [{"Name": self.shape.filter_name, "Values": ids}]}
         while True:
             page = self._call(**kwargs)
@@ -232,6 +254,8 @@ class ReadCoalescer(_Gatherer):
 
     def _answer(self, batch: _Batch, resource_id: str) -> dict[str, Any]:
         item = batch.found.get(resource_id)
+        if isinstance(item, BaseException):  # its own error, from the batch asked again id by id
+            raise item
         if self.shape.many:  # none is an empty answer, as AWS gives for a volume never modified
             return {self.shape.result_key: list(item or [])}
         if item is None:
@@ -239,6 +263,12 @@ class ReadCoalescer(_Gatherer):
                                          "Message": f"The resource '{resource_id}' does not exist"}},
                               operation_name(self.shape.operation))
         return {self.shape.result_key: [item]}
+
+
+def _may_be_one_ids(exc: ClientError) -> bool:
+    """A refusal that may concern only some of the batch's ids: not throttling, not AWS's fault."""
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 400)
+    return exc.response.get("Error", {}).get("Code") not in THROTTLE_CODES and status < 500
 
 
 def operation_name(method: str) -> str:
