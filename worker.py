@@ -24,7 +24,7 @@ from activities.execution import ExecutionActivities
 from activities.imports import ImportActivities
 from activities.notify.delivery import NotifyActivities
 from activities.plans import PlanActivities
-from activities.records import RecordActivities, records_task_queue
+from activities.records import RecordActivities, plan_records_task_queue, records_task_queue
 from activities.savings import SavingsActivities
 from activities.watch import WatchActivities
 from activities.windows import WindowActivities, load_windows_file
@@ -62,25 +62,32 @@ def workflow_runner() -> CompiledSandboxRunner:
 
 #: Slots of the read-model worker: writes wait on one database, more at once only queue there.
 RECORD_SLOTS = 8
+#: The plans' store activities (their item pages, outcomes, reports, account checks): a plan has
+#: at most one write and one read under way, so a few slots serve many plans.
+PLAN_RECORD_SLOTS = 4
 
 
 class ReclaimWorker:
-    """The worker on the main task queue and, beside it, the read-model writer.
+    """The worker on the main task queue and, beside it, the read-model writers.
 
-    Durable read-model writes and the plan's store activities run on their own task queue
-    (`records_task_queue`) with their own few slots: however slow or wedged the database,
-    they never take a slot that a backup, a mutation or a verification needs.
+    Durable read-model writes run on their own task queue (`records_task_queue`) and the plans'
+    store activities on another (`plan_records_task_queue`), each with its own few slots: however
+    slow or wedged the database, they never take a slot that a backup, a mutation or a
+    verification needs, and a plan's writes never wait behind the executions' retried ones.
     """
 
-    def __init__(self, main: Worker, records: Worker) -> None:
-        self.main, self.records = main, records
+    def __init__(self, main: Worker, records: Worker, plan_records: Worker) -> None:
+        self.main, self.records, self.plan_records = main, records, plan_records
 
     async def __aenter__(self) -> ReclaimWorker:
-        await self.records.__aenter__()
+        entered: list[Worker] = []
         try:
-            await self.main.__aenter__()
+            for worker in (self.records, self.plan_records, self.main):
+                await worker.__aenter__()
+                entered.append(worker)
         except BaseException:
-            await self.records.__aexit__(None, None, None)
+            for worker in reversed(entered):
+                await worker.__aexit__(None, None, None)
             raise
         return self
 
@@ -88,7 +95,10 @@ class ReclaimWorker:
         try:
             await self.main.__aexit__(*exc)  # type: ignore[arg-type]
         finally:
-            await self.records.__aexit__(*exc)  # type: ignore[arg-type]
+            try:
+                await self.plan_records.__aexit__(*exc)  # type: ignore[arg-type]
+            finally:
+                await self.records.__aexit__(*exc)  # type: ignore[arg-type]
 
 
 def build_worker(
@@ -144,7 +154,14 @@ def build_worker(
         max_concurrent_activities=RECORD_SLOTS,
         interceptors=interceptors,
     )
-    return ReclaimWorker(main, writer)
+    plan_writer = Worker(
+        client,
+        task_queue=plan_records_task_queue(task_queue),
+        activities=[*plans.all(), *account_checks.all()],
+        max_concurrent_activities=PLAN_RECORD_SLOTS,
+        interceptors=interceptors,
+    )
+    return ReclaimWorker(main, writer, plan_writer)
 
 
 def mask_notify_secrets(notify: NotifyActivities) -> None:

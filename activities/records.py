@@ -32,6 +32,13 @@ def records_task_queue(task_queue: str) -> str:
     return f"{task_queue}-records"
 
 
+def plan_records_task_queue(task_queue: str) -> str:
+    """The task queue of the store activities of plans on `task_queue` (since PLAN_TELLS_AND_HOLDS):
+    apart from the executions' writes, whose retries under a wedged database would keep every
+    slot of the records queue taken."""
+    return f"{task_queue}-plan-records"
+
+
 #: How long a local-activity write may wait for the store before the workflow writes the durable
 #: way instead: a local activity holds a slot that validations share.
 LOCAL_WRITE_PATIENCE = 1.0

@@ -15,7 +15,7 @@ from domain.manual import MANUAL_KIND, ManualProgress, ManualStep
 from domain.plan import Outcome, PlanStatus, PlanView, RateControl, Strategy, WaveProgress, outcome
 from domain.recommendation import Recommendation
 from domain.recovery import RecoveryTime, recovery_markdown, recovery_time
-from domain.status import ExecutionStatus
+from domain.status import ACTIVE, ExecutionStatus
 
 _ROLLED_BACK = {ExecutionStatus.ROLLED_BACK.value, ExecutionStatus.ROLLBACK_FAILED.value}
 
@@ -48,9 +48,22 @@ class ReportItem(StrictModel):
 
     @property
     def final_status(self) -> str:
+        """The plan's own record of the item, unless the executions read model says what came
+        after it (a rollback asked once the plan was done). A read model still showing a step the
+        plan has seen settle is behind (its writes wait out a database outage): the plan wins."""
         if self.status == "REFUSED":  # the execution says REJECTED_BY_VALIDATION; the plan knows why
             return self.status
-        return self.current_status or self.status
+        current = self.current_status
+        if current is None or (current in _STEPS_BEFORE_SETTLING and self.status not in _UNSETTLED):
+            return self.status
+        return current
+
+
+#: An execution's states before the plan hears it settled (ROLLING_BACK is not one: a rollback
+#: may be asked after the plan is done).
+_STEPS_BEFORE_SETTLING = frozenset(s.value for s in ACTIVE - {ExecutionStatus.ROLLING_BACK})
+#: The plan's own word for an item it has not seen settle (its execution's status says more).
+_UNSETTLED = frozenset({"PENDING", "RUNNING", *_STEPS_BEFORE_SETTLING})
 
 
 class ReportLine(StrictModel):

@@ -11,7 +11,7 @@ import pytest
 from activities.faults import FaultInjector, FaultRule
 from domain.execution import ApprovalInput, ExecutionView, dry_run_id_for
 from domain.plan import PLAN_TERMINAL, PlanControl, PlanDecision, PlanSpec, PlanStatus, PlanView, WaveState
-from domain.plan_report import render_markdown
+from domain.plan_report import ReportItem, render_markdown
 from domain.policy import Role
 from domain.status import ExecutionStatus as S
 from starter.executions import NotFound, Refused
@@ -329,3 +329,20 @@ async def test_a_plan_that_fails_itself_says_so_in_the_store_too(plans: Plans, s
     stored = await stack.store.plans.get(plan_id)
     assert stored is not None and stored.status is PlanStatus.FAILED
     assert aws.instance_state(recs[1].resource_id)[0] == "running"
+
+
+@pytest.mark.parametrize(("plan_says", "read_model_says", "report_says"), [
+    ("COMPLETED", "APPLYING", "COMPLETED"),  # the read model is behind (its writes wait out an outage)
+    ("FAILED", "VALIDATING", "FAILED"),
+    ("COMPLETED", "ROLLED_BACK", "ROLLED_BACK"),  # rolled back after the plan was done
+    ("COMPLETED", "ROLLING_BACK", "ROLLING_BACK"),
+    ("RUNNING", "APPLYING", "APPLYING"),  # not settled yet: the execution says more
+    ("REFUSED", "REJECTED_BY_VALIDATION", "REFUSED"),
+    ("COMPLETED", None, "COMPLETED"),
+])
+def test_a_report_line_takes_what_came_after_the_plan_never_a_lagging_read_model(
+    plan_says: str, read_model_says: str | None, report_says: str,
+) -> None:
+    item = ReportItem(position=0, wave=0, recommendation=recommendation("ec2.stop", "i-0123456789abcdef0"),
+                      status=plan_says, current_status=read_model_says, estimated_monthly_savings=1.0)
+    assert item.final_status == report_says

@@ -91,6 +91,8 @@ class PlanWorkflow:
     async def run(self, plan: PlanInput) -> PlanView:
         # Decided here, in the first activation: a plan tells and holds for its whole run, or never.
         self._telling.on = self._holds.on = workflow.patched(versions.PLAN_TELLS_AND_HOLDS)
+        if self._telling.on:
+            self._ledger.write_behind()
         customers = self._view.customer_ids
         attributes = [sa.EXECUTION_STATUS.value_set(self._view.status.value)]
         if len(customers) == 1:
@@ -143,7 +145,7 @@ class PlanWorkflow:
             for wave in waves[ledger.cursor.wave:]:
                 if wave.state in (WaveState.PENDING, WaveState.WAITING, WaveState.RUNNING):
                     await self._close_wave(wave, ItemState.NOT_STARTED, f"plan aborted: {abort.reason}")
-        await ledger.flush()
+        await ledger.flush_landed()
 
     # ---- one wave ----------------------------------------------------------------------
 
@@ -175,7 +177,10 @@ class PlanWorkflow:
         if failed:
             self._ledger.cursor.failed_waves.append(wave.index)
         self._ledger.event(f"wave {wave.name}: {wave.state.value.lower()}")
-        await self._ledger.flush()
+        if self._ledger.behind:
+            self._ledger.flush_soon()  # the next wave starts while it is written
+        else:
+            await self._ledger.flush()
 
     async def _drive(self, wave: WaveProgress, spec: WavePlan) -> None:
         """Start items while the rate control allows; return when the wave is done."""
@@ -192,16 +197,18 @@ class PlanWorkflow:
                         and free() > 0)
 
             def wake() -> bool:
-                return (may_start() or controls.abort is not None or len(ledger.results) >= FLUSH_AT
+                return (may_start() or controls.abort is not None or self._flush_due(at_most=FLUSH_AT)
                         or (self._threshold_reached() and not controls.paused) or holds.due()
                         or (not unsettled and ((ledger.cursor.offset >= wave.size and not holds.any())
                                                or self._history_full())))
 
             with contextlib.suppress(TimeoutError):  # time to flush, or to check the pause deadline
                 await workflow.wait_condition(wake, timeout=self._wake_timeout())
-            if ledger.results and (len(ledger.results) >= FLUSH_AT
-                                   or workflow.now() - ledger.last_flush >= FLUSH_EVERY):
-                await ledger.flush()
+            if self._flush_due(at_most=FLUSH_AT) or self._flush_due(older_than=FLUSH_EVERY):
+                if ledger.behind:
+                    ledger.flush_soon()  # items go on starting while the outcomes are written
+                else:
+                    await ledger.flush()
             if controls.abort is not None:
                 await self._items.cancel_running()
                 raise _Aborted
@@ -254,9 +261,19 @@ class PlanWorkflow:
                 ledger.cursor.offset += 1
                 self._items.start(wave, item)
 
+    def _flush_due(self, *, at_most: int | None = None, older_than: timedelta | None = None) -> bool:
+        """Outcomes to write now: `at_most` of them gathered, or gathered since `older_than` ago.
+        Writing behind, not while a write is under way (they go with the next)."""
+        ledger = self._ledger
+        if not ledger.results or (ledger.behind and ledger.writing):
+            return False
+        if at_most is not None:
+            return len(ledger.results) >= at_most
+        return older_than is not None and workflow.now() - ledger.last_flush >= older_than
+
     def _wake_timeout(self) -> timedelta | None:
         timeouts = []
-        if self._ledger.results:
+        if self._ledger.results and not (self._ledger.behind and self._ledger.writing):
             timeouts.append(max(FLUSH_EVERY - (workflow.now() - self._ledger.last_flush), timedelta(seconds=1)))
         if self._controls.paused:
             timeouts.append(max(self._view.rate.pause_timeout - (workflow.now() - self._controls.paused_at),
@@ -394,7 +411,7 @@ class PlanWorkflow:
     # ---- the end -----------------------------------------------------------------------
 
     async def _continue_as_new(self) -> None:
-        await self._ledger.flush()
+        await self._ledger.flush_landed()
         await self._telling.drain()
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._ledger.event(f"continuing as new after {workflow.info().get_current_history_length()} history events")

@@ -107,7 +107,7 @@ class PlanControls:
             return False
         ledger.set_status(PlanStatus.AWAITING_APPROVAL, f"dry run done: {planned} of {view.total} items can run; "
                                                         "waiting for the report's approval")
-        await ledger.flush()
+        await ledger.flush_landed()
         self._telling.tell(NotificationEvent.PLAN_AWAITING_APPROVAL)
         timeout = view.rate.approval_timeout
         try:

@@ -7,11 +7,13 @@ changes one way only.
 
 from __future__ import annotations
 
+import asyncio
+
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.plans import ItemBatch, PlanActivities
-    from activities.records import records_task_queue
+    from activities.records import plan_records_task_queue, records_task_queue
     from domain.plan import (
         WAITING_FOR_PEOPLE,
         ItemResult,
@@ -37,6 +39,44 @@ class PlanLedger:
         self.last_flush = workflow.now()
         #: The plan's store activities run beside the execution writes, never in AWS work's slots.
         self.store_queue = records_task_queue(workflow.info().task_queue)
+        self.behind = False
+        """Since PLAN_TELLS_AND_HOLDS: outcomes are written behind (`flush_soon`), and the plan's
+        store activities have a task queue of their own (`write_behind`)."""
+        self._writing: asyncio.Task[None] | None = None
+
+    def write_behind(self) -> None:
+        """Decided in the plan's first activation (PLAN_TELLS_AND_HOLDS). A wedged read model held
+        a 300-item plan at its first 100 items: every new start waited for the write of the
+        outcomes so far, and that write waited for a slot the executions' retried writes kept
+        full. Now items start while the write is under way, and the plan's store activities
+        have their own queue and slots (`<queue>-plan-records`)."""
+        self.behind = True
+        self.store_queue = plan_records_task_queue(workflow.info().task_queue)
+
+    @property
+    def writing(self) -> bool:
+        return self._writing is not None and not self._writing.done()
+
+    def wants_flush(self) -> bool:
+        """Enough outcomes gathered to write them now (not while a write is under way: they wait for it)."""
+        return bool(self.results) and not self.writing
+
+    def flush_soon(self) -> None:
+        """Write behind: start the write of the outcomes so far, unless one is under way (they go
+        with the next); one write at a time, so the store sees them in order."""
+        if not self.behind:
+            raise RuntimeError("flush_soon before write_behind")
+        if self.writing:
+            return
+        self._writing = asyncio.ensure_future(self.flush())
+
+    async def flush_landed(self) -> None:
+        """Every outcome so far in the store (the report is built from it): wait for the write under
+        way, then write what came meanwhile."""
+        if self._writing is not None:
+            await self._writing
+            self._writing = None
+        await self.flush()
 
     def set_status(self, status: PlanStatus, message: str) -> None:
         self.view.status = status

@@ -62,7 +62,9 @@ PLAN_MANUAL_STEPS: Final = "plan-manual-steps"
 #: threshold, `plan_finished` with its report's summary: route and deliveries as ordinary activities on
 #: the records queue, `workflows/plan_telling.py`), and holds the items of an account the worker's
 #: accounts file refuses now, checking each batch before it starts and the held ones on a timer
-#: (`workflows/plan_holds.py`). Unlike the plan patches above, asked in the plan's first activation
+#: (`workflows/plan_holds.py`); and writes its outcomes behind, its store activities on a queue of
+#: their own (`PlanLedger.write_behind`: a wedged read model stalled a plan at its first items).
+#: Unlike the plan patches above, asked in the plan's first activation
 #: (`PlanWorkflow.run`), so a plan is of one kind for its whole run and no later timing can move the
 #: marker. Deprecable once no plan started before it is open. Histories: tests/histories/v9/plan_*.
 PLAN_TELLS_AND_HOLDS: Final = "plan-tells-and-holds"
