@@ -51,7 +51,10 @@ PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "boto3", "botocor
                "activities", "store", "sqlalchemy",
                # A Rust extension (the codec's AES-GCM) cannot be initialised twice in one process:
                # a workflow module that reaches it, even through an import, must share the worker's.
-               "cryptography")
+               "cryptography",
+               # Never used by a workflow; a workflow module that imports `worker` reaches them, and
+               # they subclass urllib's handlers at import, which the sandbox refuses.
+               "prometheus_client", "jwt")
 
 
 def workflow_runner() -> CompiledSandboxRunner:
