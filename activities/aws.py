@@ -19,6 +19,7 @@ input, a history or a log line.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
 from collections import OrderedDict
@@ -32,8 +33,9 @@ from botocore.config import Config
 from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials
 from temporalio import activity
 
-from activities.gateway import DEFAULT_WINDOW, Gateway
+from activities.gateway import DEFAULT_MAX_AGE, DEFAULT_WINDOW, Gateway
 from activities.gateway.buckets import AwsBudget
+from activities.gateway.ledger import LEDGER_LINE, CallLedger
 from domain.accounts import AccountsFile
 
 #: One connection per activity slot and then some: activities share a client per account,
@@ -99,6 +101,7 @@ class SessionFactory:
         session_hooks: list[SessionHook] | None = None,
         budget: AwsBudget | None = None,
         coalesce_window: float = DEFAULT_WINDOW,
+        read_max_age: float = DEFAULT_MAX_AGE,
         accounts: AccountsLookup | None = None,
         session_name: str = "reclaim",
         clock: Callable[[], datetime] | None = None,
@@ -110,13 +113,17 @@ class SessionFactory:
         self._hooks = list(session_hooks or [])
         self.budget = budget
         self._coalesce_window = coalesce_window
+        self._read_max_age = read_max_age
         self._accounts = accounts
         self.session_name = session_name
         self._clock = clock or (lambda: datetime.now(UTC))
         self._gateways: dict[tuple[str, str], Gateway] = {}
+        self.ledger = CallLedger()
+        """Where this worker's AWS requests go, by phase and operation (logged at shutdown)."""
         self._lock = threading.Lock()
         self._sessions: dict[tuple[str, str], boto3.Session] = {}
         self._clients: dict[tuple[str, str, str], Any] = {}
+        self._making: dict[tuple[str, str, str], threading.Lock] = {}
         self._credentials: OrderedDict[tuple[str, str, str], RefreshableCredentials] = OrderedDict()
         self._base: botocore.session.Session | None = None
         self._sts: Any = None
@@ -127,18 +134,28 @@ class SessionFactory:
             cached = self._clients.get(key)
             if cached is not None:
                 return cached
-        session = self._session(account_id, region)
-        client = self.gateway(account_id, region).wrap(service, session.client(
-            service, region_name=region, endpoint_url=self.endpoint_url, config=_CLIENT_CONFIG
-        ))
-        with self._lock:
-            return self._clients.setdefault(key, client)
+            making = self._making.setdefault(key, threading.Lock())
+        # One thread builds it while the others wait: a plan's first executions in a region ask at
+        # once, and each building its own client cost about 0.3 s of CPU (botocore loads the
+        # service model) for a client then thrown away (py-spy, race N=100: 5% of the worker).
+        with making:
+            with self._lock:
+                cached = self._clients.get(key)
+                if cached is not None:
+                    return cached
+            session = self._session(account_id, region)
+            client = self.gateway(account_id, region).wrap(service, session.client(
+                service, region_name=region, endpoint_url=self.endpoint_url, config=_CLIENT_CONFIG
+            ))
+            with self._lock:
+                return self._clients.setdefault(key, client)
 
     def gateway(self, account_id: str, region: str) -> Gateway:
         """The one gateway of this worker for that account and region (activities/gateway)."""
         with self._lock:
             return self._gateways.setdefault(
-                (account_id, region), Gateway(self._coalesce_window, self.budget, account_id, region))
+                (account_id, region), Gateway(self._coalesce_window, self.budget, account_id, region, self.ledger,
+                                                self._read_max_age))
 
     def economy(self) -> list[str]:
         """One line per account and region: what coalescing saved and what the budget spent."""
@@ -148,10 +165,18 @@ class SessionFactory:
         for (account, region), gateway in sorted(gateways.items()):
             stats = gateway.stats
             merged = ", ".join(f"{op} {stats.asked[op]} asked in {stats.sent[op]} calls" for op in sorted(stats.asked))
-            lines.append(f"{account}/{region}: {merged or 'no coalesced call'}")
+            fresh = ", ".join(f"{op} {n}" for op, n in sorted(gateway.remembered().items()))
+            lines.append(f"{account}/{region}: {merged or 'no coalesced call'}"
+                         f"; answered fresh without a call: {fresh or 'none'}")
         if self.budget is not None:
             spent = ", ".join(f"{bucket} {n}" for bucket, n in sorted(self.budget.spent.items()))
             lines.append(f"AWS budget spent: {spent or 'nothing'}; waited {self.budget.waited_seconds:.1f} s")
+        remembered: dict[str, int] = {}
+        for gateway in gateways.values():
+            for op, n in gateway.remembered().items():
+                remembered[op] = remembered.get(op, 0) + n
+        report = {**self.ledger.report(), "remembered": remembered}
+        lines.append(f"{LEDGER_LINE}{json.dumps(report, separators=(',', ':'))}")
         return lines
 
     def role(self, account_id: str) -> tuple[str, str | None] | None:
@@ -175,6 +200,7 @@ class SessionFactory:
         built = self._build(account_id, region)
         for hook in self._hooks:
             hook(built)
+        self.ledger.hook(built)
         if self.budget is not None:
             self.budget.hook(account_id, region)(built)
         with self._lock:

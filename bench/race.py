@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 from temporalio.client import Client
 
+from activities.gateway.coalesce import operation_name
+from activities.gateway.ledger import GATEWAY, LEDGER_LINE
 from bench import kinds, procs
 from domain.execution import ApprovalInput, ExecutionOptions
 from domain.plan import PLAN_TERMINAL, PlanSpec, Quota, RateControl, Strategy
@@ -254,6 +256,7 @@ class Race:
                     report = throttle(endpoint)
                     throttle(endpoint, "off")
                     items = await store.plans.items(view.plan_id)
+                ledger = worker_ledger(worker.log)
             counts_file = logdir / "throttle-reclaim.json"
             counts_file.write_text(json.dumps(report))
             checked = await asyncio.to_thread(verify, self.race_dir, endpoint, manifest_file)
@@ -275,6 +278,7 @@ class Race:
             "unexpected": unexpected[:20], "unexpected_total": len(unexpected),
             "approvals": approvals,
             "aws": aws_counts(report), "verify": checked, "counts_file": str(counts_file),
+            "calls": ledger,
             "cpu_ms_per_execution": {**cpu, "worker_plus_server": round(cpu["worker"] + cpu["server"], 2)},
             "worker": {"aws_budget_share": 1, "coalesce_window_ms": self.args.race_window_ms,
                        "max_concurrency": self.args.race_concurrency},
@@ -345,6 +349,39 @@ class Race:
                 "errors": peer.get("errors"), "aws": aws_counts(report), "verify": checked}
 
 
+def worker_ledger(log: Path) -> dict[str, Any]:
+    """The worker's AWS calls by phase and operation (its shutdown line, activities/gateway/ledger.py),
+    with each phase's share of the gateway's batches, as its reads that were not answered fresh:
+    `requests_by_phase` (the warm-up included)."""
+    found = [line.split(LEDGER_LINE, 1)[1] for line in log.read_text(errors="replace").splitlines()
+             if LEDGER_LINE in line]
+    if not found:
+        return {"missing": f"no ledger line in {log}"}
+    ledger: dict[str, Any] = json.loads(found[-1])
+    by_phase: Counter[str] = Counter()
+    by_operation: Counter[str] = Counter()
+    batched = ledger["sent"].get(GATEWAY, {})
+    for where, ops in ledger["sent"].items():
+        for op, n in ops.items():
+            by_operation[op] += n
+            if where != GATEWAY:
+                by_phase[where] += n
+    for op, sent in batched.items():  # shared by the phases that asked, as they asked
+        remembered = ledger.get("remembered_by_phase", {})
+        askers = {where: sum(n - remembered.get(where, {}).get(method, 0) for method, n in ops.items()
+                             if operation_name(method.split(" ")[0]) == op)
+                  for where, ops in ledger["asked"].items()}
+        total = sum(askers.values())
+        for where, n in askers.items():
+            if n:
+                by_phase[where] += sent * n / total
+        if not total:
+            by_phase[GATEWAY] += sent
+    ledger["requests_by_phase"] = {k: round(v, 1) for k, v in by_phase.most_common()}
+    ledger["requests_by_operation"] = dict(by_operation.most_common())
+    return ledger
+
+
 @asynccontextmanager
 async def worker_store(home: Path) -> AsyncIterator[Store]:
     """The worker's store (RECLAIM_HOME's SQLite file, or DATABASE_URL)."""
@@ -371,5 +408,9 @@ def table_rows(race: dict[str, Any]) -> list[tuple[str, str]]:
         ("race: CPU ms/execution worker+server (mockaws)", f"{cpu['worker_plus_server']} ({cpu['mockaws']})"),
         ("race: verify Reclaim / baseline", f"{r['verify']['verify']} / {b['verify']['verify']}"),
         ("race: Reclaim per bucket allowed/throttled", " ".join(f"{k}={v}" for k, v in r["aws"]["per_bucket"].items())),
+        ("race: Reclaim requests by phase (incl. warm-up)",
+         " ".join(f"{k}={v:g}" for k, v in r.get("calls", {}).get("requests_by_phase", {}).items())),
+        ("race: Reclaim reads answered fresh, no call",
+         " ".join(f"{k}={v}" for k, v in r.get("calls", {}).get("remembered", {}).items())),
         ("race: baseline per bucket allowed/throttled", " ".join(f"{k}={v}" for k, v in b["aws"]["per_bucket"].items())),
     ]

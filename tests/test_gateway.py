@@ -14,13 +14,16 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 
 from activities.aws import SessionFactory
 from activities.faults import FaultInjector, FaultRule
+from activities.gateway import coalesce
 from activities.gateway.buckets import AwsBudget
-from activities.gateway.coalesce import MUTATIONS, READS, MutationBatcher, ReadCoalescer, _Gatherer
+from activities.gateway.coalesce import MUTATIONS, READS, Freshness, MutationBatcher, ReadCoalescer, _Gatherer
+from activities.gateway.ledger import GATEWAY, OUTSIDE
 from domain.status import ExecutionStatus as S
 from tests.conftest import ACCOUNT, REGION, AwsAccount, Stack
 from tests.helpers import recommendation, request
@@ -365,3 +368,161 @@ def test_a_coalesced_call_spends_one_token(aws: AwsAccount) -> None:
     at_once(6, lambda i: ec2.stop_instances(InstanceIds=[instances[i]]))
     assert seen.calls == {"DescribeInstances": 1, "StopInstances": 1}
     assert budget.spent == {"ec2-describe": 1, "ec2-mutating": 1}
+
+
+@pytest.fixture
+def after_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reads made as by the steps after validation (backup, apply, verify), which may take a fresh answer."""
+    monkeypatch.setattr(coalesce, "may_remember", lambda: True)
+
+
+@pytest.mark.usefixtures("after_validation")
+def test_a_batch_reads_ahead_and_a_fresh_answer_makes_no_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ids read lately ride along in the next batch; a read within `max_age` of such a call takes
+    its answer without a call of its own, an older one asks AWS again."""
+    now = [100.0]
+    calls: list[list[str]] = []
+
+    def describe(**kwargs: Any) -> dict[str, Any]:
+        ids = kwargs["Filters"][0]["Values"]
+        calls.append(list(ids))
+        return {"Volumes": [{"VolumeId": i, "State": "available"} for i in ids if i != "vol-gone"]}
+
+    fresh = Freshness(max_age=1.0, horizon=30.0, clock=lambda: now[0])
+    reader = ReadCoalescer(READS[("ec2", "describe_volumes")], describe, window=0.0, fresh=fresh)
+    assert reader.read("vol-1")["Volumes"][0]["VolumeId"] == "vol-1"
+    now[0] += 5  # another execution's volume, later: vol-1 rides along (no extra request)
+    reader.read("vol-2")
+    assert calls == [["vol-1"], ["vol-2", "vol-1"]]
+    now[0] += 0.5
+    assert reader.read("vol-1")["Volumes"][0]["VolumeId"] == "vol-1"  # 0.5 s old: no call
+    assert len(calls) == 2 and reader.remembered == 1
+    now[0] += 0.6  # 1.1 s old: AWS again
+    reader.read("vol-1")
+    assert len(calls) == 3
+    with pytest.raises(ClientError) as missing:  # a missing id read ahead answers only its own reader
+        reader.read("vol-gone")
+    assert missing.value.response["Error"]["Code"] == "InvalidVolume.NotFound"
+    assert reader.read("vol-2")["Volumes"][0]["VolumeId"] == "vol-2" and len(calls) == 4
+    monkeypatch.setattr(coalesce, "may_remember", lambda: False)  # validation: always AWS
+    reader.read("vol-2")
+    assert len(calls) == 5
+    now[0] += 40  # past the horizon: no longer read ahead
+    reader.read("vol-3")
+    assert calls[-1] == ["vol-3"]
+
+
+@pytest.mark.usefixtures("after_validation")
+def test_no_answer_from_before_a_mutation_is_given_for_what_it_changed(aws: AwsAccount) -> None:
+    """Read-your-writes with remembered answers: after a mutation through the gateway (a batched
+    stop, a ModifyVolume passed through), the next read of what it named asks AWS again."""
+    seen = FaultInjector([])
+    sessions = SessionFactory(endpoint_url=aws.endpoint, session_hooks=[seen.install], coalesce_window=0.01,
+                              read_max_age=60)
+    ec2 = sessions.client(ACCOUNT, REGION, "ec2")
+    mine, other = aws.instance(), aws.instance()
+    ec2.describe_instances(InstanceIds=[other])
+    ec2.describe_instances(InstanceIds=[mine])  # reads `other` ahead
+    assert seen.calls == {"DescribeInstances": 2}
+    ec2.describe_instances(InstanceIds=[other])
+    assert seen.calls == {"DescribeInstances": 2}  # fresh: no call
+    ec2.stop_instances(InstanceIds=[mine])
+    after = ec2.describe_instances(InstanceIds=[mine])["Reservations"][0]["Instances"][0]["State"]["Name"]
+    assert after in ("stopping", "stopped") and seen.calls["DescribeInstances"] == 3
+    volume = aws.volume()
+    ec2.describe_volumes(VolumeIds=[volume])
+    ec2.modify_volume(VolumeId=volume, VolumeType="gp3")
+    assert ec2.describe_volumes(VolumeIds=[volume])["Volumes"][0]["VolumeType"] == "gp3"
+    assert seen.calls["DescribeVolumes"] == 2
+    stats = sessions.gateway(ACCOUNT, REGION).remembered()
+    assert stats == {"describe_instances": 1}
+
+
+@pytest.mark.usefixtures("after_validation")
+def test_a_read_during_a_mutation_of_its_resource_waits_for_an_answer_sent_after_it() -> None:
+    fresh = Freshness(max_age=60.0, horizon=60.0)
+    sent_before = fresh.clock()
+    with fresh.mutating(["i-1", "DryRun"]):
+        assert not fresh.usable("i-1", fresh.clock(), fresh.clock())  # sent while it runs
+        assert fresh.usable("i-2", sent_before, fresh.clock())
+    assert not fresh.usable("i-1", sent_before, fresh.clock())
+    time.sleep(0.001)
+    assert fresh.usable("i-1", fresh.clock(), fresh.clock())
+
+
+def test_stops_asked_apart_still_share_one_call(aws: AwsAccount) -> None:
+    """A stop's batch stays open at least its shape's window (0.25 s), however short the gateway's:
+    executions reach their stop apart, and the mutating bucket (5/s) is the scarcest."""
+    sessions, seen = counted(aws, window=0.01)
+    instances = [aws.instance() for _ in range(4)]
+    ec2 = sessions.client(ACCOUNT, REGION, "ec2")
+
+    def stop(i: int) -> Any:
+        time.sleep(0.04 * i)
+        return ec2.stop_instances(InstanceIds=[instances[i]])
+
+    answers = at_once(4, stop)
+    assert [a["StoppingInstances"][0]["InstanceId"] for a in answers] == instances
+    assert seen.calls == {"StopInstances": 1}
+
+
+def test_threads_asking_for_a_new_client_at_once_build_one(aws: AwsAccount, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plan's first executions in a region ask for its clients together: one is built, not one each."""
+    sessions = SessionFactory(endpoint_url=aws.endpoint)
+    built: list[str] = []
+    build = boto3.Session.client
+
+    def counting(self: boto3.Session, service: str, *args: Any, **kwargs: Any) -> Any:
+        built.append(service)
+        return build(self, service, *args, **kwargs)
+
+    monkeypatch.setattr(boto3.Session, "client", counting)
+    clients = at_once(8, lambda i: sessions.client(ACCOUNT, "us-west-2", "ec2"))
+    assert built == ["ec2"] and all(c is clients[0] for c in clients)
+
+
+def test_read_ahead_takes_the_latest_read_ids_up_to_its_cap() -> None:
+    now = [0.0]
+    calls: list[list[str]] = []
+
+    def describe(**kwargs: Any) -> dict[str, Any]:
+        calls.append(list(kwargs["Filters"][0]["Values"]))
+        return {"Volumes": []}
+
+    fresh = Freshness(max_age=1.0, horizon=10.0, clock=lambda: now[0], ahead=2)
+    reader = ReadCoalescer(READS[("ec2", "describe_volumes")], describe, window=0.0, fresh=fresh)
+    for v in ("vol-1", "vol-2", "vol-3", "vol-4"):
+        now[0] += 2
+        with contextlib.suppress(ClientError):
+            reader.read(v)
+    assert calls[-1] == ["vol-4", "vol-3", "vol-2"]  # vol-1, the oldest, no longer rides along
+
+
+def test_the_ledger_counts_requests_by_phase_and_ids_per_batched_call(aws: AwsAccount) -> None:
+    sessions, seen = counted(aws)
+    instances = [aws.instance() for _ in range(3)]
+    ec2 = sessions.client(ACCOUNT, REGION, "ec2")
+    at_once(3, lambda i: ec2.describe_instances(InstanceIds=[instances[i]]))
+    ec2.describe_instances(InstanceIds=instances[:2])  # many ids: sent as asked, by its caller
+    report = sessions.ledger.report()
+    assert report["sent"] == {GATEWAY: {"DescribeInstances": 1}, OUTSIDE: {"DescribeInstances": 1}}
+    assert report["asked"] == {OUTSIDE: {"describe_instances": 3}}
+    assert report["ids_per_call"] == {"describe_instances": {3: 1}}
+    assert seen.calls == {"DescribeInstances": 2}
+
+
+@pytest.mark.usefixtures("after_validation")
+def test_a_call_refused_for_an_id_read_ahead_is_asked_again_for_its_callers_alone(aws: AwsAccount) -> None:
+    """Per-id errors answer only their caller, read-ahead included: an instance AWS refuses to
+    describe rides along in a neighbour's batch; the neighbour still gets its answer."""
+    seen = FaultInjector([])
+    sessions = SessionFactory(endpoint_url=aws.endpoint, session_hooks=[seen.install], coalesce_window=0.01)
+    ec2 = sessions.client(ACCOUNT, REGION, "ec2")
+    refused, fine, later = aws.instance(), aws.instance(), aws.instance()
+    ec2.describe_instances(InstanceIds=[refused])  # asked: now read ahead by the next batch
+    seen.rules.append(FaultRule("DescribeInstances", "UnauthorizedOperation", resource=refused))
+    answer = ec2.describe_instances(InstanceIds=[fine])
+    assert answer["Reservations"][0]["Instances"][0]["InstanceId"] == fine
+    assert seen.calls["DescribeInstances"] == 3  # `refused` alone, `fine` with its rider, `fine` alone
+    ec2.describe_instances(InstanceIds=[later])  # the refused id no longer rides along
+    assert seen.calls["DescribeInstances"] == 4

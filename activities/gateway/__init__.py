@@ -17,27 +17,41 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from activities.gateway.buckets import AwsBudget, filtered_bucket_of
+from activities.gateway.buckets import AwsBudget, filtered_bucket_of, is_mutating
 from activities.gateway.coalesce import (
     MUTATIONS,
     READS,
     TAG_LOOKUPS,
+    Freshness,
     MutationBatcher,
     MutationShape,
     Payment,
     ReadCoalescer,
     ReadShape,
     TagLookup,
+    named_ids,
     operation_name,
     single_id,
     tag_lookup_key,
 )
+from activities.gateway.ledger import CallLedger
 
 #: How long the first single-resource call waits for others to join it: long enough for the
 #: executions a plan starts together, short against an AWS round trip under load.
 DEFAULT_WINDOW = 0.02
+#: How old an answer a read may take (from a call sent after its resource's last mutation here):
+#: within the seconds AWS's own describes may lag a change (EC2's eventual consistency).
+DEFAULT_MAX_AGE = 1.0
+#: How long after its last read an id is read ahead by every batch of its operation, and how
+#: many ids at most a batch reads ahead: an execution's next read of its resource comes within
+#: seconds (check-before-act after backup, verify after apply, the next poll), and every id
+#: ridden along costs the worker the parsing of its item (race N=100: read ahead 30 s and up to
+#: the API's 200 ids, worker CPU per execution +25 ms for -20% requests).
+DEFAULT_HORIZON = 10.0
+DEFAULT_AHEAD = 25
 
 
 @dataclass
@@ -46,21 +60,28 @@ class GatewayStats:
 
     asked: dict[str, int] = field(default_factory=dict)
     sent: dict[str, int] = field(default_factory=dict)
+    ledger: CallLedger | None = None
 
     def count(self, operation: str, ids: int) -> None:
         self.asked[operation] = self.asked.get(operation, 0) + ids
         self.sent[operation] = self.sent.get(operation, 0) + 1
+        if self.ledger is not None:
+            self.ledger.batch(operation, ids)
 
 
 class Gateway:
     """One per (account, region) in a worker: its coalescers, shared by every execution there."""
 
     def __init__(self, window: float = DEFAULT_WINDOW, budget: AwsBudget | None = None,
-                 account_id: str = "", region: str = "") -> None:
+                 account_id: str = "", region: str = "", ledger: CallLedger | None = None,
+                 max_age: float = DEFAULT_MAX_AGE, horizon: float = DEFAULT_HORIZON) -> None:
+        """`max_age` 0: every read asks AWS (no answer remembered, none read ahead)."""
         self.window = window
+        self.fresh = Freshness(max_age, horizon, ahead=DEFAULT_AHEAD) if max_age > 0 else None
         self._budget = budget
         self._where = (account_id, region)
-        self.stats = GatewayStats()
+        self.ledger = ledger
+        self.stats = GatewayStats(ledger=ledger)
         self._lock = threading.Lock()
         self._readers: dict[tuple[str, str], ReadCoalescer] = {}
         self._batchers: dict[tuple[str, str], MutationBatcher] = {}
@@ -77,15 +98,22 @@ class Gateway:
             if key not in self._readers:
                 self._readers[key] = ReadCoalescer(
                     shape, call, self.window, lambda n: self.stats.count(shape.operation, n),
-                    self._payment(service, shape.operation))
+                    self._payment(service, shape.operation), self.fresh,
+                    None if self.ledger is None else partial(self.ledger.remember, shape.operation))
             return self._readers[key]
+
+    def remembered(self) -> dict[str, int]:
+        """Reads answered without a call (a fresh answer, see coalesce.Freshness), by operation."""
+        with self._lock:
+            readers = list(self._readers.values())
+        return {r.shape.operation: r.remembered for r in readers if r.remembered}
 
     def batcher(self, service: str, shape: MutationShape, call: Callable[..., Any]) -> MutationBatcher:
         with self._lock:
             key = (service, shape.operation)
             if key not in self._batchers:
                 self._batchers[key] = MutationBatcher(
-                    shape, call, self.window, lambda n: self.stats.count(shape.operation, n),
+                    shape, call, max(self.window, shape.window), lambda n: self.stats.count(shape.operation, n),
                     self._payment(service, shape.operation))
             return self._batchers[key]
 
@@ -126,26 +154,48 @@ class GatewayClient:
             return self._coalesced_read(read, method, name)
         mutation = MUTATIONS.get((self._service, name))
         if mutation is not None:
-            return self._batched_mutation(mutation, method)
+            return self._fresh_after(self._batched_mutation(mutation, method))
+        api = self._client.meta.method_to_api_mapping.get(name)  # not get_paginator, close, ...
+        if api is not None and is_mutating(api):
+            return self._fresh_after(method)
         return method
+
+    def _fresh_after(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        """A mutation after which no answer from before its end is given for what it names."""
+        fresh = self._gateway.fresh
+        if fresh is None:
+            return method
+
+        def call(**kwargs: Any) -> Any:
+            with fresh.mutating(named_ids(kwargs)):
+                return method(**kwargs)
+
+        return call
 
     def _coalesced_read(self, shape: ReadShape | None, method: Callable[..., Any], name: str) -> Callable[..., Any]:
         def call(**kwargs: Any) -> Any:
             resource_id = single_id(shape, kwargs) if shape is not None else None
             if resource_id is not None and shape is not None:
+                self._asked(name)
                 return self._gateway.reader(self._service, shape, method).read(resource_id)
             tags = tag_lookup_key(kwargs) if (self._service, name) in TAG_LOOKUPS else None
             if tags is not None:
+                self._asked(f"{name} by tag")
                 return self._gateway.tag_lookup(self._service, name, tags, method).lookup(kwargs)
             return method(**kwargs)
 
         return call
+
+    def _asked(self, operation: str) -> None:
+        if self._gateway.ledger is not None:
+            self._gateway.ledger.ask(operation)
 
     def _batched_mutation(self, shape: MutationShape, method: Callable[..., Any]) -> Callable[..., Any]:
         def call(**kwargs: Any) -> Any:
             ids = kwargs.get(shape.id_param)
             if set(kwargs) != {shape.id_param} or not isinstance(ids, list) or len(ids) != 1:
                 return method(**kwargs)  # DryRun, Force, many ids: as asked
+            self._asked(shape.operation)
             return self._gateway.batcher(self._service, shape, method).mutate(str(ids[0]))
 
         return call
