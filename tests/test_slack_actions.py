@@ -172,7 +172,7 @@ async def test_links_to_the_web_ui_and_the_approval_page_are_added_at_delivery(
     await notify.deliver(DeliveryInput(notification=bare, channel="audit"))
     sent = json.loads(receiver.requests[-1].body)["notification"]["links"]
     assert sent == {"web_ui": f"{UI}/namespaces/prod/workflows/exec-rec%201",
-                    "approval_page": f"{PUBLIC}/approvals/exec-rec%201"}
+                    "approval_page": f"{PUBLIC}/approvals/exec-rec%201", "report": None}  # a plan's end links its report
     # A link the notification carries is kept; a notification asking nothing gets no approval page.
     kept = links.fill(approval_request(links=Links(approval_page="https://elsewhere/x")))
     assert kept.links.approval_page == "https://elsewhere/x" and kept.links.web_ui is not None

@@ -140,15 +140,18 @@ class Freshness:
                     self._ended = {k: t for k, t in self._ended.items() if now - t <= self.max_age}
 
 
-#: Activities whose reads always ask AWS: validation trusts the live resource only (its drift check
-#: against a dry run, its refusals), even a second old.
-ASK_ALWAYS = frozenset({"validate"})
+#: The only activities whose reads may take a remembered answer: an execution's steps after its
+#: validation, each reading the resource its own execution holds the lease of (backup, apply's
+#: check-before-act, verify polls, revert, cleanup). Every other read asks AWS: validation trusts
+#: the live resource only (its drift check against a dry run, its refusals), and a savings
+#: measurement, a scan or an import reads what others may have changed a moment ago.
+MAY_REUSE = frozenset({"backup", "apply", "verify", "revert", "cleanup"})
 
 
 def may_remember() -> bool:
     """Whether this thread's read may take a remembered answer: only the steps after validation
-    (backup, apply's check-before-act, verify polls, revert), never a read outside an activity."""
-    return activity.in_activity() and activity.info().activity_type not in ASK_ALWAYS
+    (`MAY_REUSE`), never a read outside an activity."""
+    return activity.in_activity() and activity.info().activity_type in MAY_REUSE
 
 
 def named_ids(kwargs: dict[str, Any]) -> list[str]:
