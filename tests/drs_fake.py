@@ -28,6 +28,7 @@ from typing import Any
 
 from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
+from temporalio import activity
 
 ACCOUNT = "123456789012"
 
@@ -39,6 +40,14 @@ def now_iso(at: datetime | None = None) -> str:
 def server_id(n: int | None = None) -> str:
     suffix = f"{n:017d}" if n is not None else "".join(random.choices(string.ascii_lowercase + string.digits, k=17))
     return f"s-{suffix}"
+
+
+def server_clock() -> datetime:
+    """The time-skipping server's clock, as the activity calling DRS sees it (its attempt's start)."""
+    try:
+        return activity.info().started_time
+    except RuntimeError:
+        return datetime.now(UTC)
 
 
 class FakeDrs(Stubber):

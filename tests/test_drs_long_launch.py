@@ -8,9 +8,8 @@ from __future__ import annotations
 import contextlib
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-from temporalio import activity
 from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
@@ -22,19 +21,11 @@ from domain.status import ExecutionStatus as S
 from starter.executions import Executions
 from store.repository import Store
 from tests.conftest import ACCOUNT, REGION, AwsAccount
-from tests.drs_fake import FakeDrs, server_id
+from tests.drs_fake import FakeDrs, server_clock, server_id
 from tests.helpers import recommendation
 from worker import build_worker
 from workflows.execution import ExecutionWorkflow
 from workflows.options import MUTATE_DEADLINE
-
-
-def server_clock() -> datetime:
-    """The time-skipping server's clock, as the activity calling DRS sees it (its attempt's start)."""
-    try:
-        return activity.info().started_time
-    except RuntimeError:
-        return datetime.now(UTC)
 
 
 async def test_a_launch_longer_than_the_mutation_deadline_completes(

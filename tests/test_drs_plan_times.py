@@ -8,9 +8,8 @@ from __future__ import annotations
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
 
 from activities.aws import SessionFactory
@@ -20,7 +19,7 @@ from domain.policy import Role
 from starter.plans import PLAN_SETTLED, PLAN_TERMINAL, Plans
 from store.repository import Store
 from tests.conftest import ACCOUNT, REGION, AwsAccount
-from tests.drs_fake import FakeDrs, server_id
+from tests.drs_fake import FakeDrs, server_clock, server_id
 from tests.helpers import recommendation
 from worker import build_worker
 
@@ -38,14 +37,6 @@ async def settled(env: WorkflowEnvironment, plans: Plans, plan_id: str, until: s
         assert time.monotonic() < deadline, f"plan {plan_id} still {view.status} ({view.reason})"
         await env.sleep(timedelta(seconds=30))
     return view
-
-
-def server_clock() -> datetime:
-    """The time-skipping server's clock, as the activity calling DRS sees it (its attempt's start)."""
-    try:
-        return activity.info().started_time
-    except RuntimeError:
-        return datetime.now(UTC)
 
 
 async def test_a_multi_server_multi_wave_drill_reports_time_to_launch_per_server_and_wave(
