@@ -265,7 +265,7 @@ class PlanWorkflow:
         """Outcomes to write now: `at_most` of them gathered, or gathered since `older_than` ago.
         Writing behind, not while a write is under way (they go with the next)."""
         ledger = self._ledger
-        if not ledger.results or (ledger.behind and ledger.writing):
+        if not ledger.wants_flush():
             return False
         if at_most is not None:
             return len(ledger.results) >= at_most
@@ -273,7 +273,7 @@ class PlanWorkflow:
 
     def _wake_timeout(self) -> timedelta | None:
         timeouts = []
-        if self._ledger.results and not (self._ledger.behind and self._ledger.writing):
+        if self._ledger.wants_flush():
             timeouts.append(max(FLUSH_EVERY - (workflow.now() - self._ledger.last_flush), timedelta(seconds=1)))
         if self._controls.paused:
             timeouts.append(max(self._view.rate.pause_timeout - (workflow.now() - self._controls.paused_at),

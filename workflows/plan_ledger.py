@@ -58,7 +58,7 @@ class PlanLedger:
         return self._writing is not None and not self._writing.done()
 
     def wants_flush(self) -> bool:
-        """Enough outcomes gathered to write them now (not while a write is under way: they wait for it)."""
+        """Outcomes gathered and no write of them under way (one under way: they go with the next)."""
         return bool(self.results) and not self.writing
 
     def flush_soon(self) -> None:
