@@ -33,7 +33,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials
 from temporalio import activity
 
-from activities.gateway import DEFAULT_MAX_AGE, DEFAULT_WINDOW, Gateway
+from activities.gateway import DEFAULT_MAX_AGE, DEFAULT_VALIDATE_AGE, DEFAULT_WINDOW, Gateway
 from activities.gateway.buckets import AwsBudget
 from activities.gateway.ledger import LEDGER_LINE, CallLedger
 from domain.accounts import AccountsFile
@@ -102,6 +102,7 @@ class SessionFactory:
         budget: AwsBudget | None = None,
         coalesce_window: float = DEFAULT_WINDOW,
         read_max_age: float = DEFAULT_MAX_AGE,
+        validate_read_age: float = DEFAULT_VALIDATE_AGE,
         accounts: AccountsLookup | None = None,
         session_name: str = "reclaim",
         clock: Callable[[], datetime] | None = None,
@@ -114,6 +115,7 @@ class SessionFactory:
         self.budget = budget
         self._coalesce_window = coalesce_window
         self._read_max_age = read_max_age
+        self._validate_read_age = validate_read_age
         self._accounts = accounts
         self.session_name = session_name
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -155,7 +157,7 @@ class SessionFactory:
         with self._lock:
             return self._gateways.setdefault(
                 (account_id, region), Gateway(self._coalesce_window, self.budget, account_id, region, self.ledger,
-                                                self._read_max_age))
+                                                self._read_max_age, validate_age=self._validate_read_age))
 
     def economy(self) -> list[str]:
         """One line per account and region: what coalescing saved and what the budget spent."""

@@ -7,6 +7,7 @@ Sync functions on the worker's thread pool (boto3 blocks); errors leave as
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -16,6 +17,7 @@ from temporalio import activity
 from activities.actions.base import Action, UnknownAction, action_class
 from activities.aws import SessionFactory
 from activities.errors import InProgress, Refused, client_error_code, to_application_error
+from activities.gateway.coalesce import validating
 from domain.execution import (
     ActionStepInput,
     Assessment,
@@ -52,6 +54,7 @@ class ExecutionActivities:
     def __init__(self, sessions: SessionFactory) -> None:
         self.sessions = sessions
         self._verified_accounts: set[tuple[str, str]] = set()
+        self._checking: dict[tuple[str, str], threading.Lock] = {}
 
     def _action(self, execution_id: str, recommendation: Recommendation) -> Action[Any]:
         return action_class(recommendation.kind)(self.sessions, recommendation, execution_id)
@@ -61,11 +64,13 @@ class ExecutionActivities:
     def validate(self, request: ValidateInput) -> Assessment:
         """Read-only: run as a local activity. Refusals are results, not failures."""
         rec = request.recommendation
+        since = request.fresh_since.timestamp() if request.fresh_since is not None else None
         try:
             action = self._action(request.execution_id, rec)
             self._check_account(rec)
-            seen = action.inspect()
-            reason = action.refusal(seen)
+            with validating(rec.resource_id, request.read_ahead, since):
+                seen = action.inspect()
+                reason = action.refusal(seen)
         except (Refused, UnknownAction) as exc:
             return Assessment(valid=False, reason=str(exc).strip("'\""))
         if reason is None and request.expected is not None:
@@ -82,16 +87,24 @@ class ExecutionActivities:
         )
 
     def _check_account(self, rec: Recommendation) -> None:
-        """Credentials for the wrong account are a refusal, not a change in the wrong place."""
-        if (rec.account_id, rec.region) in self._verified_accounts:
+        """Credentials for the wrong account are a refusal, not a change in the wrong place.
+
+        Asked once per account and region by one thread while the others wait for its answer: a
+        plan's first validations there come together, and each asked on its own (race N=100: 9
+        GetCallerIdentity where 2 do)."""
+        key = (rec.account_id, rec.region)
+        if key in self._verified_accounts:
             return
-        sts = self.sessions.client(rec.account_id, rec.region, "sts")
-        actual = sts.get_caller_identity()["Account"]
-        if actual != rec.account_id:
-            raise Refused(
-                f"credentials are for account {actual}, the recommendation is for {rec.account_id}"
-            )
-        self._verified_accounts.add((rec.account_id, rec.region))
+        with self._checking.setdefault(key, threading.Lock()):
+            if key in self._verified_accounts:
+                return
+            sts = self.sessions.client(rec.account_id, rec.region, "sts")
+            actual = sts.get_caller_identity()["Account"]
+            if actual != rec.account_id:
+                raise Refused(
+                    f"credentials are for account {actual}, the recommendation is for {rec.account_id}"
+                )
+            self._verified_accounts.add(key)
 
     @activity.defn(name="check_permissions")
     @_translated

@@ -2,9 +2,9 @@
 
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, StringConstraints, field_validator
 
 from domain.base import StrictModel
 from domain.policy import ActionTraits, Policy, RiskLevel, Role
@@ -13,6 +13,8 @@ from domain.signing import SignedDecision
 from domain.status import ExecutionStatus
 
 TASK_QUEUE = "reclaim"
+#: At most this many resources an execution's validation reads ahead for the plan's next items.
+READ_AHEAD_MAX = 25
 
 
 def execution_id_for(recommendation_id: str, dry_run: bool = False) -> str:
@@ -108,6 +110,10 @@ class ExecutionRequest(StrictModel):
     expected: "Observation | None" = Field(
         default=None, description="The resource as the approved dry run saw it; any drift is refused."
     )
+    read_ahead: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=READ_AHEAD_MAX,
+        description="Resources the plan's next items of the same kind, account and region will validate: "
+                    "this execution's validation reads them too, in the same AWS call (the plan sets it).")
 
 
 class Refusal(StrEnum):
@@ -223,6 +229,10 @@ class ValidateInput(StrictModel):
     execution_id: str
     recommendation: Recommendation
     expected: Observation | None = Field(default=None, description="Refuse any drift from this observation.")
+    read_ahead: list[str] = Field(default_factory=list, description="ExecutionRequest.read_ahead.")
+    fresh_since: datetime | None = Field(
+        default=None, description="No answer from an AWS call sent before this (the execution's start, or the "
+                                  "end of its wait when validating again) is taken; None: every read asks AWS.")
 
 
 class ActionStepInput(StrictModel):

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from domain.base import StrictModel
-from domain.execution import ExecutionOptions, Observation, PlanApproval, Refusal
+from domain.execution import READ_AHEAD_MAX, ExecutionOptions, Observation, PlanApproval, Refusal
 from domain.manual import (
     AWAITING_CONFIRMATION,
     CONFIRMED,
@@ -379,6 +379,29 @@ class PlanItem(StrictModel):
         entry = self.recommendation or self.manual
         assert entry is not None
         return entry.id
+
+
+def read_ahead(item: PlanItem, following: list[PlanItem], limit: int = READ_AHEAD_MAX) -> list[str]:
+    """The resources of the next items after `item` (in the order they start) of the same kind,
+    account and region, at most `limit`, each once: what `item`'s validation reads ahead for them.
+
+    Same kind, because a kind reads its resource with the same describes (a volume's id in an
+    instance filter would only be wasted), and the next ones because a plan starts its items in
+    order: by the time they validate, the answer is a fraction of a second old.
+    """
+    rec = item.recommendation
+    if rec is None or limit <= 0:
+        return []
+    ahead: list[str] = []
+    for nxt in following:
+        other = nxt.recommendation
+        if (other is not None and other.kind == rec.kind and other.account_id == rec.account_id
+                and other.region == rec.region and other.resource_id != rec.resource_id
+                and other.resource_id not in ahead):
+            ahead.append(other.resource_id)
+            if len(ahead) == limit:
+                break
+    return ahead
 
 
 class ItemResult(StrictModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,11 +12,14 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from temporalio.testing import ActivityEnvironment
 
 from activities.actions.base import BACKUP_TAG, action_class
 from activities.aws import SessionFactory
 from activities.errors import InProgress, Refused
-from domain.execution import Observation
+from activities.execution import ExecutionActivities
+from activities.faults import FaultInjector
+from domain.execution import ActionStepInput, Observation
 from tests.kinds_support import build_action, converge, moto_ec2, tag_dict, tag_list
 
 EXEC = "exec-test-1"
@@ -322,6 +326,26 @@ def test_ebs_delete_backup_is_found_not_recreated(ec2: Any, factory: SessionFact
     assert [s["SnapshotId"] for s in tagged(ec2, "snapshots", BACKUP_TAG, EXEC)] == [first.backup_id]
     other = action(factory, "ebs.delete", vid, {}, execution_id="exec-test-2")
     assert converge(other.backup, seen).backup_id != first.backup_id
+
+
+def test_ebs_delete_first_backup_attempt_looks_for_nothing_and_a_retry_finds_it(ec2: Any) -> None:
+    """The backup's lookup by tag (one DescribeSnapshots over the account's snapshots) only where an
+    earlier attempt may have made one: the first attempt creates; attempt 2 finds that one."""
+    counter = FaultInjector([])
+    sessions = SessionFactory(session_hooks=[counter.install])
+    vid = create_volume(ec2)
+    kind = action(sessions, "ebs.delete", vid, {})
+    step = ActionStepInput(execution_id=EXEC, recommendation=kind.rec, observed=kind.inspect())
+    activities = ExecutionActivities(sessions)
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, activity_type="backup", attempt=1)
+    first = env.run(activities.backup, step)
+    assert counter.calls.get("DescribeSnapshots", 0) == 0 and counter.calls["CreateSnapshot"] == 1
+    env.info = dataclasses.replace(env.info, attempt=2)  # as if the first had died after its CreateSnapshot
+    again = env.run(activities.backup, step)
+    assert again.backup_id == first.backup_id and counter.calls["CreateSnapshot"] == 1
+    assert counter.calls["DescribeSnapshots"] == 1
+    assert [s["SnapshotId"] for s in tagged(ec2, "snapshots", BACKUP_TAG, EXEC)] == [first.backup_id]
 
 
 def test_ebs_delete_needs_its_snapshot(ec2: Any, factory: SessionFactory) -> None:

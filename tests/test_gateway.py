@@ -526,3 +526,72 @@ def test_a_call_refused_for_an_id_read_ahead_is_asked_again_for_its_callers_alon
     assert seen.calls["DescribeInstances"] == 3  # `refused` alone, `fine` with its rider, `fine` alone
     ec2.describe_instances(InstanceIds=[later])  # the refused id no longer rides along
     assert seen.calls["DescribeInstances"] == 4
+
+
+def test_a_validation_reads_the_plans_next_items_ahead_and_takes_only_answers_since_its_start() -> None:
+    """Validation's reads (coalesce.validating): its own resource's read carries the resources the
+    plan's next items will validate; a later validation takes such an answer only when the call
+    was sent after its own execution began and at most `validate_age` ago, and never one from
+    before a mutation of its resource. Another execution's step or a read outside a validation is
+    not served by them (a read outside an activity always asks AWS)."""
+    mono, wall = [100.0], [1_000.0]
+    calls: list[list[str]] = []
+
+    def describe(**kwargs: Any) -> dict[str, Any]:
+        ids = kwargs["Filters"][0]["Values"]
+        calls.append(list(ids))
+        return {"Volumes": [{"VolumeId": i, "State": "available"} for i in ids]}
+
+    fresh = Freshness(max_age=1.0, horizon=30.0, clock=lambda: mono[0], validate_age=5.0, wall=lambda: wall[0])
+    reader = ReadCoalescer(READS[("ec2", "describe_volumes")], describe, window=0.0, fresh=fresh)
+
+    def tick(seconds: float) -> None:
+        mono[0] += seconds
+        wall[0] += seconds
+
+    started = wall[0]  # the executions of vol-1..vol-4 all began now
+    tick(0.5)
+    with coalesce.validating("vol-1", ["vol-2", "vol-3", "vol-1"], since=started):
+        assert reader.read("vol-1")["Volumes"][0]["VolumeId"] == "vol-1"
+    assert calls == [["vol-1", "vol-2", "vol-3"]]  # the next items ride along, itself not twice
+    tick(2)
+    with coalesce.validating("vol-2", ["vol-3", "vol-4"], since=started):
+        assert reader.read("vol-2")["Volumes"][0]["VolumeId"] == "vol-2"
+    assert len(calls) == 1 and reader.remembered == 1  # 2 s old, sent after vol-2's start: no call
+    with coalesce.validating("vol-3", [], since=wall[0]):  # began after that call: asks AWS
+        reader.read("vol-3")
+    assert calls[-1][0] == "vol-3" and "vol-4" in calls[-1]  # vol-4, named by vol-2's plan, rides along
+    tick(4)
+    with coalesce.validating("vol-4", [], since=started):  # read ahead 4 s ago: still young enough
+        reader.read("vol-4")
+    assert len(calls) == 2
+    tick(2)
+    with coalesce.validating("vol-4", [], since=started):  # 6 s: older than validate_age
+        reader.read("vol-4")
+    assert len(calls) == 3
+    with fresh.mutating(["vol-4"]):
+        pass
+    with coalesce.validating("vol-4", [], since=started):  # changed through this gateway since
+        reader.read("vol-4")
+    assert len(calls) == 4
+    tick(0.1)
+    reader.read("vol-4")  # no validation, no step after one (outside an activity): AWS
+    with coalesce.validating("vol-4", [], since=None):  # no start given: AWS
+        reader.read("vol-4")
+    assert len(calls) == 6
+
+
+def test_a_validation_that_may_not_take_older_answers_reads_nothing_ahead() -> None:
+    calls: list[list[str]] = []
+
+    def describe(**kwargs: Any) -> dict[str, Any]:
+        calls.append(list(kwargs["Filters"][0]["Values"]))
+        return {"Volumes": [{"VolumeId": i} for i in kwargs["Filters"][0]["Values"]]}
+
+    fresh = Freshness(max_age=1.0, horizon=30.0, validate_age=0.0)
+    reader = ReadCoalescer(READS[("ec2", "describe_volumes")], describe, window=0.0, fresh=fresh)
+    with coalesce.validating("vol-1", ["vol-2"], since=0.0):
+        reader.read("vol-1")
+    with coalesce.validating("vol-2", [], since=0.0):
+        reader.read("vol-2")
+    assert calls == [["vol-1"], ["vol-2", "vol-1"]]  # only the latest-read ids ride, never answering it

@@ -296,10 +296,14 @@ class ExecutionWorkflow:
         return requirement.auto_approved
 
     async def _validate(self, again: bool = False) -> Assessment:
+        # The state validated is no older than the change's start, or than the end of the wait it
+        # validates again after (answers the worker read since may be taken: activities/gateway).
+        fresh_since = workflow.now() if again else workflow.info().workflow_start_time
         assessment: Assessment = await workflow.execute_local_activity_method(
             ExecutionActivities.validate,
             ValidateInput(execution_id=self._view.execution_id, recommendation=self._request.recommendation,
-                          expected=self._request.expected),
+                          expected=self._request.expected, read_ahead=self._request.read_ahead,
+                          fresh_since=fresh_since),
             start_to_close_timeout=timedelta(seconds=60), schedule_to_close_timeout=READ_DEADLINE,
             retry_policy=READ_RETRY,
         )

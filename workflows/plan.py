@@ -251,15 +251,15 @@ class PlanWorkflow:
                         continue  # paused, aborted or full while the accounts file was read: ask again
                     del buffer[:len(batch)]
                     ledger.cursor.offset += len(batch)
-                    for item in batch:
+                    for i, item in enumerate(batch):
                         if item.position in refused:
                             holds.hold(wave, item, refused[item.position])
                         else:
-                            self._items.start(wave, item)
+                            self._items.start(wave, item, following=[*batch[i + 1:], *buffer])
                     continue
                 item = buffer.pop(0)
                 ledger.cursor.offset += 1
-                self._items.start(wave, item)
+                self._items.start(wave, item, following=buffer)
 
     def _flush_due(self, *, at_most: int | None = None, older_than: timedelta | None = None) -> bool:
         """Outcomes to write now: `at_most` of them gathered, or gathered since `older_than` ago.

@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         PlanItem,
         WaveProgress,
         outcome,
+        read_ahead,
     )
     from domain.presentation import execution_summary
     from domain.status import ExecutionStatus
@@ -68,12 +69,14 @@ class PlanItems:
         """The count key an item is shown under while it waits for a person."""
         self.manual = ManualItems(ledger, aborted, plan.policy.approval_public_keys)
 
-    def start(self, wave: WaveProgress, item: PlanItem, was: str | None = None) -> None:
+    def start(self, wave: WaveProgress, item: PlanItem, was: str | None = None,
+              following: list[PlanItem] | None = None) -> None:
         """Start the item in its own task: items started together are started in the same workflow task.
-        `was`: the count it leaves (HELD for an item held for its account)."""
+        `was`: the count it leaves (HELD for an item held for its account); `following`: the items to
+        start after it, whose resources its validation reads ahead (`domain.plan.read_ahead`)."""
         self.unsettled.add(item.position)
         self._ledger.count(wave, was, ItemState.RUNNING.value)
-        task = asyncio.ensure_future(self._run(wave, item))
+        task = asyncio.ensure_future(self._run(wave, item, read_ahead(item, following or [])))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -99,7 +102,7 @@ class PlanItems:
         if settled.execution_id in self._awaiting:
             self._settled[settled.execution_id] = settled
 
-    async def _run(self, wave: WaveProgress, item: PlanItem) -> None:
+    async def _run(self, wave: WaveProgress, item: PlanItem, ahead: list[str]) -> None:
         """Start the item's execution (a child workflow) and follow it until it settles."""
         if item.manual is not None:
             await self._run_manual(wave, item, item.manual)
@@ -114,7 +117,7 @@ class PlanItems:
             recommendation=rec, options=options, requested_by=view.requested_by,
             policy=self._plan.policy_for(rec.account_id),
             plan_id=view.plan_id, plan_approval=view.approval if approved_only(self._ledger) else None,
-            expected=item.expected,
+            expected=item.expected, read_ahead=ahead,
         )
         started = workflow.now()
         try:

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Generic
 
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
+from temporalio import activity
 from typing_extensions import TypeVar
 
 from activities.aws import SessionFactory
@@ -33,10 +34,24 @@ from domain.watch import WatchedMetric
 P = TypeVar("P", bound=StrictModel)
 S = TypeVar("S", bound=ResourceState, default=Any)
 
-__all__ = ["BACKUP_TAG", "Action", "action_class", "register", "registry", "resource_id_problem", "tags_of"]
+__all__ = ["BACKUP_TAG", "Action", "action_class", "may_have_made_it", "register", "registry", "resource_id_problem",
+           "tags_of"]
 
 BACKUP_TAG = "reclaim:execution-id"
 """Tag carried by every backup Reclaim creates: how a retried backup finds the first one."""
+
+
+def may_have_made_it() -> bool:
+    """Whether an earlier attempt of this step may already have made what it is about to make (a
+    backup found again by its tag): every attempt but the first, and any call outside an activity.
+
+    A first attempt has no earlier one: Temporal counts an attempt whose worker died or timed out,
+    so a step that ran at all is asked again as attempt 2 or later. Its lookup by tag, one AWS
+    request per backup (DescribeSnapshots filtered by tag, which AWS answers from every snapshot
+    of the account), is therefore skipped. A workflow reset to before the backup starts a new
+    first attempt, and makes a second backup rather than finding the first.
+    """
+    return not activity.in_activity() or activity.info().attempt > 1
 
 
 class Action(ABC, Generic[P, S]):

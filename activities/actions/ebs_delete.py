@@ -7,7 +7,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 from pydantic import Field
 
-from activities.actions.base import BACKUP_TAG, Action, register
+from activities.actions.base import BACKUP_TAG, Action, may_have_made_it, register
 from activities.errors import InProgress, Refused, RevertImpossible, VerificationFailed, client_error_code
 from activities.resources.base import restorable_tags
 from activities.resources.ebs_snapshot import describe_snapshot, find_snapshot
@@ -83,7 +83,7 @@ class EbsDelete(Action[DeleteParams, VolumeState]):
 
     def backup(self, seen: Observation) -> BackupRecord:
         mine = {BACKUP_TAG: self.execution_id, "reclaim:resource-id": self.rec.resource_id}
-        snapshot = find_snapshot(self.aws, mine)
+        snapshot = find_snapshot(self.aws, mine) if may_have_made_it() else None
         if snapshot is None:
             snapshot = self.aws.create_snapshot(
                 VolumeId=self.rec.resource_id,

@@ -52,6 +52,11 @@ DEFAULT_MAX_AGE = 1.0
 #: the API's 200 ids, worker CPU per execution +25 ms for -20% requests).
 DEFAULT_HORIZON = 10.0
 DEFAULT_AHEAD = 25
+#: How old an answer a validation may take, from a call sent after its execution began
+#: (coalesce.validating): a CPU-bound worker runs the validations of a plan's items a fraction of
+#: a second apart, and a plan's next items are read ahead by the one before (race N=100: validation
+#: 321 -> TODO requests). Well within the time a change waits between validation and apply.
+DEFAULT_VALIDATE_AGE = 5.0
 
 
 @dataclass
@@ -74,10 +79,13 @@ class Gateway:
 
     def __init__(self, window: float = DEFAULT_WINDOW, budget: AwsBudget | None = None,
                  account_id: str = "", region: str = "", ledger: CallLedger | None = None,
-                 max_age: float = DEFAULT_MAX_AGE, horizon: float = DEFAULT_HORIZON) -> None:
-        """`max_age` 0: every read asks AWS (no answer remembered, none read ahead)."""
+                 max_age: float = DEFAULT_MAX_AGE, horizon: float = DEFAULT_HORIZON,
+                 validate_age: float = DEFAULT_VALIDATE_AGE) -> None:
+        """`max_age` 0: every read asks AWS (no answer remembered, none read ahead); `validate_age` 0:
+        every validation asks AWS and reads nothing ahead for the plan's next items."""
         self.window = window
-        self.fresh = Freshness(max_age, horizon, ahead=DEFAULT_AHEAD) if max_age > 0 else None
+        self.fresh = (Freshness(max_age, horizon, ahead=DEFAULT_AHEAD, validate_age=validate_age)
+                      if max_age > 0 else None)
         self._budget = budget
         self._where = (account_id, region)
         self.ledger = ledger

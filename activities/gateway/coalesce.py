@@ -16,8 +16,14 @@ answer `Freshness` vouches for: at most `max_age` old, from a call sent after th
 mutation of that resource through this gateway ended, and none of it under way. An
 execution that just mutated its resource therefore never reads an older state than
 its own write; someone else's change can be seen up to `max_age` late, and only by the
-steps after validation (`may_remember`): validation and reads outside an activity always
-ask AWS.
+steps after validation (`may_remember`). Reads outside an activity always ask AWS.
+
+Validation (`validating`) takes an answer only from a call sent after its execution began
+(or, validating again after a wait, after the wait ended) and at most `validate_age` old:
+it sees the resource no older than the moment the change was asked for, as if it had
+validated then. Its reads also carry the resources the plan's next items of the same kind
+will validate (`Validating.ahead`, chosen by the plan), so one call answers the
+validations of many executions that a CPU-bound worker runs a fraction of a second apart.
 
 Read-ahead: a batch also asks for up to `ahead` ids asked in the last `horizon` seconds,
 the latest first, at no extra request: an execution reads its resource at validation,
@@ -103,19 +109,33 @@ class Freshness:
     """
 
     def __init__(self, max_age: float, horizon: float, clock: Callable[[], float] = time.monotonic,
-                 ahead: int = 200) -> None:
+                 ahead: int = 200, validate_age: float = 0.0, wall: Callable[[], float] = time.time) -> None:
         self.max_age = max_age
         self.horizon = horizon
         self.ahead = ahead
         """At most this many ids read ahead per call, the latest read first: each costs the worker
         the parsing of its item (about 0.5 ms an instance, 0.2 ms a volume)."""
+        self.validate_age = validate_age
+        """How old an answer validation may take (0: validation always asks AWS)."""
         self.clock = clock
+        self.wall = wall
+        """Seconds since the epoch: a validation's `since` is a time the Temporal server gave."""
         self._lock = threading.Lock()
         self._running: dict[str, int] = {}
         self._ended: dict[str, float] = {}
 
-    def usable(self, resource_id: str, sent_at: float, now: float) -> bool:
-        if now - sent_at > self.max_age or not may_remember():
+    @property
+    def keep(self) -> float:
+        """How long an answer is remembered: the longer of the two ages."""
+        return max(self.max_age, self.validate_age)
+
+    def usable(self, resource_id: str, sent_at: float, now: float, sent_wall: float | None = None) -> bool:
+        checking = validation()
+        if checking is not None:
+            if (checking.since is None or sent_wall is None or sent_wall < checking.since
+                    or now - sent_at > self.validate_age):
+                return False
+        elif now - sent_at > self.max_age or not may_remember():
             return False
         with self._lock:
             return not self._running.get(resource_id) and sent_at > self._ended.get(resource_id, float("-inf"))
@@ -136,8 +156,8 @@ class Freshness:
                     if not self._running[i]:
                         del self._running[i]
                     self._ended[i] = now
-                if len(self._ended) > 10_000:  # ends older than max_age outdate nothing still given
-                    self._ended = {k: t for k, t in self._ended.items() if now - t <= self.max_age}
+                if len(self._ended) > 10_000:  # ends older than an answer is kept outdate nothing still given
+                    self._ended = {k: t for k, t in self._ended.items() if now - t <= self.keep}
 
 
 #: The only activities whose reads may take a remembered answer: an execution's steps after its
@@ -146,6 +166,37 @@ class Freshness:
 #: the live resource only (its drift check against a dry run, its refusals), and a savings
 #: measurement, a scan or an import reads what others may have changed a moment ago.
 MAY_REUSE = frozenset({"backup", "apply", "verify", "revert", "cleanup"})
+
+
+@dataclass(frozen=True)
+class Validating:
+    """What a validation's reads may take and carry (see the module's docstring)."""
+
+    own_id: str
+    """Its own resource: only reads of it carry `ahead`."""
+    ahead: tuple[str, ...] = ()
+    """Resources the plan's next items of the same kind, account and region will validate."""
+    since: float | None = None
+    """Epoch seconds: no answer from a call sent earlier (None: always ask AWS)."""
+
+
+_validating = threading.local()
+
+
+@contextlib.contextmanager
+def validating(own_id: str, ahead: list[str] | tuple[str, ...] = (), since: float | None = None) -> Iterator[None]:
+    """Around a validation's reads, in the thread that makes them (the validate activity's)."""
+    before = getattr(_validating, "current", None)
+    _validating.current = Validating(own_id, tuple(ahead), since)
+    try:
+        yield
+    finally:
+        _validating.current = before
+
+
+def validation() -> Validating | None:
+    """The validation this thread's reads belong to, if any."""
+    return getattr(_validating, "current", None)
 
 
 def may_remember() -> bool:
@@ -290,8 +341,15 @@ class ReadCoalescer(_Gatherer):
         self._on_remembered = on_remembered
         self._hot: dict[str, float] = {}
         """id -> when it was last asked: read ahead by every batch until `horizon` has passed."""
-        self._seen: dict[str, tuple[float, Any]] = {}
-        """id -> (when the call that answered it was sent, its item or items, None: not found)."""
+        self._seen: dict[str, tuple[float, Any, float]] = {}
+        """id -> (when the call that answered it was sent, its item or items, None: not found;
+        the same moment in epoch seconds)."""
+        self._expected: dict[str, float] = {}
+        """id -> until when it is read ahead first: a plan's next item will validate it (in plan order)."""
+        self._riding: dict[str, tuple[_Batch, float, float]] = {}
+        """id -> the call under way that reads it ahead, and when that call was sent (monotonic, epoch):
+        a read of it waits for that answer rather than asking again (a plan's executions validate
+        at the same moment)."""
         self._reading: dict[str, int] = {}
         """id -> how many reads of it wait for a batch: not read ahead, its own call answers it."""
         self._shunned: dict[str, float] = {}
@@ -303,10 +361,24 @@ class ReadCoalescer(_Gatherer):
         fresh = self._fresh
         if fresh is not None:
             now = fresh.clock()
+            checking = validation()
             with self._lock:
                 self._hot[resource_id] = now
                 seen = self._seen.get(resource_id)
-            if seen is not None and fresh.usable(resource_id, seen[0], now):
+                if checking is not None and checking.own_id == resource_id and fresh.validate_age > 0:
+                    for upcoming in checking.ahead:
+                        if upcoming != resource_id:
+                            self._expected[upcoming] = now + fresh.horizon
+                riding = self._riding.get(resource_id)
+            usable = seen is not None and fresh.usable(resource_id, seen[0], now, seen[2])
+            if not usable and riding is not None and fresh.usable(resource_id, riding[1], now, riding[2]):
+                while not riding[0].done.wait(_WAKE_SECONDS):  # woken to let a cancellation in
+                    pass
+                with self._lock:
+                    seen = self._seen.get(resource_id)
+                usable = seen is not None and fresh.usable(resource_id, seen[0], fresh.clock(), seen[2])
+            if usable:
+                assert seen is not None
                 with self._lock:
                     self.remembered += 1
                 if self._on_remembered is not None:
@@ -325,21 +397,29 @@ class ReadCoalescer(_Gatherer):
             raise batch.error
         return self._answer(batch.found.get(resource_id), resource_id)
 
-    def _ahead(self, ids: list[str]) -> tuple[list[str], float]:
-        """`ids` and the ids read ahead with them; when the call is sent."""
+    def _ahead(self, ids: list[str]) -> tuple[list[str], float, float]:
+        """`ids` and the ids read ahead with them: first those the plan's next items will validate
+        (unless answered lately), then the latest read; when the call is sent (monotonic, epoch)."""
         fresh = self._fresh
         if fresh is None:
-            return ids, 0.0
-        now = fresh.clock()
+            return ids, 0.0, 0.0
+        now, wall = fresh.clock(), fresh.wall()
         with self._lock:
             self._hot = {i: t for i, t in self._hot.items() if now - t <= fresh.horizon}
-            self._seen = {i: seen for i, seen in self._seen.items() if now - seen[0] <= fresh.max_age}
+            self._seen = {i: seen for i, seen in self._seen.items() if now - seen[0] <= fresh.keep}
             self._shunned = {i: until for i, until in self._shunned.items() if until > now}
-            asked = set(ids) | set(self._shunned) | set(self._reading)
-            room = min(fresh.ahead, self.shape.max_ids - len(ids))
+            self._expected = {i: until for i, until in self._expected.items() if until > now}
+            asked = set(ids) | set(self._shunned) | set(self._reading) | set(self._riding)
+            room = max(min(2 * fresh.ahead, self.shape.max_ids - len(ids)), 0)
+            lately = fresh.validate_age / 2
+            upcoming = [i for i in self._expected
+                        if i not in asked and now - self._seen.get(i, (float("-inf"),))[0] > lately][:fresh.ahead]
+            for i in upcoming:
+                del self._expected[i]  # read ahead once; a later validation's plan names it again
+            taken = asked | set(upcoming)
             latest = sorted(self._hot.items(), key=lambda hot: -hot[1])
-            extra = [i for i, _ in latest if i not in asked][:max(room, 0)]
-        return [*ids, *extra], now
+            extra = [*upcoming, *[i for i, _ in latest if i not in taken][:fresh.ahead]][:room]
+        return [*ids, *extra], now, wall
 
     def _send(self, batch: _Batch, ids: list[str]) -> None:
         """One call for every id asked and up to `ahead` read ahead. A batch AWS refuses for what
@@ -349,7 +429,22 @@ class ReadCoalescer(_Gatherer):
         and AWS's own faults are the whole call's: those go to every caller, as each would have
         met them alone (the activity retries)."""
         asked = ids
-        ids, sent_at = self._ahead(asked)
+        ids, sent_at, sent_wall = self._ahead(asked)
+        riders = ids[len(asked):]
+        if riders:
+            with self._lock:
+                for i in riders:
+                    self._riding[i] = (batch, sent_at, sent_wall)
+        try:
+            self._answered(batch, asked, ids, sent_at, sent_wall)
+        finally:
+            if riders:
+                with self._lock:
+                    for i in riders:
+                        if self._riding.get(i, (None,))[0] is batch:
+                            del self._riding[i]
+
+    def _answered(self, batch: _Batch, asked: list[str], ids: list[str], sent_at: float, sent_wall: float) -> None:
         try:
             self._read(batch, ids)
         except ClientError as exc:
@@ -358,7 +453,8 @@ class ReadCoalescer(_Gatherer):
                     self._shun(ids)  # refused for its own sake: not read ahead in others' batches
                 raise
             batch.found.clear()
-            sent_at = self._fresh.clock() if self._fresh is not None else 0.0
+            if self._fresh is not None:
+                sent_at, sent_wall = self._fresh.clock(), self._fresh.wall()
             if len(ids) > len(asked):  # the callers together first, then id by id
                 self._shun(ids[len(asked):])
                 ids = asked
@@ -372,7 +468,7 @@ class ReadCoalescer(_Gatherer):
             with self._lock:
                 for i in ids:
                     if i not in refused:
-                        self._seen[i] = (sent_at, batch.found.get(i))
+                        self._seen[i] = (sent_at, batch.found.get(i), sent_wall)
 
     def _shun(self, riders: list[str]) -> None:
         assert self._fresh is not None
