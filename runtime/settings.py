@@ -75,7 +75,7 @@ class Settings(BaseSettings):
         default=50.0, ge=0, le=1000, description="How long a single-resource describe (or stop) waits "
         "for other executions' to share one AWS call; 0 sends each as asked.")
     aws_validate_read_age_s: float = Field(
-        default=5.0, ge=0, le=30, description="How old an answer validation may take from a call sent after "
+        default=10.0, ge=0, le=60, description="How old an answer validation may take from a call sent after "
         "its execution began (a plan's next items are read ahead by the one before; activities/gateway); "
         "0: every validation asks AWS itself.")
 

@@ -595,3 +595,20 @@ def test_a_validation_that_may_not_take_older_answers_reads_nothing_ahead() -> N
     with coalesce.validating("vol-2", [], since=0.0):
         reader.read("vol-2")
     assert calls == [["vol-1"], ["vol-2", "vol-1"]]  # only the latest-read ids ride, never answering it
+
+
+@pytest.mark.usefixtures("after_validation")
+def test_a_snapshot_just_made_is_read_ahead_for_the_check_that_follows(aws: AwsAccount) -> None:
+    """A backup's CreateSnapshot names the snapshot its apply checks next (coalesce.FOLLOW_UPS): the
+    next DescribeSnapshots of another snapshot carries it, and the check then makes no call."""
+    seen = FaultInjector([])
+    sessions = SessionFactory(endpoint_url=aws.endpoint, session_hooks=[seen.install], coalesce_window=0.01,
+                              read_max_age=60)
+    ec2 = sessions.client(ACCOUNT, REGION, "ec2")
+    other = ec2.create_snapshot(VolumeId=aws.volume())["SnapshotId"]
+    mine = ec2.create_snapshot(VolumeId=aws.volume())["SnapshotId"]
+    ec2.describe_snapshots(SnapshotIds=[other])  # another execution's check carries `mine`
+    assert seen.calls["DescribeSnapshots"] == 1
+    assert ec2.describe_snapshots(SnapshotIds=[mine])["Snapshots"][0]["SnapshotId"] == mine
+    assert seen.calls["DescribeSnapshots"] == 1
+    assert sessions.gateway(ACCOUNT, REGION).remembered() == {"describe_snapshots": 1}

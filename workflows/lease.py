@@ -23,8 +23,14 @@ class LeaseInput(StrictModel):
     holder: str
 
 
-@workflow.defn(name="ResourceLease")
+@workflow.defn(name="ResourceLease", sandboxed=False)
 class ResourceLeaseWorkflow:
+    """Outside the workflow sandbox (`sandboxed=False`): it waits for one signal and keeps no
+    state but its holder, and one runs per execution. The sandbox's per-run isolation (this
+    module imported again in a fresh sandbox for each run, every activation entered through
+    it) cost the worker more CPU than the lease's own three activations (py-spy, race N=100).
+    Nothing here reads a clock, a random number or the environment."""
+
     def __init__(self) -> None:
         self._released = False
         self._holder = ""

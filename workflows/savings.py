@@ -34,8 +34,11 @@ def savings_check_id(execution_id: str) -> str:
     return f"savings-{execution_id}"
 
 
-@workflow.defn(name="SavingsCheck")
+@workflow.defn(name="SavingsCheck", sandboxed=False)
 class SavingsCheckWorkflow:
+    """Outside the workflow sandbox, as `ResourceLease` (workflows/lease.py): one per completed
+    execution, a timer and one activity, time only from `workflow.now()`."""
+
     def __init__(self) -> None:
         self._measurement: SavingsMeasurement | None = None
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from activities.gateway.buckets import AwsBudget, filtered_bucket_of, is_mutating
 from activities.gateway.coalesce import (
+    FOLLOW_UPS,
     MUTATIONS,
     READS,
     TAG_LOOKUPS,
@@ -53,10 +54,10 @@ DEFAULT_MAX_AGE = 1.0
 DEFAULT_HORIZON = 10.0
 DEFAULT_AHEAD = 25
 #: How old an answer a validation may take, from a call sent after its execution began
-#: (coalesce.validating): a CPU-bound worker runs the validations of a plan's items a fraction of
-#: a second apart, and a plan's next items are read ahead by the one before (race N=100: validation
-#: 321 -> TODO requests). Well within the time a change waits between validation and apply.
-DEFAULT_VALIDATE_AGE = 5.0
+#: (coalesce.validating): a CPU-bound worker runs the validations of a plan's items seconds apart,
+#: and a plan's next items are read ahead by the one before. Sent after the start, an answer is
+#: never older than the execution itself; the bound only matters for a validation long after it.
+DEFAULT_VALIDATE_AGE = 10.0
 
 
 @dataclass
@@ -165,8 +166,25 @@ class GatewayClient:
             return self._fresh_after(self._batched_mutation(mutation, method))
         api = self._client.meta.method_to_api_mapping.get(name)  # not get_paginator, close, ...
         if api is not None and is_mutating(api):
-            return self._fresh_after(method)
+            follow = FOLLOW_UPS.get((self._service, name))
+            return self._followed(self._fresh_after(method), *follow) if follow else self._fresh_after(method)
         return method
+
+    def _followed(self, method: Callable[..., Any], read: str, id_field: str) -> Callable[..., Any]:
+        """A mutation whose answer's `id_field` is read ahead by the next `read` call (FOLLOW_UPS)."""
+        if self._gateway.fresh is None:
+            return method
+
+        def call(**kwargs: Any) -> Any:
+            answer = method(**kwargs)
+            made = answer.get(id_field) if isinstance(answer, dict) else None
+            if isinstance(made, str):
+                reader = self._gateway.reader(self._service, READS[(self._service, read)],
+                                              getattr(self._client, read))
+                reader.expect(made)
+            return answer
+
+        return call
 
     def _fresh_after(self, method: Callable[..., Any]) -> Callable[..., Any]:
         """A mutation after which no answer from before its end is given for what it names."""

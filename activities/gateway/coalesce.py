@@ -91,6 +91,20 @@ READS: dict[tuple[str, str], ReadShape] = {shape_key: shape for shape_key, shape
 )}
 
 
+#: An id the plan's next items will validate is not read ahead again within this many seconds of
+#: its last answer: the validations that answer can serve come that soon; a later one, validating
+#: again after its approval say, needs an answer sent after that, and finds it read ahead anew.
+LATELY = 1.0
+
+#: Mutations whose answer names a resource its execution reads next: (the read, the answer's id
+#: field). The id is read ahead by the next call of that read, so the read that follows (a
+#: backup's snapshot, which apply checks is complete before it deletes the volume) usually
+#: finds a fresh answer instead of a call of its own (race N=100: ~60 DescribeSnapshots).
+FOLLOW_UPS: dict[tuple[str, str], tuple[str, str]] = {
+    ("ec2", "create_snapshot"): ("describe_snapshots", "SnapshotId"),
+}
+
+
 def single_id(shape: ReadShape, kwargs: dict[str, Any]) -> str | None:
     """The one id of a call that asks for exactly one resource and nothing else, or None."""
     if set(kwargs) != {shape.id_param}:
@@ -397,6 +411,13 @@ class ReadCoalescer(_Gatherer):
             raise batch.error
         return self._answer(batch.found.get(resource_id), resource_id)
 
+    def expect(self, resource_id: str) -> None:
+        """Read `resource_id` ahead with the next call of this operation (`FOLLOW_UPS`)."""
+        fresh = self._fresh
+        if fresh is not None:
+            with self._lock:
+                self._expected[resource_id] = fresh.clock() + fresh.horizon
+
     def _ahead(self, ids: list[str]) -> tuple[list[str], float, float]:
         """`ids` and the ids read ahead with them: first those the plan's next items will validate
         (unless answered lately), then the latest read; when the call is sent (monotonic, epoch)."""
@@ -411,7 +432,7 @@ class ReadCoalescer(_Gatherer):
             self._expected = {i: until for i, until in self._expected.items() if until > now}
             asked = set(ids) | set(self._shunned) | set(self._reading) | set(self._riding)
             room = max(min(2 * fresh.ahead, self.shape.max_ids - len(ids)), 0)
-            lately = fresh.validate_age / 2
+            lately = min(LATELY, fresh.validate_age)  # an older answer may predate the next ones' start
             upcoming = [i for i in self._expected
                         if i not in asked and now - self._seen.get(i, (float("-inf"),))[0] > lately][:fresh.ahead]
             for i in upcoming:
@@ -560,7 +581,7 @@ class MutationShape:
 #: the other); its bucket's 2/s is spent one start at a time.
 MUTATIONS: dict[tuple[str, str], MutationShape] = {
     ("ec2", "stop_instances"): MutationShape("stop_instances", "InstanceIds", "StoppingInstances", "InstanceId",
-                                             window=0.25),
+                                             window=1.0),
 }
 
 
