@@ -451,7 +451,7 @@ def test_a_read_during_a_mutation_of_its_resource_waits_for_an_answer_sent_after
 
 
 def test_stops_asked_apart_still_share_one_call(aws: AwsAccount) -> None:
-    """A stop's batch stays open at least its shape's window (0.25 s), however short the gateway's:
+    """A stop's batch stays open at least its shape's window (1 s), however short the gateway's:
     executions reach their stop apart, and the mutating bucket (5/s) is the scarcest."""
     sessions, seen = counted(aws, window=0.01)
     instances = [aws.instance() for _ in range(4)]
