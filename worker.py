@@ -212,7 +212,8 @@ async def _serve(settings: Settings, stop: asyncio.Event, notify: NotifyActiviti
     sessions = SessionFactory(role_arn_template=settings.role_arn_template, endpoint_url=settings.aws_endpoint_url,
                               budget=settings.aws_budget(), accounts=accounts,
                               coalesce_window=settings.aws_coalesce_window_ms / 1000,
-                              validate_read_age=settings.aws_validate_read_age_s)
+                              validate_read_age=settings.aws_validate_read_age_s,
+                              patient_window=settings.aws_patient_window_ms / 1000)
     windows = WindowActivities(settings.windows_file, sessions=sessions)  # SSM windows read through the accounts' roles
     worker = build_worker(client, task_queue=settings.task_queue, sessions=sessions, store=store,
                           max_concurrent_activities=settings.max_concurrent_activities,

@@ -103,6 +103,7 @@ class SessionFactory:
         coalesce_window: float = DEFAULT_WINDOW,
         read_max_age: float = DEFAULT_MAX_AGE,
         validate_read_age: float = DEFAULT_VALIDATE_AGE,
+        patient_window: float = 0.0,
         accounts: AccountsLookup | None = None,
         session_name: str = "reclaim",
         clock: Callable[[], datetime] | None = None,
@@ -116,6 +117,7 @@ class SessionFactory:
         self._coalesce_window = coalesce_window
         self._read_max_age = read_max_age
         self._validate_read_age = validate_read_age
+        self._patient_window = patient_window
         self._accounts = accounts
         self.session_name = session_name
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -157,7 +159,8 @@ class SessionFactory:
         with self._lock:
             return self._gateways.setdefault(
                 (account_id, region), Gateway(self._coalesce_window, self.budget, account_id, region, self.ledger,
-                                                self._read_max_age, validate_age=self._validate_read_age))
+                                                self._read_max_age, validate_age=self._validate_read_age,
+                                                patient_window=self._patient_window))
 
     def economy(self) -> list[str]:
         """One line per account and region: what coalescing saved and what the budget spent."""

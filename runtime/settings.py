@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     aws_coalesce_window_ms: float = Field(
         default=50.0, ge=0, le=1000, description="How long a single-resource describe (or stop) waits "
         "for other executions' to share one AWS call; 0 sends each as asked.")
+    aws_patient_window_ms: float = Field(
+        default=500.0, ge=0, le=2000, description="How long a describe or a stop by a step after validation "
+        "(backup, apply, verify polls) waits for other executions' to share one AWS call; at least the "
+        "coalescing window. Those steps wait seconds for their workflow tasks anyway.")
     aws_validate_read_age_s: float = Field(
         default=10.0, ge=0, le=60, description="How old an answer validation may take from a call sent after "
         "its execution began (a plan's next items are read ahead by the one before; activities/gateway); "

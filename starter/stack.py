@@ -58,6 +58,7 @@ async def embedded_stack(
             role_arn_template=settings.role_arn_template, endpoint_url=settings.aws_endpoint_url,
             budget=settings.aws_budget(), coalesce_window=settings.aws_coalesce_window_ms / 1000,
             validate_read_age=settings.aws_validate_read_age_s,
+            patient_window=settings.aws_patient_window_ms / 1000,
         )
         notify = settings.notify()
         if notify is not None:

@@ -451,7 +451,7 @@ def test_a_read_during_a_mutation_of_its_resource_waits_for_an_answer_sent_after
 
 
 def test_stops_asked_apart_still_share_one_call(aws: AwsAccount) -> None:
-    """A stop's batch stays open at least its shape's window (1 s), however short the gateway's:
+    """A stop's batch stays open at least its shape's window (0.25 s), however short the gateway's:
     executions reach their stop apart, and the mutating bucket (5/s) is the scarcest."""
     sessions, seen = counted(aws, window=0.01)
     instances = [aws.instance() for _ in range(4)]
@@ -612,3 +612,30 @@ def test_a_snapshot_just_made_is_read_ahead_for_the_check_that_follows(aws: AwsA
     assert ec2.describe_snapshots(SnapshotIds=[mine])["Snapshots"][0]["SnapshotId"] == mine
     assert seen.calls["DescribeSnapshots"] == 1
     assert sessions.gateway(ACCOUNT, REGION).remembered() == {"describe_snapshots": 1}
+
+
+def test_reads_after_validation_wait_longer_to_share_a_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A describe by a step after validation (apply's check, a verify poll) opens a batch that stays
+    open `patient_window`: reads a CPU-bound worker makes 0.1 s apart still share one call. A
+    validation's batch keeps the short window: it holds its workflow task meanwhile."""
+    calls: list[list[str]] = []
+
+    def describe(**kwargs: Any) -> dict[str, Any]:
+        ids = kwargs["Filters"][0]["Values"]
+        calls.append(list(ids))
+        return {"Volumes": [{"VolumeId": i} for i in ids]}
+
+    def apart(reader: ReadCoalescer) -> None:
+        def read(i: int) -> Any:
+            time.sleep(0.1 * i)
+            return reader.read(f"vol-{i}")
+
+        assert [a["Volumes"][0]["VolumeId"] for a in at_once(3, read)] == ["vol-0", "vol-1", "vol-2"]
+
+    monkeypatch.setattr(coalesce, "may_remember", lambda: True)
+    apart(ReadCoalescer(READS[("ec2", "describe_volumes")], describe, window=0.01, patient_window=1.0))
+    assert [sorted(c) for c in calls] == [["vol-0", "vol-1", "vol-2"]]
+    monkeypatch.setattr(coalesce, "may_remember", lambda: False)
+    calls.clear()
+    apart(ReadCoalescer(READS[("ec2", "describe_volumes")], describe, window=0.01, patient_window=1.0))
+    assert len(calls) == 3

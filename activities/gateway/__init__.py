@@ -81,10 +81,12 @@ class Gateway:
     def __init__(self, window: float = DEFAULT_WINDOW, budget: AwsBudget | None = None,
                  account_id: str = "", region: str = "", ledger: CallLedger | None = None,
                  max_age: float = DEFAULT_MAX_AGE, horizon: float = DEFAULT_HORIZON,
-                 validate_age: float = DEFAULT_VALIDATE_AGE) -> None:
+                 validate_age: float = DEFAULT_VALIDATE_AGE, patient_window: float = 0.0) -> None:
         """`max_age` 0: every read asks AWS (no answer remembered, none read ahead); `validate_age` 0:
         every validation asks AWS and reads nothing ahead for the plan's next items."""
         self.window = window
+        self.patient_window = patient_window
+        """How long a read by a step after validation waits for others (coalesce.ReadCoalescer)."""
         self.fresh = (Freshness(max_age, horizon, ahead=DEFAULT_AHEAD, validate_age=validate_age)
                       if max_age > 0 else None)
         self._budget = budget
@@ -108,7 +110,8 @@ class Gateway:
                 self._readers[key] = ReadCoalescer(
                     shape, call, self.window, lambda n: self.stats.count(shape.operation, n),
                     self._payment(service, shape.operation), self.fresh,
-                    None if self.ledger is None else partial(self.ledger.remember, shape.operation))
+                    None if self.ledger is None else partial(self.ledger.remember, shape.operation),
+                    patient_window=self.patient_window)
             return self._readers[key]
 
     def remembered(self) -> dict[str, int]:
@@ -122,7 +125,8 @@ class Gateway:
             key = (service, shape.operation)
             if key not in self._batchers:
                 self._batchers[key] = MutationBatcher(
-                    shape, call, max(self.window, shape.window), lambda n: self.stats.count(shape.operation, n),
+                    shape, call, max(self.window, shape.window, self.patient_window),
+                    lambda n: self.stats.count(shape.operation, n),
                     self._payment(service, shape.operation))
             return self._batchers[key]
 

@@ -286,8 +286,9 @@ class _Gatherer(ABC):
         self._lock = threading.Lock()
         self._open: _Batch | None = None
 
-    def _gathered(self, resource_id: str) -> _Batch:
-        """The answered batch this id went out in.
+    def _gathered(self, resource_id: str, window: float | None = None) -> _Batch:
+        """The answered batch this id went out in; a batch it opens stays open `window` seconds
+        (default: the gatherer's own).
 
         A cancellation can land between any two bytecodes of this method: whatever it
         interrupts, the id leaves a batch not yet sent, and a batch once opened is sent.
@@ -299,7 +300,7 @@ class _Gatherer(ABC):
                 batch = self._open
                 if batch is None or batch.sent or len(batch.ids) >= self._max_ids:
                     batch = self._open = _Batch()
-                    flusher = threading.Thread(target=self._flush, args=(batch,),
+                    flusher = threading.Thread(target=self._flush, args=(batch, window),
                                                name=f"gather-{type(self).__name__}", daemon=True)
                 batch.ids.append(resource_id)
             if flusher is not None:
@@ -316,9 +317,9 @@ class _Gatherer(ABC):
             raise
         return batch
 
-    def _flush(self, batch: _Batch) -> None:
+    def _flush(self, batch: _Batch, window: float | None = None) -> None:
         try:
-            time.sleep(self._window)
+            time.sleep(self._window if window is None else window)
             with self._pay():  # others may still join while the token is awaited
                 with self._lock:
                     batch.sent = True  # from here on, later callers form the next batch
@@ -348,9 +349,15 @@ class ReadCoalescer(_Gatherer):
 
     def __init__(self, shape: ReadShape, call: Callable[..., Any], window: float,
                  on_batch: Callable[[int], None] | None = None, pay: Payment | None = None,
-                 fresh: Freshness | None = None, on_remembered: Callable[[], None] | None = None) -> None:
+                 fresh: Freshness | None = None, on_remembered: Callable[[], None] | None = None,
+                 patient_window: float = 0.0) -> None:
         super().__init__(call, window, shape.max_ids, on_batch, pay)
         self.shape = shape
+        self._patient = max(window, patient_window)
+        """How long a batch opened by a step after validation stays open (`may_remember`): backup,
+        apply's check-before-act and verify polls wait seconds for a workflow task anyway, so
+        a fraction of one more lets the reads of the executions a CPU-bound worker runs apart
+        share a call."""
         self._fresh = fresh
         self._on_remembered = on_remembered
         self._hot: dict[str, float] = {}
@@ -401,7 +408,7 @@ class ReadCoalescer(_Gatherer):
         with self._lock:
             self._reading[resource_id] = self._reading.get(resource_id, 0) + 1
         try:
-            batch = self._gathered(resource_id)
+            batch = self._gathered(resource_id, self._patient if may_remember() else None)
         finally:
             with self._lock:
                 self._reading[resource_id] -= 1
@@ -581,7 +588,7 @@ class MutationShape:
 #: the other); its bucket's 2/s is spent one start at a time.
 MUTATIONS: dict[tuple[str, str], MutationShape] = {
     ("ec2", "stop_instances"): MutationShape("stop_instances", "InstanceIds", "StoppingInstances", "InstanceId",
-                                             window=1.0),
+                                             window=0.25),
 }
 
 
