@@ -170,8 +170,9 @@ class GatewayClient:
             return self._fresh_after(self._batched_mutation(mutation, method))
         api = self._client.meta.method_to_api_mapping.get(name)  # not get_paginator, close, ...
         if api is not None and is_mutating(api):
+            call = self._fresh_after(method)
             follow = FOLLOW_UPS.get((self._service, name))
-            return self._followed(self._fresh_after(method), *follow) if follow else self._fresh_after(method)
+            return self._followed(call, *follow) if follow else call
         return method
 
     def _followed(self, method: Callable[..., Any], read: str, id_field: str) -> Callable[..., Any]:
