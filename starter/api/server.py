@@ -32,7 +32,9 @@ async def serve_until_interrupted(settings: Settings, host: str, port: int, app:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    await serve_asgi(app if app is not None else create_app(None, settings), host, port, stop)
+    # Bound here, not by uvicorn: a taken port is one sentence and exit 1, not its traceback and exit 3.
+    with contextlib.closing(listening_socket(host, port, any_port_if_taken=False, choose="--port")) as sock:
+        await serve_asgi(app if app is not None else create_app(None, settings), host, port, stop, sock)
 
 
 async def serve(settings: Settings, host: str, port: int, services: Services | None = None,
@@ -40,12 +42,15 @@ async def serve(settings: Settings, host: str, port: int, services: Services | N
     await serve_asgi(create_app(services, settings), host, port, stop, sock)
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A socket already listening on `port`, or on a free port when another process has `port`.
+def listening_socket(host: str, port: int, *, any_port_if_taken: bool = True,
+                     choose: str = "--api-port or RECLAIM_API_PORT") -> socket.socket:
+    """A socket already listening on `port`, or on a free port when another process has `port`
+    (`any_port_if_taken=False`: a RuntimeError naming the port and how to `choose` another).
 
     Bound and listening before it is handed to uvicorn: a check that the port is free, followed by
     uvicorn's own bind, lets two demos started at once both see the port free and the second die
-    with a traceback on EADDRINUSE (seen on a shared machine).
+    with a traceback on EADDRINUSE (seen on a shared machine). Inside `reclaim dev`, uvicorn's own
+    failed bind only logged: the process went on without its API and ignored Ctrl-C.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
@@ -54,6 +59,8 @@ def listening_socket(host: str, port: int) -> socket.socket:
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise
+            if not any_port_if_taken:
+                raise RuntimeError(f"port {port} on {host} is taken; choose another with {choose}") from None
             sock.bind((host, 0))
         sock.listen(2048)
     except BaseException:

@@ -91,9 +91,15 @@ def test_dev_runs_in_the_foreground_and_exits_cleanly_on_ctrl_c(tmp_path: Path) 
     )
     try:
         deadline = time.monotonic() + 90
-        while not all(port_open("127.0.0.1", p) for p in (port, ui_port, api_port, metrics_port)):
+        ports = {"temporal": port, "ui": ui_port, "api": api_port, "metrics": metrics_port}
+        while not all(port_open("127.0.0.1", p) for p in ports.values()):
             assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "dev server did not come up"
+            if time.monotonic() > deadline:
+                proc.kill()
+                out, err = proc.communicate()
+                log = tmp_path / ".reclaim" / "temporal.log"
+                raise AssertionError(f"dev server did not come up: open {({k: port_open('127.0.0.1', p) for k, p in ports.items()})}\n"
+                                     f"{out}\n{err}\n{log.read_text()[-2000:] if log.exists() else ''}")
             time.sleep(0.2)
         health = urllib.request.urlopen(f"http://127.0.0.1:{api_port}/healthz", timeout=10)
         assert json.load(health)["checks"] == {"temporal": "ok", "database": "ok"}
