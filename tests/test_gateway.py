@@ -626,6 +626,8 @@ def test_reads_after_validation_wait_longer_to_share_a_call(monkeypatch: pytest.
         return {"Volumes": [{"VolumeId": i} for i in ids]}
 
     def apart(reader: ReadCoalescer) -> None:
+        reader.read("vol-9")  # another execution was about lately (this thread is another caller)
+
         def read(i: int) -> Any:
             time.sleep(0.1 * i)
             return reader.read(f"vol-{i}")
@@ -634,8 +636,24 @@ def test_reads_after_validation_wait_longer_to_share_a_call(monkeypatch: pytest.
 
     monkeypatch.setattr(coalesce, "may_remember", lambda: True)
     apart(ReadCoalescer(READS[("ec2", "describe_volumes")], describe, window=0.01, patient_window=1.0))
-    assert [sorted(c) for c in calls] == [["vol-0", "vol-1", "vol-2"]]
+    assert [sorted(c) for c in calls] == [["vol-9"], ["vol-0", "vol-1", "vol-2"]]
     monkeypatch.setattr(coalesce, "may_remember", lambda: False)
     calls.clear()
     apart(ReadCoalescer(READS[("ec2", "describe_volumes")], describe, window=0.01, patient_window=1.0))
-    assert len(calls) == 3
+    assert len(calls) == 4
+
+
+def test_a_lone_caller_never_waits_the_patient_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The patient window buys company: with no other execution about within COMPANY_SECONDS (the
+    CLI's execution, a test's) a batch goes at the short window. A stop (MutationBatcher) alike."""
+    monkeypatch.setattr(coalesce, "may_remember", lambda: True)
+    reader = ReadCoalescer(READS[("ec2", "describe_volumes")], lambda **_: {"Volumes": []}, window=0.01,
+                           patient_window=1.0)
+    assert reader._patient_window() is None  # alone
+    assert reader._patient_window() is None  # still alone: its own earlier read is no company
+    assert at_once(1, lambda _: reader._patient_window()) == [1.0]  # another caller: the first is about
+    assert reader._patient_window() == 1.0
+    assert reader._patient_window(may_wait=False) is None  # a validation never waits it
+    clock = [time.monotonic() + coalesce.COMPANY_SECONDS + 1]
+    monkeypatch.setattr(coalesce.time, "monotonic", lambda: clock[0])
+    assert reader._patient_window() is None  # the other quiet longer than COMPANY_SECONDS: alone again

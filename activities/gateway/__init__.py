@@ -125,9 +125,9 @@ class Gateway:
             key = (service, shape.operation)
             if key not in self._batchers:
                 self._batchers[key] = MutationBatcher(
-                    shape, call, max(self.window, shape.window, self.patient_window),
+                    shape, call, max(self.window, shape.window),
                     lambda n: self.stats.count(shape.operation, n),
-                    self._payment(service, shape.operation))
+                    self._payment(service, shape.operation), patient_window=self.patient_window)
             return self._batchers[key]
 
 

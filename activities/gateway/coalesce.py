@@ -96,6 +96,10 @@ READS: dict[tuple[str, str], ReadShape] = {shape_key: shape for shape_key, shape
 #: again after its approval say, needs an answer sent after that, and finds it read ahead anew.
 LATELY = 1.0
 
+#: A batch waits its patient window only if another execution used the same gatherer within this
+#: many seconds: the steps of a plan's executions come seconds apart on a busy worker.
+COMPANY_SECONDS = 3.0
+
 #: Mutations whose answer names a resource its execution reads next: (the read, the answer's id
 #: field). The id is read ahead by the next call of that read, so the read that follows (a
 #: backup's snapshot, which apply checks is complete before it deletes the volume) usually
@@ -277,7 +281,8 @@ class _Gatherer(ABC):
     """
 
     def __init__(self, call: Callable[..., Any], window: float, max_ids: int,
-                 on_batch: Callable[[int], None] | None = None, pay: Payment | None = None) -> None:
+                 on_batch: Callable[[int], None] | None = None, pay: Payment | None = None,
+                 patient_window: float = 0.0) -> None:
         self._call = call
         self._window = window
         self._max_ids = max_ids
@@ -285,6 +290,29 @@ class _Gatherer(ABC):
         self._pay = pay or contextlib.nullcontext
         self._lock = threading.Lock()
         self._open: _Batch | None = None
+        self._patient = max(window, patient_window)
+        """How long a batch stays open when others are about (`_in_company`)."""
+        self._callers: dict[object, float] = {}
+        """caller (its execution, or its thread outside an activity) -> when it last called."""
+
+    def _in_company(self) -> bool:
+        """Whether another caller (another execution) used this gatherer within `COMPANY_SECONDS`;
+        notes this caller. Only then is the patient window worth waiting: a lone execution (the
+        CLI's, a test's, a small plan's) has nobody to share a call with and pays it for nothing."""
+        me: object = activity.info().workflow_id if activity.in_activity() else threading.get_ident()
+        now = time.monotonic()
+        with self._lock:
+            if len(self._callers) > 64 or any(now - t > COMPANY_SECONDS for t in self._callers.values()):
+                self._callers = {c: t for c, t in self._callers.items() if now - t <= COMPANY_SECONDS}
+            company = any(c != me for c in self._callers)
+            self._callers[me] = now
+        return company
+
+    def _patient_window(self, may_wait: bool = True) -> float | None:
+        """The patient window when others are about and this caller `may_wait`, else None (the
+        gatherer's own window). Every caller counts as company for the others."""
+        company = self._in_company()
+        return self._patient if may_wait and company and self._patient > self._window else None
 
     def _gathered(self, resource_id: str, window: float | None = None) -> _Batch:
         """The answered batch this id went out in; a batch it opens stays open `window` seconds
@@ -351,13 +379,13 @@ class ReadCoalescer(_Gatherer):
                  on_batch: Callable[[int], None] | None = None, pay: Payment | None = None,
                  fresh: Freshness | None = None, on_remembered: Callable[[], None] | None = None,
                  patient_window: float = 0.0) -> None:
-        super().__init__(call, window, shape.max_ids, on_batch, pay)
+        # The patient window: how long a batch opened by a step after validation (`may_remember`)
+        # stays open when other executions are about. Backup, apply's check-before-act and verify
+        # polls wait seconds for a workflow task anyway, so a fraction of one more lets the reads
+        # of the executions a CPU-bound worker runs apart share a call. A validation's batch keeps
+        # the short window: it holds its workflow task meanwhile.
+        super().__init__(call, window, shape.max_ids, on_batch, pay, patient_window)
         self.shape = shape
-        self._patient = max(window, patient_window)
-        """How long a batch opened by a step after validation stays open (`may_remember`): backup,
-        apply's check-before-act and verify polls wait seconds for a workflow task anyway, so
-        a fraction of one more lets the reads of the executions a CPU-bound worker runs apart
-        share a call."""
         self._fresh = fresh
         self._on_remembered = on_remembered
         self._hot: dict[str, float] = {}
@@ -408,7 +436,7 @@ class ReadCoalescer(_Gatherer):
         with self._lock:
             self._reading[resource_id] = self._reading.get(resource_id, 0) + 1
         try:
-            batch = self._gathered(resource_id, self._patient if may_remember() else None)
+            batch = self._gathered(resource_id, self._patient_window(may_remember()))
         finally:
             with self._lock:
                 self._reading[resource_id] -= 1
@@ -598,12 +626,13 @@ class MutationBatcher(_Gatherer):
     each action still checks its resource before it asks (check-before-act)."""
 
     def __init__(self, shape: MutationShape, call: Callable[..., Any], window: float,
-                 on_batch: Callable[[int], None] | None = None, pay: Payment | None = None) -> None:
-        super().__init__(call, window, shape.max_ids, on_batch, pay)
+                 on_batch: Callable[[int], None] | None = None, pay: Payment | None = None,
+                 patient_window: float = 0.0) -> None:
+        super().__init__(call, window, shape.max_ids, on_batch, pay, patient_window)
         self.shape = shape
 
     def mutate(self, resource_id: str) -> dict[str, Any]:
-        batch = self._gathered(resource_id)
+        batch = self._gathered(resource_id, self._patient_window())
         answer = batch.found.get(resource_id)
         if isinstance(answer, BaseException):
             raise answer
