@@ -348,6 +348,27 @@ def test_ebs_delete_first_backup_attempt_looks_for_nothing_and_a_retry_finds_it(
     assert [s["SnapshotId"] for s in tagged(ec2, "snapshots", BACKUP_TAG, EXEC)] == [first.backup_id]
 
 
+def test_ec2_terminate_first_backup_attempt_looks_for_no_ami_and_a_retry_finds_it(ec2: Any) -> None:
+    """As ebs.delete's: the AMI is looked for by tag (DescribeImages filtered over the account's
+    images) only where an earlier attempt may have made one. Attempt 1 creates and reads its AMI by
+    id; attempt 2 finds that AMI by tag and creates none."""
+    counter = FaultInjector([])
+    sessions = SessionFactory(session_hooks=[counter.install])
+    kind = action(sessions, "ec2.terminate", run_instance(ec2), {})
+    step = ActionStepInput(execution_id=EXEC, recommendation=kind.rec, observed=kind.inspect())
+    activities = ExecutionActivities(sessions)
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, activity_type="backup", attempt=1)
+    first = env.run(activities.backup, step)
+    assert (counter.calls["CreateImage"], counter.calls["DescribeImages"]) == (1, 1)  # by id only
+    env.info = dataclasses.replace(env.info, attempt=2)  # as if the first had died after its CreateImage
+    again = env.run(activities.backup, step)
+    assert again.backup_id == first.backup_id
+    assert (counter.calls["CreateImage"], counter.calls["DescribeImages"]) == (1, 2)
+    images = ec2.describe_images(Owners=["self"], Filters=[{"Name": f"tag:{BACKUP_TAG}", "Values": [EXEC]}])["Images"]
+    assert [i["ImageId"] for i in images] == [first.backup_id]
+
+
 def test_ebs_delete_needs_its_snapshot(ec2: Any, factory: SessionFactory) -> None:
     vid = create_volume(ec2)
     kind = action(factory, "ebs.delete", vid, {})

@@ -9,7 +9,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 from pydantic import Field
 
-from activities.actions.base import BACKUP_TAG, Action, register
+from activities.actions.base import BACKUP_TAG, Action, may_have_made_it, register
 from activities.errors import InProgress, Refused, RevertImpossible, VerificationFailed, client_error_code
 from activities.resources.base import restorable_tags, tag_filters
 from activities.resources.ec2_instance import (
@@ -159,7 +159,7 @@ class Ec2Terminate(Action[TerminateParams, InstanceDetail]):
 
     def backup(self, seen: Observation) -> BackupRecord:
         recipe = self._recipe(seen)
-        image = self._image()
+        image = self._image() if may_have_made_it() else None  # a first attempt has made nothing yet
         if image is None:
             created = self.aws.create_image(
                 InstanceId=self.rec.resource_id, Name=self._image_name(), NoReboot=True,
