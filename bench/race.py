@@ -281,6 +281,7 @@ class Race:
             "calls": ledger,
             "cpu_ms_per_execution": {**cpu, "worker_plus_server": round(cpu["worker"] + cpu["server"], 2)},
             "worker": {"aws_budget_share": 1, "coalesce_window_ms": self.args.race_window_ms,
+                       "patient_window_ms": Settings().aws_patient_window_ms,  # the worker's env is ours
                        "max_concurrency": self.args.race_concurrency},
         }
 

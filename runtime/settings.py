@@ -75,9 +75,10 @@ class Settings(BaseSettings):
         default=50.0, ge=0, le=1000, description="How long a single-resource describe (or stop) waits "
         "for other executions' to share one AWS call; 0 sends each as asked.")
     aws_patient_window_ms: float = Field(
-        default=500.0, ge=0, le=2000, description="How long a describe or a stop by a step after validation "
-        "(backup, apply, verify polls) waits for other executions' to share one AWS call; at least the "
-        "coalescing window. Those steps wait seconds for their workflow tasks anyway.")
+        default=2000.0, ge=0, le=10000, description="How long a describe or a stop by a step after validation "
+        "(backup, apply, verify polls) waits for other executions' to share one AWS call, when another "
+        "execution used that call in the last 3 s (a lone execution does not wait); at least the "
+        "coalescing window. Race N=500: 1.85x the baseline's requests at 500, 1.36x at 2000.")
     aws_validate_read_age_s: float = Field(
         default=10.0, ge=0, le=60, description="How old an answer validation may take from a call sent after "
         "its execution began (a plan's next items are read ahead by the one before; activities/gateway); "
