@@ -38,12 +38,12 @@ _HANDED_OUT: collections.deque[int] = collections.deque(maxlen=512)
 _PICK = random.SystemRandom()
 
 
-def _ephemeral_range() -> tuple[int, int]:
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range."""
     try:
-        low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-        return low, high
-    except (OSError, ValueError):
-        return 32768, 60999  # Linux's default
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def free_port() -> int:
@@ -54,7 +54,7 @@ def free_port() -> int:
     take it before the process it was meant for listens on it (seen in CI: `reclaim dev`'s API
     port, taken so, never opened). Ports below the range are never given out by the kernel.
     """
-    low, _ = _ephemeral_range()
+    low = _ephemeral_low()
     first = 20000 if low > 22000 else 1024
     for _ in range(1000):
         port = _PICK.randrange(first, low)
@@ -63,10 +63,8 @@ def free_port() -> int:
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
-            except OSError:
+            except OSError:  # in use, a wildcard or dual-stack listener's too
                 continue
-        if port_open("127.0.0.1", port):  # another address family or wildcard listener
-            continue
         _HANDED_OUT.append(port)
         return port
     with socket.socket() as sock:  # a machine with no room below its ephemeral range

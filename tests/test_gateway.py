@@ -654,6 +654,9 @@ def test_a_lone_caller_never_waits_the_patient_window(monkeypatch: pytest.Monkey
     assert at_once(1, lambda _: reader._patient_window()) == [1.0]  # another caller: the first is about
     assert reader._patient_window() == 1.0
     assert reader._patient_window(may_wait=False) is None  # a validation never waits it
-    clock = [time.monotonic() + coalesce.COMPANY_SECONDS + 1]
-    monkeypatch.setattr(coalesce.time, "monotonic", lambda: clock[0])
+    stops = MutationBatcher(MUTATIONS[("ec2", "stop_instances")], lambda **_: {}, window=0.25, patient_window=1.0)
+    assert stops._patient_window() is None
+    assert at_once(1, lambda _: stops._patient_window()) == [1.0]
+    later = time.monotonic() + coalesce.COMPANY_SECONDS + 1
+    monkeypatch.setattr(coalesce.time, "monotonic", lambda: later)
     assert reader._patient_window() is None  # the other quiet longer than COMPANY_SECONDS: alone again

@@ -302,8 +302,7 @@ class _Gatherer(ABC):
         me: object = activity.info().workflow_id if activity.in_activity() else threading.get_ident()
         now = time.monotonic()
         with self._lock:
-            if len(self._callers) > 64 or any(now - t > COMPANY_SECONDS for t in self._callers.values()):
-                self._callers = {c: t for c, t in self._callers.items() if now - t <= COMPANY_SECONDS}
+            self._callers = {c: t for c, t in self._callers.items() if now - t <= COMPANY_SECONDS}
             company = any(c != me for c in self._callers)
             self._callers[me] = now
         return company
